@@ -1,0 +1,220 @@
+"""CDS Hooks 2.0.1 data models: discovery, hook request, response (cards), feedback.
+
+Requests are parsed leniently (unknown fields ignored, as the spec requires of services);
+responses are built strictly and serialised without null or empty values.
+Prefetch values stay plain JSON (``dict``): FHIR resources are parsed by ``fhir_mappings``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Indicator = Literal["info", "warning", "critical"]
+INDICATOR_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+
+
+class _Incoming(BaseModel):
+    """Something a CDS client sends: unknown fields are ignored, never an error."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class _Outgoing(BaseModel):
+    """Something we send: unknown fields are a programming error."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, with no null, empty string, empty list or empty object anywhere."""
+        pruned: dict[str, Any] = _prune(self.model_dump(by_alias=True, mode="json"))
+        return pruned
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class FhirAuthorization(_Incoming):
+    """OAuth 2.0 access token the client grants for its FHIR server (never stored or logged)."""
+
+    access_token: str = Field(min_length=1)
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
+    subject: str
+    patient: str | None = None
+
+    def __repr__(self) -> str:  # keep the token out of any accidental log line
+        return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r})"
+
+    __str__ = __repr__
+
+
+class PatientViewContext(_Incoming):
+    """Context of the ``patient-view`` hook."""
+
+    user_id: str = Field(alias="userId", min_length=1)
+    patient_id: str = Field(alias="patientId", min_length=1, max_length=64)
+    encounter_id: str | None = Field(default=None, alias="encounterId")
+
+
+class HookRequest(_Incoming):
+    """The body a CDS client POSTs to a service endpoint."""
+
+    hook: str = Field(min_length=1)
+    hook_instance: str = Field(alias="hookInstance", min_length=1, max_length=128)
+    fhir_server: str | None = Field(default=None, alias="fhirServer")
+    fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None = None
+
+    @field_validator("fhir_server")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("fhirServer must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _authorization_needs_server(self) -> HookRequest:
+        # cds-r-1: if fhirAuthorization details are provided, a fhirServer SHALL be specified.
+        if self.fhir_authorization is not None and self.fhir_server is None:
+            raise ValueError("fhirAuthorization is given without fhirServer")
+        return self
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+class Coding(_Outgoing):
+    system: str | None = None
+    code: str
+    display: str | None = None
+
+
+class Source(_Outgoing):
+    label: str = Field(min_length=1)
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+class Action(_Outgoing):
+    type: Literal["create", "update", "delete"]
+    description: str = Field(min_length=1)
+    resource: dict[str, Any] | None = None
+    resource_id: str | None = Field(default=None, alias="resourceId")
+
+
+class Suggestion(_Outgoing):
+    label: str = Field(min_length=1)
+    uuid: str | None = None
+    is_recommended: bool | None = Field(default=None, alias="isRecommended")
+    actions: list[Action] = Field(default_factory=list)
+
+
+class Link(_Outgoing):
+    label: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    type: Literal["absolute", "smart"]
+    app_context: str | None = Field(default=None, alias="appContext")
+    autolaunchable: bool | None = None  # 3.0 ballot; a hint CDS clients may ignore
+
+
+class Card(_Outgoing):
+    uuid: str | None = None
+    summary: str = Field(min_length=1, max_length=139)
+    detail: str | None = None
+    indicator: Indicator
+    source: Source
+    suggestions: list[Suggestion] = Field(default_factory=list)
+    selection_behavior: Literal["at-most-one", "any"] | None = Field(default=None, alias="selectionBehavior")
+    override_reasons: list[Coding] = Field(default_factory=list, alias="overrideReasons")
+    links: list[Link] = Field(default_factory=list)
+
+
+class HookResponse(_Outgoing):
+    cards: list[Card] = Field(default_factory=list)
+    system_actions: list[Action] = Field(default_factory=list, alias="systemActions")
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["cards"] = body.get("cards", [])  # `cards` is required, even when empty
+        return body
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+class ServiceDefinition(_Outgoing):
+    hook: str
+    title: str | None = None
+    description: str
+    id: str
+    prefetch: dict[str, str] = Field(default_factory=dict)
+    usage_requirements: str | None = Field(default=None, alias="usageRequirements")
+
+
+class DiscoveryResponse(_Outgoing):
+    services: list[ServiceDefinition]
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["services"] = body.get("services", [])
+        return body
+
+
+# --- feedback -------------------------------------------------------------------------------
+
+
+class FeedbackCoding(_Incoming):
+    system: str | None = None
+    code: str = Field(min_length=1)
+    display: str | None = None
+
+
+class OverrideReason(_Incoming):
+    reason: FeedbackCoding | None = None
+    user_comment: str | None = Field(default=None, alias="userComment", max_length=4000)
+
+    @model_validator(mode="after")
+    def _reason_or_comment(self) -> OverrideReason:
+        # cds-fb-3: an overrideReason must contain a reason, a userComment, or both.
+        if self.reason is None and not self.user_comment:
+            raise ValueError("overrideReason needs a reason, a userComment, or both")
+        return self
+
+
+class AcceptedSuggestion(_Incoming):
+    id: str = Field(min_length=1)
+
+
+class FeedbackEntry(_Incoming):
+    card: str = Field(min_length=1, max_length=128)
+    outcome: Literal["accepted", "overridden"]
+    accepted_suggestions: list[AcceptedSuggestion] = Field(
+        default_factory=list, alias="acceptedSuggestions", max_length=50
+    )
+    override_reason: OverrideReason | None = Field(default=None, alias="overrideReason")
+    outcome_timestamp: str = Field(alias="outcomeTimestamp", min_length=1)
+
+    @model_validator(mode="after")
+    def _accepted_needs_suggestions(self) -> FeedbackEntry:
+        # cds-fb-2: if outcome is 'accepted', acceptedSuggestions SHALL be provided.
+        if self.outcome == "accepted" and not self.accepted_suggestions:
+            raise ValueError("an accepted outcome needs acceptedSuggestions")
+        return self
+
+
+class FeedbackRequest(_Incoming):
+    feedback: list[FeedbackEntry] = Field(min_length=1, max_length=100)

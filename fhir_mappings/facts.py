@@ -1,0 +1,175 @@
+"""Facts: what the rules may read about a patient, each with the evidence it came from.
+
+A fact is three-valued where it matters: ``value is None`` means *not documented*, which is never
+the same as ``False`` (looked for and absent). The vocabulary — every fact's name, type and unit —
+is declared in ``data/facts.json`` and shared with ``rules`` through :func:`vocabulary`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from fhir_mappings.errors import VocabularyError
+
+FactType = Literal["boolean", "number", "code"]
+FactValue = bool | float | str | None
+LEGS = ("left", "right")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Where a fact came from: one resource, its date, its value as read, and its laterality."""
+
+    reference: str
+    label: str
+    value: str
+    when: datetime | None = None
+    laterality: str | None = None
+    status: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "label": self.label,
+            "value": self.value,
+            "when": self.when.isoformat() if self.when else None,
+            "laterality": self.laterality,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One named fact about the patient with the evidence behind its value."""
+
+    name: str
+    value: FactValue
+    evidence: tuple[Evidence, ...] = ()
+    when: datetime | None = None
+
+    @property
+    def documented(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FactSpec:
+    """A fact as declared in the vocabulary."""
+
+    name: str
+    type: FactType
+    label: str
+    unit: str | None = None
+    per_leg: bool = False
+    window_hours: float | None = None
+    sources: tuple[Mapping[str, Any], ...] = ()
+    round_to: int | None = None
+    answers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def names(self) -> tuple[str, ...]:
+        """The fact names this spec produces: per-leg facts add ``_left`` and ``_right``."""
+        if self.per_leg:
+            return (self.name, *(f"{self.name}_{leg}" for leg in LEGS))
+        return (self.name,)
+
+
+@dataclass(frozen=True)
+class Facts(Mapping[str, Fact]):
+    """The facts of one patient at one moment. Reading an undeclared name is a programming error."""
+
+    by_name: Mapping[str, Fact]
+    declared: frozenset[str]
+    notes: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> Fact:
+        if name not in self.declared:
+            raise KeyError(name)
+        return self.by_name.get(name) or Fact(name=name, value=None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_name)
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented facts with their evidence, for the audit trail."""
+        return {
+            name: {
+                "value": fact.value,
+                "evidence": [evidence.to_json() for evidence in fact.evidence],
+            }
+            for name, fact in sorted(self.by_name.items())
+            if fact.documented
+        }
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Every fact the mappings produce, by name, with its type and unit."""
+
+    version: str
+    specs: Mapping[str, FactSpec]
+
+    def types(self) -> dict[str, tuple[FactType, str | None]]:
+        """Every producible fact name → (type, unit): what ``rules`` checks its packs against."""
+        produced: dict[str, tuple[FactType, str | None]] = {}
+        for spec in self.specs.values():
+            for name in spec.names():
+                produced[name] = (spec.type, spec.unit)
+        return produced
+
+    def label(self, name: str) -> str:
+        """A clinician-readable label for a (possibly per-leg) fact name."""
+        for spec in self.specs.values():
+            if name == spec.name:
+                return spec.label
+            for leg in LEGS:
+                if name == f"{spec.name}_{leg}":
+                    return f"{spec.label} ({leg})"
+        return name.replace("_", " ")
+
+
+def _spec(entry: Mapping[str, Any]) -> FactSpec:
+    name = str(entry["name"])
+    kind = entry["type"]
+    if kind not in ("boolean", "number", "code"):
+        raise VocabularyError(f"unknown fact type {kind!r}", fact=name)
+    window = entry.get("window")
+    window_hours = None
+    if window is not None:
+        window_hours = float(window.get("hours", 0)) + 24 * float(window.get("days", 0))
+    return FactSpec(
+        name=name,
+        type=kind,
+        label=str(entry.get("label", name)),
+        unit=entry.get("unit"),
+        per_leg=bool(entry.get("per_leg", False)),
+        window_hours=window_hours,
+        sources=tuple(entry.get("sources", ())),
+        round_to=entry.get("round"),
+        answers=entry.get("answers", {}),
+    )
+
+
+def vocabulary_from_json(document: Mapping[str, Any]) -> Vocabulary:
+    specs: dict[str, FactSpec] = {}
+    for entry in document["facts"]:
+        spec = _spec(entry)
+        if spec.name in specs:
+            raise VocabularyError("fact declared twice", fact=spec.name)
+        specs[spec.name] = spec
+    return Vocabulary(version=str(document.get("version", "")), specs=specs)
+
+
+@cache
+def vocabulary() -> Vocabulary:
+    """The bundled fact vocabulary."""
+    text = resources.files("fhir_mappings").joinpath("data/facts.json").read_text("utf-8")
+    return vocabulary_from_json(json.loads(text))

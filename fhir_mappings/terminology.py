@@ -1,0 +1,97 @@
+"""Value sets (SNOMED CT, LOINC, ICD-10-CM, the project's finding CodeSystem) and code look-up.
+
+The bundled ``data/valuesets.json`` holds every verified code with its evidence; codes of the
+project's own CodeSystem (``FINDING_SYSTEM``) are addressed directly by code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from fhir_mappings.errors import VocabularyError
+
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+UCUM = "http://unitsofmeasure.org"
+FINDING_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/finding"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeEntry:
+    """One code of one value set."""
+
+    valueset: str
+    system: str
+    code: str
+    display: str
+    laterality: str | None = None
+
+
+@dataclass(frozen=True)
+class Terminology:
+    """All value sets, indexed by (system, code) for constant-time matching in the hot path."""
+
+    version: str
+    valuesets: Mapping[str, tuple[CodeEntry, ...]]
+    index: Mapping[tuple[str, str], tuple[CodeEntry, ...]]
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Terminology:
+        valuesets: dict[str, tuple[CodeEntry, ...]] = {}
+        index: dict[tuple[str, str], list[CodeEntry]] = {}
+        for name, body in document["valuesets"].items():
+            entries = tuple(
+                CodeEntry(
+                    valueset=name,
+                    system=str(code["system"]),
+                    code=_normalise(str(code["system"]), str(code["code"])),
+                    display=str(code["display"]),
+                    laterality=code.get("laterality"),
+                )
+                for code in body["codes"]
+            )
+            valuesets[name] = entries
+            for entry in entries:
+                index.setdefault((entry.system, entry.code), []).append(entry)
+        return cls(
+            version=str(document.get("version", "")),
+            valuesets=valuesets,
+            index={key: tuple(value) for key, value in index.items()},
+        )
+
+    def require(self, names: Iterable[str], *, fact: str) -> None:
+        """Fail at load when a fact's source names a value set that does not exist."""
+        for name in names:
+            if name not in self.valuesets:
+                raise VocabularyError(f"unknown value set {name!r}", fact=fact)
+
+    def lookup(self, system: str | None, code: str | None) -> tuple[CodeEntry, ...]:
+        """Every value-set entry for one coding (empty when the code is in none)."""
+        if not system or not code:
+            return ()
+        return self.index.get((system, _normalise(system, code)), ())
+
+    def contains(self, valueset: str, system: str | None, code: str | None) -> bool:
+        return any(entry.valueset == valueset for entry in self.lookup(system, code))
+
+
+def _normalise(system: str, code: str) -> str:
+    # ICD-10-CM codes are written with and without the dot and in either case by real EHRs.
+    if system == ICD10CM:
+        code = code.strip().upper().replace(".", "")
+        return code[:3] + "." + code[3:] if len(code) > 3 else code
+    return code.strip()
+
+
+@cache
+def bundled_terminology() -> Terminology:
+    """The value sets shipped with the package."""
+    text = resources.files("fhir_mappings").joinpath("data/valuesets.json").read_text("utf-8")
+    return Terminology.from_json(json.loads(text))

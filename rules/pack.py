@@ -1,0 +1,267 @@
+"""Rule packs: versioned JSON documents, validated by a JSON Schema and compiled at load.
+
+A pack is identified by ``id@version`` and by the SHA-256 of its canonical JSON (its content
+hash), which every card and audit record carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from rules.errors import PackError
+from rules.expressions import Compiler, Expr, ScoreItem
+
+TOPICS = ("abi", "duplex-dvt", "conservative", "urgent-referral")
+PATTERNS = ("arterial", "venous", "neurogenic", "musculoskeletal", "indeterminate")
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    guideline: str
+    section: str
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    label: str
+    when: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    when: Expr
+    summary: str
+    detail: tuple[str, ...]
+    suggestions: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    title: str
+    topic: str
+    indicator: str
+    pattern: str
+    red_flag: bool
+    when: Expr
+    citation: Citation
+    summary: str
+    detail: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    suggestions: tuple[Mapping[str, Any], ...]
+    links: tuple[Mapping[str, str], ...]
+    criteria: tuple[Criterion, ...]
+    score: str | None
+    evidence: tuple[str, ...]
+    suppresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RulePack:
+    id: str
+    version: str
+    status: str
+    title: str
+    content_hash: str
+    document: Mapping[str, Any]
+    definitions: Mapping[str, Expr]
+    scores: Mapping[str, tuple[ScoreItem, ...]]
+    options: Mapping[str, bool]
+    rules: tuple[Rule, ...]
+    citations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    def fact_names(self) -> frozenset[str]:
+        """Every fact any rule, definition or score of this pack reads."""
+        exprs: list[Expr] = list(self.definitions.values())
+        exprs += [i.when for items in self.scores.values() for i in items]
+        for rule in self.rules:
+            exprs += [rule.when, *(v.when for v in rule.variants), *(c.when for c in rule.criteria)]
+        names = frozenset().union(*(e.facts() for e in exprs))
+        return names | frozenset(n for r in self.rules for n in r.evidence)
+
+
+@cache
+def pack_schema() -> Mapping[str, Any]:
+    text = resources.files("rules").joinpath("schema/pack.schema.json").read_text("utf-8")
+    schema: Mapping[str, Any] = json.loads(text)
+    return schema
+
+
+def content_hash(document: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON form (sorted keys, no insignificant white space)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def load_pack(document: Mapping[str, Any], fact_types: Mapping[str, str]) -> RulePack:
+    """Validate ``document`` against the schema, compile it against ``fact_types``, and return it."""
+    pack_id, version = str(document.get("id", "?")), str(document.get("version", "?"))
+    validator = jsonschema.Draft202012Validator(pack_schema())
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        pointer = "/" + "/".join(str(p) for p in first.absolute_path)
+        raise PackError(first.message, pack=pack_id, version=version, pointer=pointer)
+    try:
+        return _compile(document, fact_types, pack_id, version)
+    except PackError as error:
+        raise PackError(
+            str(error.args[0]).split(" (")[0], pack=pack_id, version=version, pointer=error.pointer
+        ) from error
+
+
+def _compile(
+    document: Mapping[str, Any], fact_types: Mapping[str, str], pack_id: str, version: str
+) -> RulePack:
+    raw_definitions: Mapping[str, Any] = document.get("definitions", {})
+    raw_scores: Mapping[str, Any] = document.get("scores", {})
+    options = {name: bool(spec["default"]) for name, spec in document.get("options", {}).items()}
+    compiler = Compiler(
+        fact_types=fact_types,
+        definitions=frozenset(raw_definitions),
+        scores=frozenset(raw_scores),
+        options=frozenset(options),
+    )
+    _check_acyclic(raw_definitions)
+    definitions = {
+        name: compiler.compile(expr, f"/definitions/{name}") for name, expr in raw_definitions.items()
+    }
+    scores = {
+        name: tuple(
+            ScoreItem(
+                id=item["id"],
+                label=item["label"],
+                points=int(item["points"]),
+                when=compiler.compile(item["when"], f"/scores/{name}/items/{i}/when"),
+            )
+            for i, item in enumerate(spec["items"])
+        )
+        for name, spec in raw_scores.items()
+    }
+    citations: Mapping[str, Mapping[str, Any]] = document.get("citations", {})
+    rules = tuple(
+        _rule(raw, f"/rules/{i}", compiler, citations, frozenset(scores))
+        for i, raw in enumerate(document["rules"])
+    )
+    ids = [r.id for r in rules]
+    if len(ids) != len(set(ids)):
+        raise PackError("rule ids must be unique", pointer="/rules")
+    return RulePack(
+        id=pack_id,
+        version=version,
+        status=str(document["status"]),
+        title=str(document["title"]),
+        content_hash=content_hash(document),
+        document=document,
+        definitions=definitions,
+        scores=scores,
+        options=options,
+        rules=rules,
+        citations=citations,
+    )
+
+
+def _rule(
+    raw: Mapping[str, Any],
+    pointer: str,
+    compiler: Compiler,
+    citations: Mapping[str, Mapping[str, Any]],
+    scores: frozenset[str],
+) -> Rule:
+    cite = raw["citation"]
+    source = citations.get(cite["ref"])
+    if source is None:
+        raise PackError(f"unknown citation {cite['ref']!r}", pointer=f"{pointer}/citation/ref")
+    if raw.get("score") is not None and raw["score"] not in scores:
+        raise PackError(f"unknown score {raw['score']!r}", pointer=f"{pointer}/score")
+    for name in raw.get("evidence", ()):
+        compiler.compile({"known": name}, f"{pointer}/evidence")
+    red_flag = bool(raw.get("red_flag", False))
+    if red_flag and (raw["topic"] != "urgent-referral" or raw["indicator"] != "critical"):
+        raise PackError("a red-flag rule is an urgent-referral card with indicator critical", pointer=pointer)
+    return Rule(
+        id=raw["id"],
+        title=raw["title"],
+        topic=raw["topic"],
+        indicator=raw["indicator"],
+        pattern=raw["pattern"],
+        red_flag=red_flag,
+        when=compiler.compile(raw["when"], f"{pointer}/when"),
+        citation=Citation(
+            guideline=str(source["title"]), section=str(cite["section"]), url=source.get("url")
+        ),
+        summary=raw["summary"],
+        detail=tuple(raw.get("detail", ())),
+        variants=tuple(
+            Variant(
+                when=compiler.compile(v["when"], f"{pointer}/variants/{j}/when"),
+                summary=v.get("summary", raw["summary"]),
+                detail=tuple(v.get("detail", raw.get("detail", ()))),
+                suggestions=tuple(v.get("suggestions", raw.get("suggestions", ()))),
+            )
+            for j, v in enumerate(raw.get("variants", ()))
+        ),
+        suggestions=tuple(raw.get("suggestions", ())),
+        links=tuple(raw.get("links", ())),
+        criteria=tuple(
+            Criterion(c["label"], compiler.compile(c["when"], f"{pointer}/criteria/{j}/when"))
+            for j, c in enumerate(raw.get("criteria", ()))
+        ),
+        score=raw.get("score"),
+        evidence=tuple(raw.get("evidence", ())),
+        suppresses=tuple(raw.get("suppresses", ())),
+    )
+
+
+def _check_acyclic(definitions: Mapping[str, Any]) -> None:
+    def refs(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["def"]} if isinstance(node.get("def"), str) else set()
+            return found.union(*(refs(v) for v in node.values()))
+        if isinstance(node, list):
+            return set().union(*(refs(v) for v in node))
+        return set()
+
+    graph = {name: refs(expr) for name, expr in definitions.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise PackError(
+                "definitions refer to each other in a cycle: " + " → ".join(path),
+                pointer=f"/definitions/{name}",
+            )
+        state[name] = 1
+        for ref in graph.get(name, ()):
+            visit(ref, (*path, ref))
+        state[name] = 2
+
+    for name in graph:
+        visit(name, (name,))
+
+
+def bundled_pack_files() -> dict[str, Path]:
+    """Every pack shipped with the package, by ``id@version``."""
+    folder = resources.files("rules").joinpath("packs")
+    found: dict[str, Path] = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".json"):
+            document = json.loads(entry.read_text("utf-8"))
+            found[f"{document['id']}@{document['version']}"] = Path(str(entry))
+    return found

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything the tests need, start what they talk to, run every quality gate.
+# This is the README's test command; .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Python environment (uv, locked dependencies)"
+command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+uv sync --frozen --quiet
+
+step "PostgreSQL on 127.0.0.1:5432 (for the Postgres-path tests)"
+if command -v pg_isready >/dev/null 2>&1; then
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+  fi
+  pg_isready -h 127.0.0.1 -p 5432 || echo "PostgreSQL is not running: Postgres tests will be skipped"
+fi
+
+step "ruff (lint and format)"
+uv run --frozen ruff check .
+uv run --frozen ruff format --check .
+
+step "mypy (strict)"
+uv run --frozen mypy
+
+step "import-linter (package boundaries)"
+uv run --frozen lint-imports
+
+step "pytest"
+uv run --frozen pytest "$@"

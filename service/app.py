@@ -1,0 +1,226 @@
+"""The FastAPI application: discovery, the calf-pain hook, errors as OperationOutcomes, audit.
+
+``create_app(settings)`` builds everything; nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds_hooks.errors import (
+    CdsHooksError,
+    FhirFetchError,
+    PrefetchMissingError,
+    RequestError,
+)
+from cds_hooks.models import HookRequest
+from service.audit import AuditWriter, make_engine, metadata
+from service.config import Settings
+from service.discovery import SERVICE_ID, discovery
+from service.outcome import IssueType, operation_outcome
+from service.packs import PackRegistry
+from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
+
+log = logging.getLogger("calf_cds.service")
+JSON_MEDIA = "application/json"
+
+
+class BodyTooLargeError(Exception):
+    """The request body is larger than ``max_body_bytes``."""
+
+
+@dataclass
+class Runtime:
+    """Everything one app instance owns, built at start-up."""
+
+    settings: Settings
+    service: CalfPainService
+    audit: AuditWriter
+    fetcher: Fetcher | None
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime of the app serving ``request`` (built in the lifespan)."""
+    value: Runtime = request.app.state.runtime
+    return value
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_MEDIA, headers=headers)
+
+
+def outcome_response(
+    status: int, diagnostics: str, *, code: IssueType, expression: str | None = None
+) -> Response:
+    return json_response(operation_outcome(diagnostics, code=code, expression=expression), status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _pointer(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return "/" + "/".join(str(part) for part in first.get("loc", ()))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    fetcher: Fetcher | None = None,
+) -> FastAPI:
+    """Build the app. ``clock`` and ``fetcher`` are injectable for tests."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = PackRegistry.load(settings)
+        engine = make_engine(settings.resolved_database_url())
+        metadata.create_all(engine)
+        writer = AuditWriter(engine, settings.data_dir / "spool")
+        writer.start()
+        app.state.runtime = Runtime(
+            settings=settings,
+            service=registry.service(clock=clock),
+            audit=writer,
+            fetcher=fetcher,
+        )
+        log.info("calf-cds ready: active pack %s", registry.active.key)
+        try:
+            yield
+        finally:
+            writer.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="calf-cds",
+        version="0.1.0",
+        description="CDS Hooks service for calf pain (CDS Hooks 2.0.1, FHIR R4).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> Response:
+        code: IssueType = "not-found" if error.status_code == 404 else "not-supported"
+        return outcome_response(error.status_code, str(error.detail), code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> Response:
+        return outcome_response(400, "the request is not valid", code="invalid")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> Response:
+        log.error("unexpected error: %s", type(error).__name__)
+        return outcome_response(500, "internal error; the call was recorded", code="exception")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        """Liveness: the process answers."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """Readiness: rules loaded, and the audit store reachable or spooling to disk."""
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        if rt is None:
+            return json_response({"status": "starting"}, 503)
+        return json_response({"status": "ready", "active_pack": rt.service.active.key})
+
+    @app.get("/cds-services")
+    async def get_discovery() -> Response:
+        return json_response(discovery().to_json())
+
+    @app.post("/cds-services/{service_id}")
+    async def call_service(service_id: str, request: Request, rt: RuntimeDep) -> Response:
+        now = datetime.now(UTC)
+        record = new_record(None, service_id=service_id, now=now)
+        try:
+            response = await _handle(service_id, request, rt, record)
+        except Exception as error:
+            record.status_code, record.error = 500, type(error).__name__
+            rt.audit.submit(record.to_json())
+            raise
+        record.status_code = response.status_code
+        rt.audit.submit(record.to_json())
+        return response
+
+    return app
+
+
+async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRecord) -> Response:
+    if service_id != SERVICE_ID:
+        record.error = "unknown service"
+        return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
+    try:
+        body = await read_body(request, rt.settings.max_body_bytes)
+    except BodyTooLargeError:
+        record.error = "body too large"
+        return outcome_response(413, "request body too large", code="too-long")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        record.error = "malformed JSON"
+        return outcome_response(400, "the body is not valid JSON", code="structure")
+    if not isinstance(document, dict):
+        record.error = "not an object"
+        return outcome_response(400, "the body must be a JSON object", code="structure")
+    try:
+        hook_request = HookRequest.model_validate(document)
+    except ValidationError as error:
+        record.error = "invalid request"
+        pointer = _pointer(error)
+        return outcome_response(400, f"invalid hook request at {pointer}", code="invalid", expression=pointer)
+    record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
+    try:
+        result = await rt.service.call(hook_request, record, fetcher=rt.fetcher)
+    except PrefetchMissingError as error:
+        record.error = str(error)
+        return outcome_response(412, str(error), code="incomplete")
+    except FhirFetchError as error:
+        record.error = type(error).__name__
+        return outcome_response(
+            412,
+            f"could not read the patient's data from fhirServer: {type(error).__name__}",
+            code="incomplete",
+        )
+    except RequestError as error:
+        record.error = str(error)
+        return outcome_response(400, str(error), code="invalid", expression=error.pointer or None)
+    except CdsHooksError as error:
+        record.error = type(error).__name__
+        return outcome_response(400, str(error), code="invalid")
+    return json_response(result.response.to_json())

@@ -1,0 +1,142 @@
+"""The development issuer behind `calf-cds serve --dev` and `calf-cds token --aud URL`.
+
+It plays the CDS Client for local work: an ES384 key pair kept in `<data_dir>/dev-issuer/`
+(created once; the private key file is mode 0600 in a 0700 folder), the issuer
+`urn:calf-cds:dev-issuer`, and a `kid` that is the key's RFC 7638 thumbprint. Its tokens have the
+shape the CDS Hooks spec asks of a client: header `alg` ES384, `typ` JWT, `kid`; claims `iss`,
+`sub`, `aud`, `exp`, `iat`, `jti` (a UUID4) and optionally `tenant`.
+
+A `--dev` server trusts only this issuer (`DevIssuer.trusted_issuer()`, an inline JWK Set), so
+nothing here is ever trusted by a production configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from service.jwks import TrustedIssuer, jwk_thumbprint
+
+logger = logging.getLogger(__name__)
+
+DEV_ISSUER = "urn:calf-cds:dev-issuer"
+DEV_SUBJECT = "calf-cds-dev"
+DEV_ALGORITHM = "ES384"
+KEY_DIRECTORY = "dev-issuer"
+PRIVATE_KEY_FILE = "private-key.pem"
+MAX_LIFETIME_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class DevIssuer:
+    """A local CDS Client identity that signs tokens for `calf-cds serve --dev`."""
+
+    private_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    iss: str = DEV_ISSUER
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> DevIssuer:
+        """Load the key pair from `data_dir/dev-issuer/`, creating it on first use."""
+        directory = data_dir / KEY_DIRECTORY
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(directory, 0o700)
+        path = directory / PRIVATE_KEY_FILE
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            pem = _create_private_key_file(path)
+        else:
+            _owner_only(path, 0o600)
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
+            raise ValueError(f"{path} is not an EC P-384 private key; delete it to make a new one")
+        return cls(private_key=key)
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        """The public key as a JWK, with `kid`, `use` and `alg`."""
+        jwk: dict[str, Any] = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {**jwk, "kid": jwk_thumbprint(jwk), "use": "sig", "alg": DEV_ALGORITHM}
+
+    @property
+    def kid(self) -> str:
+        """The RFC 7638 thumbprint of the public key."""
+        return str(self.public_jwk["kid"])
+
+    def trusted_issuer(self) -> TrustedIssuer:
+        """This issuer as the server should trust it: the public key inline, no network."""
+        return TrustedIssuer(iss=self.iss, jwks={"keys": [self.public_jwk]})
+
+    def token(
+        self,
+        audience: str,
+        *,
+        lifetime_seconds: int = 300,
+        tenant: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """A signed token for `audience`, the exact URL of the endpoint it will be sent to."""
+        if not audience:
+            raise ValueError("audience must be the URL of the CDS Service endpoint")
+        if not 0 < lifetime_seconds <= MAX_LIFETIME_SECONDS:
+            raise ValueError(f"lifetime_seconds must be 1..{MAX_LIFETIME_SECONDS}")
+        issued_at = int(time.time() if now is None else now)  # rounded down: never in the future
+        claims: dict[str, Any] = {
+            "iss": self.iss,
+            "sub": DEV_SUBJECT,
+            "aud": audience,
+            "iat": issued_at,
+            "exp": issued_at + lifetime_seconds,
+            "jti": str(uuid.uuid4()),
+        }
+        if tenant is not None:
+            claims["tenant"] = tenant
+        return jwt.encode(
+            claims,
+            self.private_key,
+            algorithm=DEV_ALGORITHM,
+            headers={"typ": "JWT", "kid": self.kid},
+        )
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Take group and other permissions away from `path` (we may have made it under another umask)."""
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & 0o077:
+        logger.warning("%s was open to others (mode %o); setting %o", path, current, mode)
+        path.chmod(mode)
+
+
+def _create_private_key_file(path: Path) -> bytes:
+    """Write a new private key to `path` (0600) atomically; if two processes race, keep the first."""
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            os.fchmod(file.fileno(), 0o600)  # whatever the umask
+            file.write(pem)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)  # never replaces an existing key
+        except FileExistsError:
+            return path.read_bytes()
+    finally:
+        temporary.unlink(missing_ok=True)
+    return pem

@@ -1,0 +1,238 @@
+"""One hook call, end to end: request → resources → facts → assessment(s) → cards + audit record.
+
+Used by the web app and by ``calf-cds try`` alike, so both give the same cards.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cds_hooks.errors import PrefetchMismatchError, PrefetchMissingError, RequestError
+from cds_hooks.models import Card, HookRequest, HookResponse, PatientViewContext
+from fhir_mappings.facts import Facts, Vocabulary
+from fhir_mappings.mapper import Mapper
+from rules.engine import Assessment, Recommendation, evaluate
+from rules.pack import RulePack
+from service.cards import build_cards
+from service.discovery import PREFETCH_TEMPLATES, RESOURCE_TYPES
+
+# A fetcher gets the keys that prefetch lacks and returns their JSON (resource or Bundle or None).
+Fetcher = Callable[[HookRequest, tuple[str, ...]], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class CallRecord:
+    """What the audit trail keeps of one call (never the access token)."""
+
+    call_id: str
+    received_at: datetime
+    hook: str
+    hook_instance: str
+    service_id: str
+    patient_id: str | None = None
+    user_id: str | None = None
+    fhir_server: str | None = None
+    status_code: int = 200
+    error: str | None = None
+    pack_id: str | None = None
+    pack_version: str | None = None
+    pack_hash: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    cards: list[dict[str, Any]] = field(default_factory=list)
+    suppressed: list[dict[str, str]] = field(default_factory=list)
+    rule_errors: list[str] = field(default_factory=list)
+    shadow: list[dict[str, Any]] = field(default_factory=list)
+    prefetch_states: dict[str, str] = field(default_factory=dict)
+    client: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        body = {k: v for k, v in self.__dict__.items() if k != "received_at"}
+        body["received_at"] = self.received_at.isoformat()
+        return body
+
+
+@dataclass(frozen=True)
+class HookResult:
+    response: HookResponse
+    record: CallRecord
+    facts: Facts
+    assessment: Assessment
+
+
+class CalfPainService:
+    """The calf-pain service: mapper, vocabulary, active pack and shadow packs, built once."""
+
+    def __init__(
+        self,
+        *,
+        mapper: Mapper,
+        vocabulary: Vocabulary,
+        active: RulePack,
+        shadows: tuple[RulePack, ...] = (),
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.mapper = mapper
+        self.vocabulary = vocabulary
+        self.active = active
+        self.shadows = shadows
+        self.clock = clock
+
+    async def call(
+        self,
+        request: HookRequest,
+        record: CallRecord,
+        *,
+        fetcher: Fetcher | None = None,
+    ) -> HookResult:
+        """Run the hook; raises ``CdsHooksError`` leaves for the web layer to map."""
+        started = time.perf_counter()
+        context = _patient_view_context(request)
+        record.patient_id, record.user_id = context.patient_id, context.user_id
+        record.fhir_server = request.fhir_server
+        data = dict(request.prefetch or {})
+        missing = []
+        for key in PREFETCH_TEMPLATES:
+            value = data.get(key, ...)
+            if value is ...:
+                record.prefetch_states[key] = "missing"
+                missing.append(key)
+            elif value is None:
+                record.prefetch_states[key] = "null"
+            elif isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome":
+                record.prefetch_states[key] = "outcome"
+                missing.append(key)
+            else:
+                record.prefetch_states[key] = "present"
+        if missing:
+            if fetcher is None or request.fhir_server is None:
+                raise PrefetchMissingError(
+                    "prefetch lacks " + ", ".join(missing) + " and no fhirServer was given to fetch it",
+                    keys=tuple(missing),
+                )
+            data.update(await fetcher(request, tuple(missing)))
+            for key in missing:
+                record.prefetch_states[key] += "+fetched"
+        patient, resources = _resources(data, context.patient_id, record.notes)
+        now = self.clock()
+        facts = self.mapper.map(patient_id=context.patient_id, patient=patient, resources=resources, now=now)
+        record.notes.extend(facts.notes)
+        assessment = evaluate(self.active, facts)
+        pairs = build_cards(assessment, facts, self.vocabulary, patient_id=context.patient_id, now=now)
+        for shadow in self.shadows:
+            shadow_assessment = evaluate(shadow, facts)
+            record.shadow.append(_assessment_json(shadow_assessment))
+        _fill(record, assessment, facts, pairs)
+        record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        response = HookResponse(cards=[card for card, _ in pairs])
+        return HookResult(response, record, facts, assessment)
+
+
+def new_record(request: HookRequest | None, *, service_id: str, now: datetime) -> CallRecord:
+    return CallRecord(
+        call_id=str(uuid.uuid4()),
+        received_at=now,
+        hook=request.hook if request else "",
+        hook_instance=request.hook_instance if request else "",
+        service_id=service_id,
+    )
+
+
+def _patient_view_context(request: HookRequest) -> PatientViewContext:
+    if request.hook != "patient-view":
+        raise RequestError(f"this service answers patient-view, not {request.hook!r}", pointer="/hook")
+    try:
+        return PatientViewContext.model_validate(request.context)
+    except ValueError as error:
+        raise RequestError("context needs userId and patientId strings", pointer="/context") from error
+
+
+def _resources(
+    data: Mapping[str, Any], patient_id: str, notes: list[str]
+) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
+    patient = data.get("patient")
+    if patient is not None:
+        if not isinstance(patient, Mapping) or patient.get("resourceType") != "Patient":
+            raise PrefetchMismatchError("prefetch 'patient' is not a Patient", pointer="/prefetch/patient")
+        if patient.get("id") != patient_id:
+            raise PrefetchMismatchError(
+                "prefetch 'patient' is not the context patient", pointer="/prefetch/patient/id"
+            )
+    resources: list[Mapping[str, Any]] = []
+    for key, expected in RESOURCE_TYPES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise RequestError(f"prefetch {key!r} is not a JSON object", pointer=f"/prefetch/{key}")
+        kind = value.get("resourceType")
+        if kind == expected:
+            resources.append(value)
+            continue
+        if kind != "Bundle":
+            raise PrefetchMismatchError(
+                f"prefetch {key!r} holds {kind!r}, expected a Bundle of {expected}",
+                pointer=f"/prefetch/{key}",
+            )
+        entries = value.get("entry", [])
+        if not isinstance(entries, list):
+            raise RequestError("Bundle.entry is not a list", pointer=f"/prefetch/{key}/entry")
+        for index, entry in enumerate(entries):
+            resource = entry.get("resource") if isinstance(entry, Mapping) else None
+            if not isinstance(resource, Mapping):
+                raise RequestError(
+                    "Bundle entry without a resource", pointer=f"/prefetch/{key}/entry/{index}"
+                )
+            if resource.get("resourceType") != expected:
+                notes.append(
+                    f"ignored {resource.get('resourceType')}/{resource.get('id', '?')} in {key}: wrong type"
+                )
+                continue
+            resources.append(resource)
+    return (patient if isinstance(patient, Mapping) else None), resources
+
+
+def _assessment_json(assessment: Assessment) -> dict[str, Any]:
+    return {
+        "pack_id": assessment.pack_id,
+        "pack_version": assessment.pack_version,
+        "pack_hash": assessment.pack_hash,
+        "recommendations": [
+            {"rule_id": r.rule_id, "topic": r.topic, "indicator": r.indicator, "pattern": r.pattern}
+            for r in assessment.recommendations
+        ],
+        "suppressed": [s.__dict__ for s in assessment.suppressed],
+        "errors": list(assessment.errors),
+    }
+
+
+def _fill(
+    record: CallRecord,
+    assessment: Assessment,
+    facts: Facts,
+    pairs: list[tuple[Card, Recommendation]],
+) -> None:
+    record.pack_id = assessment.pack_id
+    record.pack_version = assessment.pack_version
+    record.pack_hash = assessment.pack_hash
+    record.facts = facts.to_json()
+    record.cards = [
+        {
+            "uuid": card.uuid,
+            "topic": recommendation.topic,
+            "indicator": card.indicator,
+            "summary": card.summary,
+            "rule_id": recommendation.rule_id,
+            "fallback": recommendation.fallback,
+            "suggestions": [s.uuid for s in card.suggestions],
+        }
+        for card, recommendation in pairs
+    ]
+    record.suppressed = [s.__dict__ for s in assessment.suppressed]
+    record.rule_errors = list(assessment.errors)
