@@ -65,6 +65,27 @@ hook_calls = Table(
 )
 
 
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("feedback_id", String(36), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("card_uuid", String(128), nullable=False, index=True),
+    Column("call_id", String(36), index=True),  # the hook call whose card this is, when known
+    Column("rule_id", String(64)),
+    Column("pack_version", String(32)),
+    Column("topic", String(32)),
+    Column("outcome", String(16), nullable=False),  # accepted | overridden
+    Column("accepted_suggestions", JSON, nullable=False),
+    Column("override_reason_system", String(256)),
+    Column("override_reason_code", String(128)),
+    Column("override_reason_display", String(512)),
+    Column("user_comment", Text),
+    Column("outcome_timestamp", DateTime(timezone=True), nullable=False),
+    Column("client", JSON, nullable=False),
+)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the audit store; SQLite gets WAL so readers never block the writer."""
     if url.startswith("sqlite:///"):
