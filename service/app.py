@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.errors import (
@@ -27,15 +30,23 @@ from cds_hooks.errors import (
     RequestError,
 )
 from cds_hooks.models import HookRequest
+from service import metrics
 from service.audit import AuditWriter, make_engine, metadata
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
+from service.health import StoreProbe
+from service.middleware import RequestObserver, log_fields
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
+from service.workers import tune_gc
 
 log = logging.getLogger("calf_cds.service")
 JSON_MEDIA = "application/json"
+# At shutdown, after uvicorn has drained in-flight calls (``service.cli.DRAIN_SECONDS``): how long
+# the audit writer may take to write what is queued before it spools the rest to disk. Together
+# they fit Kubernetes' 30 s grace period, less its 5 s preStop pause.
+AUDIT_FLUSH_SECONDS = 8.0
 
 
 class BodyTooLargeError(Exception):
@@ -50,10 +61,15 @@ class Runtime:
     service: CalfPainService
     audit: AuditWriter
     fetcher: Fetcher | None
+    store_probe: StoreProbe | None = None
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The runtime of the app serving ``request`` (built in the lifespan)."""
+async def get_runtime(request: Request) -> Runtime:
+    """The runtime of the app serving ``request`` (built in the lifespan).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency on a worker thread, a thread
+    hop per call for a field lookup.
+    """
     value: Runtime = request.app.state.runtime
     return value
 
@@ -91,6 +107,34 @@ def _pointer(error: ValidationError) -> str:
     return "/" + "/".join(str(part) for part in first.get("loc", ()))
 
 
+def ensure_schema(engine: Engine, attempts: int = 3) -> None:
+    """Create missing audit tables; several workers may race to do it, and the database may be down.
+
+    A database that cannot be reached is not fatal: calls are answered and audited to the spool.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except OperationalError as error:
+            log.warning("audit store unreachable at start (%s); spooling", type(error).__name__)
+            return
+        except SQLAlchemyError:  # another worker created a table between check and CREATE
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def app_from_env() -> FastAPI:
+    """The app with settings from ``CALF_CDS_*`` variables: what each ``calf-cds serve`` worker runs.
+
+    It owns its process, so it also tunes the garbage collector once started (``service.workers``).
+    """
+    app = create_app(Settings())
+    app.state.tune_gc = True
+    return app
+
+
 def create_app(
     settings: Settings,
     *,
@@ -103,21 +147,31 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = PackRegistry.load(settings)
         engine = make_engine(settings.resolved_database_url())
-        metadata.create_all(engine)
+        ensure_schema(engine)
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
+        probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
         app.state.runtime = Runtime(
             settings=settings,
             service=registry.service(clock=clock),
             audit=writer,
             fetcher=fetcher,
+            store_probe=probe,
         )
+        metrics.set_rule_packs(
+            (registry.active.id, registry.active.version, registry.active.content_hash),
+            [(pack.id, pack.version, pack.content_hash) for pack in registry.shadows],
+        )
+        if getattr(app.state, "tune_gc", False):
+            tune_gc()
         log.info("calf-cds ready: active pack %s", registry.active.key)
         try:
             yield
         finally:
-            writer.stop()
+            writer.stop(AUDIT_FLUSH_SECONDS)
+            probe.close()
             engine.dispose()
+            metrics.process_stopping()
 
     app = FastAPI(
         title="calf-cds",
@@ -129,9 +183,11 @@ def create_app(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
         max_age=600,
     )
+    app.add_middleware(RequestObserver, services=frozenset({SERVICE_ID}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
@@ -156,9 +212,21 @@ def create_app(
     async def readyz(request: Request) -> Response:
         """Readiness: rules loaded, and the audit store reachable or spooling to disk."""
         rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is None:
+        if rt is None or rt.store_probe is None:
             return json_response({"status": "starting"}, 503)
-        return json_response({"status": "ready", "active_pack": rt.service.active.key})
+        store = await rt.store_probe.status()
+        body = {"active_pack": rt.service.active.key, "audit": store.audit, "database": store.database}
+        if not store.ready:
+            return json_response({"status": "not ready", **body}, 503)
+        return json_response({"status": "ready", **body})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def get_metrics(request: Request) -> Response:
+        """Prometheus text exposition, summed over worker processes."""
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        if rt is not None:
+            metrics.observe_audit_queue(rt.audit.pending, rt.audit.spool_depth())
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/cds-services")
     async def get_discovery() -> Response:
@@ -176,6 +244,12 @@ def create_app(
             raise
         record.status_code = response.status_code
         rt.audit.submit(record.to_json())
+        if record.cards or record.rule_errors:
+            metrics.observe_hook_call(
+                service_id, record.cards, record.rule_errors, (record.pack_id, record.pack_version)
+            )
+        fields = log_fields()
+        fields["call_id"], fields["cards"] = record.call_id, len(record.cards)
         return response
 
     return app

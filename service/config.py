@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Largest request body.")
     log_level: str = Field(default="INFO")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes for `calf-cds serve` (its --workers default)."
+    )
 
     @field_validator("shadow_packs", "cors_origins", mode="before")
     @classmethod
