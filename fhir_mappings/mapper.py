@@ -25,6 +25,10 @@ from fhir_mappings.facts import LEGS, Evidence, Fact, Facts, FactSpec, Vocabular
 from fhir_mappings.terminology import FINDING_SYSTEM, INTERPRETATION, Terminology
 from fhir_mappings.units import convert
 
+# ``isinstance(x, Mapping)`` goes through the ABC machinery (~0.3 µs); parsed JSON objects are
+# dicts, so check for ``dict`` first: the same answer, several times faster on the hot path.
+_MAPPING = (dict, Mapping)
+
 VALID_STATUSES = frozenset({"final", "amended", "corrected"})
 RULE_IN_STATUSES = frozenset({"preliminary"})
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
@@ -68,14 +72,14 @@ def parse_datetime(text: object) -> datetime | None:
 
 
 def _codings(concept: object) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, _MAPPING):
         return []
     codings = concept.get("coding")
-    return [c for c in codings if isinstance(c, Mapping)] if isinstance(codings, list) else []
+    return [c for c in codings if isinstance(c, _MAPPING)] if isinstance(codings, list) else []
 
 
 def _text(concept: object) -> str:
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, _MAPPING):
         return ""
     parts = [concept.get("text")] + [c.get("display") for c in _codings(concept)]
     return " ".join(p for p in parts if isinstance(p, str))
@@ -136,7 +140,7 @@ class Mapper:
             kind = resource.get("resourceType")
             reference = f"{kind}/{resource.get('id', '?')}"
             owner = resource.get("subject")
-            owner_ref = owner.get("reference") if isinstance(owner, Mapping) else None
+            owner_ref = owner.get("reference") if isinstance(owner, _MAPPING) else None
             if not isinstance(owner_ref, str) or not (
                 owner_ref == subject or owner_ref.endswith("/" + subject)
             ):
@@ -242,7 +246,7 @@ class Mapper:
         quantity = element.get("valueQuantity")
         raw: object
         unit: str | None
-        if isinstance(quantity, Mapping):
+        if isinstance(quantity, _MAPPING):
             raw = quantity.get("value")
             unit = quantity.get("code") or quantity.get("unit")
         elif "valueInteger" in element:
@@ -450,11 +454,11 @@ def _show(value: bool | float | str, unit: str | None) -> str:
 
 def _get(resource: Mapping[str, Any], key: str, inner: str) -> object:
     value = resource.get(key)
-    return value.get(inner) if isinstance(value, Mapping) else None
+    return value.get(inner) if isinstance(value, _MAPPING) else None
 
 
 def _list(value: object) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    return [v for v in value if isinstance(v, _MAPPING)] if isinstance(value, list) else []
 
 
 def _first(value: object) -> object:
