@@ -145,6 +145,7 @@ class AuditWriter:
         *,
         batch_size: int = 200,
         retry_seconds: float = 2.0,
+        linger_seconds: float = 0.05,
     ) -> None:
         self.engine = engine
         self.spool_dir = spool_dir
@@ -152,6 +153,10 @@ class AuditWriter:
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
+        # After the first record, wait this long for more before writing: at a few hundred calls a
+        # second that makes one transaction of ~10 records rather than ten of one (less CPU per
+        # record, and fewer wake-ups of this thread competing with the event loop for the GIL).
+        self.linger_seconds = linger_seconds
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -242,17 +247,7 @@ class AuditWriter:
         last_retry = 0.0
         stopping = False
         while not stopping and not self._abandoned.is_set():
-            batch: list[dict[str, Any]] = []
-            try:
-                item = self._queue.get(timeout=self.retry_seconds)
-                while item is not None:
-                    batch.append(item)
-                    if len(batch) >= self.batch_size:
-                        break
-                    item = self._queue.get_nowait()
-                stopping = item is None
-            except queue.Empty:
-                pass
+            batch, stopping = self._next_batch()
             written = True
             if batch:
                 self._inflight = batch
@@ -265,6 +260,31 @@ class AuditWriter:
                 last_retry = time.monotonic()
                 self.flush_spool()
             metrics.observe_audit_queue(self._queue.qsize(), self._spooled)
+
+    def _next_batch(self) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``batch_size`` records, and whether ``stop()`` asked the thread to end.
+
+        Waits up to ``retry_seconds`` for a first record, then sleeps ``linger_seconds`` and takes
+        what has arrived meanwhile: records queued while the thread sleeps wake nobody.
+        """
+        try:
+            item = self._queue.get(timeout=self.retry_seconds)
+        except queue.Empty:
+            return [], False
+        if item is None:
+            return [], True
+        if self.linger_seconds:
+            time.sleep(self.linger_seconds)
+        batch = [item]
+        while len(batch) < self.batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
     def _write(self, batch: list[dict[str, Any]]) -> bool:
         rows = [_row(record) for record in batch]
