@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -38,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -116,6 +118,7 @@ class Connection:
 class Stats:
     expected: dict[str, tuple[str, ...]]
     latencies: list[float] = field(default_factory=list)
+    finished: list[float] = field(default_factory=list)  # perf_counter() when each measured call ended
     statuses: Counter[int] = field(default_factory=Counter)
     wrong_cards: Counter[str] = field(default_factory=Counter)
     patterns: Counter[str] = field(default_factory=Counter)
@@ -127,6 +130,7 @@ class Stats:
         if not measured:
             return
         self.latencies.append(seconds)
+        self.finished.append(time.perf_counter())
         self.statuses[status] += 1
         self.patterns[body.pattern] += 1
         if status == 200:
@@ -249,6 +253,75 @@ def machine_busy() -> tuple[float, float]:
 def generator_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+class CpuSampler:
+    """Once a second: CPU seconds used so far by the server, PostgreSQL, this process and the machine.
+
+    The machine is shared: whatever else runs takes CPU from the server. Latency is then reported
+    per band of "everything else" CPU over the one-second windows (see :func:`by_contention`).
+    """
+
+    def __init__(self, server: list[int], backends: list[int]) -> None:
+        self.server, self.backends = server, backends
+        self.samples: list[tuple[float, float, float, float, float]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        busy, _ = machine_busy()
+        self.samples.append(
+            (time.perf_counter(), cpu_seconds(self.server), cpu_seconds(self.backends), generator_cpu(), busy)
+        )
+
+    def _run(self) -> None:
+        self.sample()
+        while not self.done.wait(1.0):
+            self.sample()
+        self.sample()
+
+    def __enter__(self) -> CpuSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 99.0))
+
+
+def by_contention(sampler: CpuSampler, stats: Stats) -> list[dict[str, Any]]:
+    """Latency of the calls that ended in one-second windows, grouped by how many cores everything
+    other than the server, PostgreSQL and the load generator used in the window."""
+    windows: list[tuple[float, float, float]] = []  # start, end, other cores
+    for before, after in itertools.pairwise(sampler.samples):
+        seconds = after[0] - before[0]
+        if seconds <= 0:
+            continue
+        ours = sum(after[i] - before[i] for i in (1, 2, 3))
+        windows.append((before[0], after[0], max(0.0, (after[4] - before[4] - ours) / seconds)))
+    rows = []
+    for low, high in BANDS:
+        chosen = [(start, end) for start, end, other in windows if low <= other < high]
+        if not chosen:
+            continue
+        latencies = [
+            latency
+            for latency, ended in zip(stats.latencies, stats.finished, strict=True)
+            if any(start <= ended < end for start, end in chosen)
+        ]
+        rows.append(
+            {
+                "other_cores": f"{low:g}–{high:g}" if high < 99 else f"≥{low:g}",
+                "seconds": round(sum(end - start for start, end in chosen)),
+                "calls": len(latencies),
+                "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+                "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+            }
+        )
+    return rows
 
 
 # -- the database ------------------------------------------------------------------------------
@@ -387,6 +460,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         per_worker = [cpu_seconds([pid]) for pid in workers]
         before = (cpu_seconds([server.pid, *workers]), cpu_seconds(backends), generator_cpu(), machine_busy())
         started = time.perf_counter()
+        sampler = CpuSampler([server.pid, *workers], backends).__enter__()
         if args.rate:
             asyncio.run(
                 open_loop(
@@ -406,6 +480,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
         elapsed = time.perf_counter() - started
+        sampler.__exit__()
         after = (cpu_seconds([server.pid, *workers]), cpu_seconds(backends), generator_cpu(), machine_busy())
         per_worker = [
             round((cpu_seconds([pid]) - spent) / elapsed, 2)
@@ -441,6 +516,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "wrong_cards": sum(stats.wrong_cards.values()),
             },
             "patterns": dict(stats.patterns),
+            "latency_by_contention": by_contention(sampler, stats),
             "cpu_cores": {
                 "server": round((after[0] - before[0]) / elapsed, 2),
                 "per_worker": per_worker,
@@ -500,6 +576,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"of {cpu['machine_cores']} cores"
     )
     print(f"patterns     {report['patterns']}")
+    print("latency by the CPU everything else on the machine used (one-second windows):")
+    for row in report["latency_by_contention"]:
+        print(
+            f"  other {row['other_cores']:>8} cores: {row['seconds']:>4} s, {row['calls']:>6} calls, "
+            f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+        )
     if "profile" in report:
         print(report["profile"]["text"])
 
