@@ -44,6 +44,8 @@ from service.discovery import PREFETCH_TEMPLATES
 __all__ = ["FetchPlan", "Fetched", "Fetcher", "KeyQuery", "PatientData", "gather_patient_data"]
 
 Resource = Mapping[str, Any]
+#: Ignored resources named one by one in the notes, per key; the rest are counted.
+MAX_NOTES_PER_KEY = 20
 _READ = re.compile(r"(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[^/?]+)")
 _SEARCH = re.compile(r"(?P<type>[A-Z][A-Za-z]{0,63})(?:\?.*)?", re.DOTALL)
 
@@ -184,8 +186,8 @@ async def gather_patient_data(
 
 
 def _check(query: KeyQuery, value: Resource, patient_id: str) -> None:
-    """A present value fits its template: the resource read, or a Bundle (or one resource) of the
-    type searched. Bundle contents are checked later, entry by entry."""
+    """A present value fits its template: the resource read, or a well-formed Bundle (or one
+    resource) of the type searched. Checked before any fetch, so a bad request is a 400 at once."""
     kind = value["resourceType"]
     pointer = json_pointer("prefetch", query.key)
     if query.read_id is not None:
@@ -205,6 +207,8 @@ def _check(query: KeyQuery, value: Resource, patient_id: str) -> None:
             f"prefetch {query.key!r} holds {kind!r}, expected a Bundle of {query.resource_type}",
             pointer=pointer + "/resourceType",
         )
+    elif kind == "Bundle":
+        bundle_resources(value, expected_types=frozenset({query.resource_type}), pointer=pointer)
 
 
 def _unpack(queries: Mapping[str, KeyQuery], values: Mapping[str, Any], notes: list[str]) -> PatientData:
@@ -218,8 +222,11 @@ def _unpack(queries: Mapping[str, KeyQuery], values: Mapping[str, Any], notes: l
             value, expected_types=frozenset({query.resource_type}), pointer=json_pointer("prefetch", key)
         )
         notes.extend(
-            f"ignored {item.resource_type}/{item.id or '?'} in {key}: {item.reason}" for item in ignored
+            f"ignored {item.resource_type}/{item.id or '?'} in {key}: {item.reason}"
+            for item in ignored[:MAX_NOTES_PER_KEY]
         )
+        if len(ignored) > MAX_NOTES_PER_KEY:
+            notes.append(f"ignored {len(ignored) - MAX_NOTES_PER_KEY} more resources in {key}")
         if query.resource_type == "Patient" and query.read_id is not None:
             patient = kept[0] if kept else None
         else:

@@ -360,3 +360,11 @@ def test_token_never_reaches_logs(
         assert_outcome(call(app, fetching_request()), 412)
     assert caplog.records
     assert TOKEN not in caplog.text
+
+
+def test_malformed_prefetch_is_400_before_any_fetch(app: TestClient, fhir: respx.MockRouter) -> None:
+    """A malformed prefetch Bundle is the client's error: 400 at once, nothing fetched."""
+    body = fetching_request(conditions={"resourceType": "Bundle", "type": "searchset", "entry": [{}]})
+    outcome = assert_outcome(call(app, body), 400)
+    assert outcome["issue"][0]["expression"] == ["/prefetch/conditions/entry/0"]
+    assert not fhir.calls

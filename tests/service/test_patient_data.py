@@ -150,3 +150,17 @@ def test_key_query_tells_reads_from_searches(query: str, expected: KeyQuery) -> 
 def test_key_query_refuses_other_shapes(query: str) -> None:
     with pytest.raises(PrefetchMismatchError):
         KeyQuery.parse("k", query)
+
+
+@pytest.mark.anyio
+async def test_ignored_resources_are_noted_one_by_one_up_to_a_limit() -> None:
+    """Each ignored resource is named in the notes, up to 20 a key; the rest are counted."""
+    body = hook_request([calf_pain()])
+    body["prefetch"]["conditions"]["entry"] = [
+        {"resource": {"resourceType": "MedicationRequest", "id": f"m{n}"}} for n in range(25)
+    ]
+    data, _, notes = await gather(body)
+    assert len(data.resources) == 1
+    assert notes[0] == "ignored MedicationRequest/m0 in conditions: unexpected resource type"
+    assert len(notes) == 21
+    assert notes[-1] == "ignored 5 more resources in conditions"
