@@ -70,7 +70,7 @@ class FhirFetcher:
         async with client:
             try:
                 async with asyncio.timeout(self.policy.total_budget), asyncio.TaskGroup() as group:
-                    searches = group.create_task(client.fetch_all(plan.queries)) if plan.queries else None
+                    queried = group.create_task(client.fetch_all(plan.queries)) if plan.queries else None
                     paged = {
                         key: group.create_task(_complete(client, key, page))
                         for key, page in plan.pages.items()
@@ -81,8 +81,8 @@ class FhirFetcher:
                 ) from None
             except ExceptionGroup as failures:
                 raise _first(failures) from None
-        if searches is not None:
-            for key, result in searches.result().items():
+        if queried is not None:
+            for key, result in queried.result().items():
                 values[key] = _value(key, result, notes)
         for key, task in paged.items():
             values[key] = _value(key, task.result(), notes)

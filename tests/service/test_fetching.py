@@ -296,7 +296,7 @@ def test_unreachable_server_is_412_quickly(app: TestClient, fhir: respx.MockRout
     fhir.route().mock(side_effect=httpx.ConnectError("connection refused"))
     started = time.monotonic()
     assert_outcome(call(app, fetching_request()), 412)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # two retries with 0.1 s and 0.2 s back-off; no hang
 
 
 def test_5xx_is_retried_then_cards(app: TestClient, fhir: respx.MockRouter) -> None:
@@ -321,7 +321,7 @@ def test_slow_server_is_412_within_the_budget(fhir: respx.MockRouter, settings: 
         started = time.monotonic()
         outcome = assert_outcome(call(client, fetching_request()), 412)
         elapsed = time.monotonic() - started
-    assert elapsed < 3  # the budget is 0.5 s; the server would hang 30 s
+    assert elapsed < 5  # the budget is 0.5 s; the server would hang 30 s
     assert "timed out" in outcome["issue"][0]["diagnostics"] or "budget" in outcome["issue"][0]["diagnostics"]
 
 
