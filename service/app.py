@@ -30,6 +30,7 @@ from cds_hooks.models import HookRequest
 from service.audit import AuditWriter, make_engine, metadata
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
+from service.fhir_fetcher import FhirFetcher
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
@@ -97,7 +98,13 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     fetcher: Fetcher | None = None,
 ) -> FastAPI:
-    """Build the app. ``clock`` and ``fetcher`` are injectable for tests."""
+    """Build the app. ``clock`` and ``fetcher`` are injectable for tests.
+
+    Without a ``fetcher``, missing prefetch is fetched from the request's ``fhirServer`` with a
+    :class:`FhirFetcher` on the settings' limits, unless ``settings.fhir_fetch`` is off.
+    """
+    if fetcher is None and settings.fhir_fetch:
+        fetcher = FhirFetcher.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -211,11 +218,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         record.error = str(error)
         return outcome_response(412, str(error), code="incomplete")
     except FhirFetchError as error:
-        record.error = type(error).__name__
+        record.error = f"{type(error).__name__}: {error}"
         return outcome_response(
-            412,
-            f"could not read the patient's data from fhirServer: {type(error).__name__}",
-            code="incomplete",
+            412, f"could not read the patient's data from fhirServer: {error}", code="incomplete"
         )
     except RequestError as error:
         record.error = str(error)

@@ -1,6 +1,7 @@
 """``calf-cds``: the command line.
 
 calf-cds serve [--host 127.0.0.1] [--port 8080]     run the service on its embedded defaults
+calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from service.cli_try import add_try_command
 from service.config import Settings
 
 
@@ -20,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines show FHIR queries (patient ids)
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), access_log=False)
     return 0
@@ -32,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.set_defaults(handler=_serve)
+    add_try_command(commands)
     return parser
 
 

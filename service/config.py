@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         default=("*",), description="Origins allowed to call from a browser (CDS Hooks Sandbox)."
     )
     max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Largest request body.")
+    fhir_fetch: bool = Field(
+        default=True, description="Fetch prefetch that is missing or failed from the request's fhirServer."
+    )
+    fhir_request_timeout: float = Field(default=2.0, gt=0, le=60, description="Seconds per FHIR request.")
+    fhir_total_budget: float = Field(
+        default=4.0, gt=0, le=120, description="Seconds for all FHIR fetching of one call (pages, retries)."
+    )
+    fhir_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a FHIR GET on 5xx or no answer."
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("shadow_packs", "cors_origins", mode="before")
