@@ -1,6 +1,7 @@
 """``calf-cds``: the command line.
 
 calf-cds serve [--host 127.0.0.1] [--port 8080]     run the service on its embedded defaults
+calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from service.config import Settings
+from service.governance.cli import add_commands as add_governance_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.set_defaults(handler=_serve)
+    add_governance_commands(commands)
     return parser
 
 
