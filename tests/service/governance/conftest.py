@@ -32,6 +32,7 @@ from tests.fhir_builders import NOW, SNOMED, calf_pain, finding, hook_request, o
 
 PG_ADMIN = os.environ.get("CALF_CDS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 RULE_PACKS = Path(__file__).parents[2] / "data" / "rule-packs"
+ACTIVE = "calf-pain@0.1.0"
 CANDIDATE = "calf-pain@0.1.1"
 
 # Patients whose cards the candidate pack 0.1.1 changes, or not (see tests/data/rule-packs/README.md).
@@ -48,10 +49,15 @@ SLIGHT_SWELLING = [calf_pain(), finding("calf-circumference-difference", quantit
 
 @pytest.fixture(autouse=True)
 def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI reads CALF_CDS_* like `serve` does: start every test from none."""
+    """The CLI reads CALF_CDS_* like `serve` does: start every test from none but the active pack.
+
+    These tests compare the released 0.1.0 with the candidate fixture 0.1.1, so they pin 0.1.0 as
+    the active pack whatever the default becomes when later versions are released.
+    """
     for name in list(os.environ):
         if name.startswith("CALF_CDS_") and not name.startswith("CALF_CDS_TEST_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("CALF_CDS_ACTIVE_PACK", ACTIVE)
 
 
 @cache
