@@ -80,7 +80,13 @@ def test_report_plots_render_in_chromium(report: Path, tmp_path: Path) -> None:
         pytest.skip("chromium is not installed (scripts/test.sh installs it)")
     probed = tmp_path / "probe.html"
     probed.write_text(report.read_text("utf-8").replace("</body>", PROBE + "</body>"), "utf-8")
-    dom = chromium(tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    dom = chromium(
+        tmp_path / "profile",
+        "--virtual-time-budget=5000",
+        "--window-size=1280,2000",
+        "--dump-dom",
+        probed.as_uri(),
+    )
     found = re.findall(r'<pre id="probe">(\{.*?)</pre>', dom, re.S)  # the output, not the script's own text
     assert found, "the probe did not run"
     result: dict[str, Any] = json.loads(html.unescape(found[-1]))
