@@ -26,6 +26,12 @@ if command -v pg_isready >/dev/null 2>&1; then
   pg_isready -h 127.0.0.1 -p 5432 || echo "PostgreSQL is not running: Postgres tests will be skipped"
 fi
 
+step "Chromium (the governance report's browser test)"
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+[ -x /usr/bin/chromium ] && export CALF_CDS_TEST_REQUIRE_BROWSER=1 || echo "Chromium is missing: browser tests will be skipped"
+
 step "ruff (lint and format)"
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .

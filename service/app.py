@@ -27,10 +27,13 @@ from cds_hooks.errors import (
     RequestError,
 )
 from cds_hooks.models import HookRequest
-from service.audit import AuditWriter, make_engine, metadata
+from service.audit import AuditWriter, make_engine
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
 from service.fhir_fetcher import FhirFetcher
+from service.governance.database import prepare as prepare_database
+from service.governance.routes import feedback_router, report_router
+from service.governance.runtime import Governance
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
@@ -110,9 +113,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = PackRegistry.load(settings)
         engine = make_engine(settings.resolved_database_url())
-        metadata.create_all(engine)
+        prepare_database(settings, engine)  # migrations: see service/governance/database.py
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
+        app.state.governance = Governance.start(settings, engine)
         app.state.runtime = Runtime(
             settings=settings,
             service=registry.service(clock=clock),
@@ -123,6 +127,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.governance.stop()
             writer.stop()
             engine.dispose()
 
@@ -170,6 +175,9 @@ def create_app(
     @app.get("/cds-services")
     async def get_discovery() -> Response:
         return json_response(discovery().to_json())
+
+    app.include_router(feedback_router)  # CDS Hooks feedback; auth: add dependencies=[...] here
+    app.include_router(report_router)  # GET /governance/report; auth: authorised users only
 
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request, rt: RuntimeDep) -> Response:

@@ -4,6 +4,12 @@
 batches from one background thread. When the database refuses a batch, the batch is appended
 to a spool file (JSON lines) in the data folder and written again once the database answers;
 records left at shutdown are flushed or spooled, never dropped.
+
+Tables: ``hook_calls`` (one row per call), ``hook_cards`` (one row per card shown, written in the
+same transaction as its call, so that feedback can find a card by its uuid) and ``feedback`` (one
+row per feedback entry; written by ``service.governance.feedback``). The schema is managed by the
+Alembic migrations in ``service/migrations``; a test keeps these declarations and the migrations
+in step.
 """
 
 from __future__ import annotations
@@ -13,14 +19,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -31,6 +39,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     insert,
+    select,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -65,13 +74,32 @@ hook_calls = Table(
 )
 
 
+hook_cards = Table(
+    "hook_cards",
+    metadata,
+    Column("card_uuid", String(128), primary_key=True),
+    Column("call_id", String(36), nullable=False, index=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("pack_id", String(64)),
+    Column("pack_version", String(32)),
+    Column("pack_hash", String(80)),
+    Column("rule_id", String(64)),
+    Column("topic", String(32), index=True),
+    Column("indicator", String(16)),
+    Column("fallback", Boolean, nullable=False),
+    Column("suggestions", JSON, nullable=False),  # the uuids of the card's suggestions
+)
+
+
 feedback = Table(
     "feedback",
     metadata,
     Column("feedback_id", String(36), primary_key=True),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("service_id", String(64)),
     Column("card_uuid", String(128), nullable=False, index=True),
     Column("call_id", String(36), index=True),  # the hook call whose card this is, when known
+    Column("pack_id", String(64)),
     Column("rule_id", String(64)),
     Column("pack_version", String(32)),
     Column("topic", String(32)),
@@ -83,6 +111,7 @@ feedback = Table(
     Column("user_comment", Text),
     Column("outcome_timestamp", DateTime(timezone=True), nullable=False),
     Column("client", JSON, nullable=False),
+    Column("note", Text),  # e.g. the card was not in the audit trail when the feedback was written
 )
 
 
@@ -105,15 +134,47 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _instant(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _row(record: Mapping[str, Any]) -> dict[str, Any]:
     row = dict(record)
-    received = row["received_at"]
-    row["received_at"] = datetime.fromisoformat(received) if isinstance(received, str) else received
+    row["received_at"] = _instant(row["received_at"])
     return {c.name: row.get(c.name) for c in hook_calls.columns}
 
 
+def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One ``hook_cards`` row per card the call showed."""
+    return [
+        {
+            "card_uuid": card["uuid"],
+            "call_id": record["call_id"],
+            "received_at": _instant(record["received_at"]),
+            "pack_id": record.get("pack_id"),
+            "pack_version": record.get("pack_version"),
+            "pack_hash": record.get("pack_hash"),
+            "rule_id": card.get("rule_id"),
+            "topic": card.get("topic"),
+            "indicator": card.get("indicator"),
+            "fallback": bool(card.get("fallback", False)),
+            "suggestions": list(card.get("suggestions", ())),
+        }
+        for card in record.get("cards", ())
+        if card.get("uuid")
+    ]
+
+
 class AuditWriter:
-    """Background, batched, spooling writer of audit records."""
+    """Background, batched, spooling writer of audit records.
+
+    Subclasses write other kinds of record the same way by overriding ``key``, ``table``,
+    ``spool_name`` and :meth:`store` (see ``service.governance.feedback.FeedbackWriter``).
+    """
+
+    key = "call_id"
+    table = hook_calls
+    spool_name = "audit-spool.jsonl"
 
     def __init__(
         self,
@@ -124,7 +185,7 @@ class AuditWriter:
         retry_seconds: float = 2.0,
     ) -> None:
         self.engine = engine
-        self.spool_path = spool_dir / "audit-spool.jsonl"
+        self.spool_path = spool_dir / self.spool_name
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
@@ -201,15 +262,24 @@ class AuditWriter:
                 last_retry = time.monotonic()
                 self.flush_spool()
 
+    def store(self, connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``records`` (none of them stored yet) in the caller's transaction."""
+        connection.execute(insert(hook_calls), [_row(record) for record in records])
+        cards = [row for record in records for row in card_rows(record)]
+        if cards:
+            connection.execute(insert(hook_cards), cards)
+
     def _write(self, batch: Iterable[Mapping[str, Any]]) -> bool:
-        rows = [_row(record) for record in batch]
+        records = list(batch)
         try:
             with self.engine.begin() as connection:
-                connection.execute(insert(hook_calls), rows)
+                self.store(connection, records)
         except SQLAlchemyError as error:
-            log.warning("audit store unavailable, spooling %d records: %s", len(rows), type(error).__name__)
+            log.warning(
+                "audit store unavailable, spooling %d records: %s", len(records), type(error).__name__
+            )
             return False
-        self.written += len(rows)
+        self.written += len(records)
         return True
 
     def _spool(self, batch: Iterable[Mapping[str, Any]]) -> None:
@@ -234,17 +304,16 @@ class AuditWriter:
             return len(records)
 
     def _write_idempotent(self, records: list[dict[str, Any]]) -> bool:
-        from sqlalchemy import select
-
-        ids = [record["call_id"] for record in records]
+        key = self.table.c[self.key]
+        ids = [record[self.key] for record in records]
         try:
             with self.engine.begin() as connection:
-                present = set(
-                    connection.scalars(select(hook_calls.c.call_id).where(hook_calls.c.call_id.in_(ids)))
-                )
-                fresh = [_row(r) for r in records if r["call_id"] not in present]
+                present: set[str] = set()
+                for start in range(0, len(ids), 500):
+                    present.update(connection.scalars(select(key).where(key.in_(ids[start : start + 500]))))
+                fresh = list({r[self.key]: r for r in records if r[self.key] not in present}.values())
                 if fresh:
-                    connection.execute(insert(hook_calls), fresh)
+                    self.store(connection, fresh)
         except SQLAlchemyError:
             return False
         self.written += len(fresh)

@@ -2,6 +2,7 @@
 
 calf-cds serve [--host 127.0.0.1] [--port 8080]     run the service on its embedded defaults
 calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
+calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from service.cli_try import add_try_command
 from service.config import Settings
+from service.governance.cli import add_commands as add_governance_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.set_defaults(handler=_serve)
     add_try_command(commands)
+    add_governance_commands(commands)
     return parser
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         default=2, ge=0, le=10, description="Retries of a FHIR GET on 5xx or no answer."
     )
     log_level: str = Field(default="INFO")
+    db_migrate: Literal["auto", "upgrade", "verify", "off"] = Field(
+        default="auto",
+        description="Schema at start-up: auto = upgrade on SQLite, verify elsewhere (see README).",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete audit calls, cards and feedback older than this many days; None keeps all.",
+    )
+    retention_interval_hours: float = Field(
+        default=24.0, gt=0, description="How often a running service applies retention_days."
+    )
 
     @field_validator("shadow_packs", "cors_origins", mode="before")
     @classmethod
