@@ -71,6 +71,9 @@ class FactSpec:
     sources: tuple[Mapping[str, Any], ...] = ()
     round_to: int | None = None
     answers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Observation statuses this fact reads as results; None = the default (final, amended,
+    # corrected, plus preliminary rule-in). ``("preliminary",)`` gives the preliminary view of a test.
+    statuses: frozenset[str] | None = None
 
     def names(self) -> tuple[str, ...]:
         """The fact names this spec produces: per-leg facts add ``_left`` and ``_right``."""
@@ -142,6 +145,7 @@ def _spec(entry: Mapping[str, Any]) -> FactSpec:
     if kind not in ("boolean", "number", "code"):
         raise VocabularyError(f"unknown fact type {kind!r}", fact=name)
     window = entry.get("window")
+    statuses = entry.get("statuses")
     window_hours = None
     if window is not None:
         window_hours = float(window.get("hours", 0)) + 24 * float(window.get("days", 0))
@@ -155,6 +159,7 @@ def _spec(entry: Mapping[str, Any]) -> FactSpec:
         sources=tuple(entry.get("sources", ())),
         round_to=entry.get("round"),
         answers=entry.get("answers", {}),
+        statuses=frozenset(map(str, statuses)) if statuses is not None else None,
     )
 
 

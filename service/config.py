@@ -32,7 +32,7 @@ class Settings(BaseSettings):
         default=None,
         description="The URL clients call us at (behind a proxy); JWT audiences are built on it.",
     )
-    active_pack: str = Field(default="calf-pain@0.1.0", description="id@version of the live pack.")
+    active_pack: str = Field(default="calf-pain@1.0.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="id@version of packs that run beside the active one, never shown."
     )
