@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any, Literal
 
@@ -128,15 +128,17 @@ class Vocabulary:
                 produced[name] = (spec.type, spec.unit)
         return produced
 
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        for spec in self.specs.values():
+            labels[spec.name] = spec.label
+            labels.update({f"{spec.name}_{leg}": f"{spec.label} ({leg})" for leg in LEGS})
+        return labels
+
     def label(self, name: str) -> str:
         """A clinician-readable label for a (possibly per-leg) fact name."""
-        for spec in self.specs.values():
-            if name == spec.name:
-                return spec.label
-            for leg in LEGS:
-                if name == f"{spec.name}_{leg}":
-                    return f"{spec.label} ({leg})"
-        return name.replace("_", " ")
+        return self._labels.get(name) or name.replace("_", " ")
 
 
 def _spec(entry: Mapping[str, Any]) -> FactSpec:

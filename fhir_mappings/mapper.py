@@ -75,10 +75,10 @@ def parse_datetime(text: object) -> datetime | None:
 
 
 def _codings(concept: object) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, dict):  # JSON objects are dicts: the cheap check in the hot path
         return []
     codings = concept.get("coding")
-    return [c for c in codings if isinstance(c, Mapping)] if isinstance(codings, list) else []
+    return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
 
 
 def _text(concept: object) -> str:
@@ -143,7 +143,7 @@ class Mapper:
             kind = resource.get("resourceType")
             reference = f"{kind}/{resource.get('id', '?')}"
             owner = resource.get("subject")
-            owner_ref = owner.get("reference") if isinstance(owner, Mapping) else None
+            owner_ref = owner.get("reference") if isinstance(owner, dict) else None
             if not isinstance(owner_ref, str) or not (
                 owner_ref == subject or owner_ref.endswith("/" + subject)
             ):
@@ -516,11 +516,11 @@ def _show(value: bool | float | str, unit: str | None) -> str:
 
 def _get(resource: Mapping[str, Any], key: str, inner: str) -> object:
     value = resource.get(key)
-    return value.get(inner) if isinstance(value, Mapping) else None
+    return value.get(inner) if isinstance(value, dict) else None
 
 
 def _list(value: object) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _first(value: object) -> object:
