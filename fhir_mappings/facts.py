@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any, Literal
 
@@ -71,6 +71,9 @@ class FactSpec:
     sources: tuple[Mapping[str, Any], ...] = ()
     round_to: int | None = None
     answers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Observation statuses this fact reads as results; None = the default (final, amended,
+    # corrected, plus preliminary rule-in). ``("preliminary",)`` gives the preliminary view of a test.
+    statuses: frozenset[str] | None = None
 
     def names(self) -> tuple[str, ...]:
         """The fact names this spec produces: per-leg facts add ``_left`` and ``_right``."""
@@ -125,15 +128,17 @@ class Vocabulary:
                 produced[name] = (spec.type, spec.unit)
         return produced
 
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        for spec in self.specs.values():
+            labels[spec.name] = spec.label
+            labels.update({f"{spec.name}_{leg}": f"{spec.label} ({leg})" for leg in LEGS})
+        return labels
+
     def label(self, name: str) -> str:
         """A clinician-readable label for a (possibly per-leg) fact name."""
-        for spec in self.specs.values():
-            if name == spec.name:
-                return spec.label
-            for leg in LEGS:
-                if name == f"{spec.name}_{leg}":
-                    return f"{spec.label} ({leg})"
-        return name.replace("_", " ")
+        return self._labels.get(name) or name.replace("_", " ")
 
 
 def _spec(entry: Mapping[str, Any]) -> FactSpec:
@@ -142,6 +147,7 @@ def _spec(entry: Mapping[str, Any]) -> FactSpec:
     if kind not in ("boolean", "number", "code"):
         raise VocabularyError(f"unknown fact type {kind!r}", fact=name)
     window = entry.get("window")
+    statuses = entry.get("statuses")
     window_hours = None
     if window is not None:
         window_hours = float(window.get("hours", 0)) + 24 * float(window.get("days", 0))
@@ -155,6 +161,7 @@ def _spec(entry: Mapping[str, Any]) -> FactSpec:
         sources=tuple(entry.get("sources", ())),
         round_to=entry.get("round"),
         answers=entry.get("answers", {}),
+        statuses=frozenset(map(str, statuses)) if statuses is not None else None,
     )
 
 

@@ -8,6 +8,13 @@ Reading rules, declared once here and parameterised by ``data/facts.json``:
 * Conditions: ``refuted`` and ``entered-in-error`` are ignored. A source with ``"clinical": "active"``
   needs clinicalStatus active, recurrence or relapse and no abatement; ``"ever"`` takes any other.
 * Each fact has a look-back window; the most recent valid value wins (per leg for per-leg facts).
+* A fact may read only some statuses (``"statuses": ["preliminary"]``: the preliminary view of a
+  test, numbers included, kept apart so that rules can let it rule in and never out).
+* A source may date its fact differently: ``"date": "onset"`` (a Condition's onset[x] only, no
+  fallback to recordedDate) or ``"date": "start-from-duration"`` (an Observation of how long
+  something has lasted: the fact is dated at its start, effective time minus the duration).
+* ``"min_period"`` on a source: a finding recorded over an ``effectivePeriod`` shorter than this
+  (e.g. bed rest for under 3 days) is read as *not met*.
 * Laterality comes from ``bodySite`` (lateralised limb structures, laterality qualifiers, text),
   from lateralised codes (ICD-10-CM), or from a panel component's name.
 * Resources for another patient are ignored and reported in ``Facts.notes``.
@@ -24,10 +31,6 @@ from fhir_mappings.errors import VocabularyError
 from fhir_mappings.facts import LEGS, Evidence, Fact, Facts, FactSpec, Vocabulary
 from fhir_mappings.terminology import FINDING_SYSTEM, INTERPRETATION, Terminology
 from fhir_mappings.units import convert
-
-# ``isinstance(x, Mapping)`` goes through the ABC machinery (~0.3 µs); parsed JSON objects are
-# dicts, so check for ``dict`` first: the same answer, several times faster on the hot path.
-_MAPPING = (dict, Mapping)
 
 VALID_STATUSES = frozenset({"final", "amended", "corrected"})
 RULE_IN_STATUSES = frozenset({"preliminary"})
@@ -72,14 +75,14 @@ def parse_datetime(text: object) -> datetime | None:
 
 
 def _codings(concept: object) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, _MAPPING):
+    if not isinstance(concept, dict):  # JSON objects are dicts: the cheap check in the hot path
         return []
     codings = concept.get("coding")
-    return [c for c in codings if isinstance(c, _MAPPING)] if isinstance(codings, list) else []
+    return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
 
 
 def _text(concept: object) -> str:
-    if not isinstance(concept, _MAPPING):
+    if not isinstance(concept, Mapping):
         return ""
     parts = [concept.get("text")] + [c.get("display") for c in _codings(concept)]
     return " ".join(p for p in parts if isinstance(p, str))
@@ -140,7 +143,7 @@ class Mapper:
             kind = resource.get("resourceType")
             reference = f"{kind}/{resource.get('id', '?')}"
             owner = resource.get("subject")
-            owner_ref = owner.get("reference") if isinstance(owner, _MAPPING) else None
+            owner_ref = owner.get("reference") if isinstance(owner, dict) else None
             if not isinstance(owner_ref, str) or not (
                 owner_ref == subject or owner_ref.endswith("/" + subject)
             ):
@@ -182,7 +185,6 @@ class Mapper:
         ]
         if not routes and not components:
             return  # most of a real chart: nothing the rules read
-        final = status in VALID_STATUSES
         when = (
             parse_datetime(resource.get("effectiveDateTime"))
             or parse_datetime(_get(resource, "effectivePeriod", "end"))
@@ -192,22 +194,46 @@ class Mapper:
         side = self._laterality(resource.get("bodySite"))
         for route in routes:
             spec = route.spec
-            if not self._in_window(spec, when, now):
+            reads, final = _reads(spec, status)
+            value, when_here = self._source_value(route, resource, resource, when)
+            if not reads or not self._in_window(spec, when_here, now):
                 continue
-            value = self._read_value(spec, resource)
             side_here = side or self._code_laterality(resource.get("code"), route)
             if value is not None:
-                self._add(out, spec, value, when, side_here, final, reference, resource, status)
+                self._add(out, spec, value, when_here, side_here, final, reference, resource, status)
         for index, component, component_routes in components:
             for route in component_routes:
                 spec = route.spec
-                if not self._in_window(spec, when, now):
+                reads, final = _reads(spec, status)
+                value, when_here = self._source_value(route, component, resource, when)
+                if not reads or not self._in_window(spec, when_here, now):
                     continue
-                value = self._read_value(spec, component)
                 side_here = self._laterality(component.get("code")) or side
                 ref = f"{reference}#component[{index}]"
                 if value is not None:
-                    self._add(out, spec, value, when, side_here, final, ref, component, status)
+                    self._add(out, spec, value, when_here, side_here, final, ref, component, status)
+
+    def _source_value(
+        self,
+        route: _Route,
+        element: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        when: datetime | None,
+    ) -> tuple[bool | float | str | None, datetime | None]:
+        """The value a source reads from an Observation (or component) and the date it carries."""
+        source = route.source
+        if source.get("date") == "start-from-duration":
+            minutes = None if "dataAbsentReason" in element else _duration_minutes(element)
+            if minutes is None or when is None:
+                return None, when
+            return True, when - timedelta(minutes=minutes)
+        value = self._read_value(route.spec, element)
+        minimum = source.get("min_period")
+        if value is True and isinstance(minimum, Mapping):
+            length = _period_length(resource)
+            if length is not None and length < _timedelta(minimum):
+                value = False  # recorded, but for too short a time to meet the criterion
+        return value, when
 
     def _read_value(self, spec: FactSpec, element: Mapping[str, Any]) -> bool | float | str | None:
         if "dataAbsentReason" in element:
@@ -246,7 +272,7 @@ class Mapper:
         quantity = element.get("valueQuantity")
         raw: object
         unit: str | None
-        if isinstance(quantity, _MAPPING):
+        if isinstance(quantity, Mapping):
             raw = quantity.get("value")
             unit = quantity.get("code") or quantity.get("unit")
         elif "valueInteger" in element:
@@ -285,15 +311,23 @@ class Mapper:
             or parse_datetime(_get(resource, "onsetPeriod", "start"))
             or parse_datetime(resource.get("recordedDate"))
         )
+        onset = parse_datetime(resource.get("onsetDateTime")) or parse_datetime(
+            _get(resource, "onsetPeriod", "start")
+        )
         side = self._laterality(_first(resource.get("bodySite")))
         for route in self._routes(self._condition_routes, resource.get("code")):
             if route.source.get("clinical", "active") == "active" and not active:
                 continue
-            if when is not None and not self._in_window(route.spec, when, now):
+            when_here = when
+            if route.source.get("date") == "onset":
+                if onset is None:
+                    continue  # the fact is the onset itself: no onset recorded, nothing to say
+                when_here = onset
+            if when_here is not None and not self._in_window(route.spec, when_here, now):
                 continue
             side_here = side or self._code_laterality(resource.get("code"), route)
             status = "/".join(sorted(str(c) for c in clinical)) or "unknown"
-            self._add(out, route.spec, True, when, side_here, True, reference, resource, status)
+            self._add(out, route.spec, True, when_here, side_here, True, reference, resource, status)
 
     # --- Patient --------------------------------------------------------------------------
 
@@ -418,6 +452,34 @@ class Mapper:
         return facts
 
 
+def _reads(spec: FactSpec, status: object) -> tuple[bool, bool]:
+    """Whether ``spec`` reads an Observation of ``status``, and whether it reads it as final."""
+    if spec.statuses is not None:
+        return status in spec.statuses, True
+    return True, status in VALID_STATUSES
+
+
+def _duration_minutes(element: Mapping[str, Any]) -> float | None:
+    quantity = element.get("valueQuantity")
+    if not isinstance(quantity, Mapping):
+        return None
+    raw, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not isinstance(unit, str):
+        return None
+    minutes = convert(float(raw), unit, "min")
+    return minutes if minutes is not None and 0 <= minutes < 60 * 24 * 366 * 100 else None
+
+
+def _period_length(resource: Mapping[str, Any]) -> timedelta | None:
+    start = parse_datetime(_get(resource, "effectivePeriod", "start"))
+    end = parse_datetime(_get(resource, "effectivePeriod", "end"))
+    return end - start if start is not None and end is not None else None
+
+
+def _timedelta(spec: Mapping[str, Any]) -> timedelta:
+    return timedelta(days=float(spec.get("days", 0)), hours=float(spec.get("hours", 0)))
+
+
 def _winner(name: str, found: Sequence[_Candidate]) -> Fact:
     """The most recent final value; a more recent preliminary positive still rules in."""
     if not found:
@@ -454,11 +516,11 @@ def _show(value: bool | float | str, unit: str | None) -> str:
 
 def _get(resource: Mapping[str, Any], key: str, inner: str) -> object:
     value = resource.get(key)
-    return value.get(inner) if isinstance(value, _MAPPING) else None
+    return value.get(inner) if isinstance(value, dict) else None
 
 
 def _list(value: object) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, _MAPPING)] if isinstance(value, list) else []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _first(value: object) -> object:

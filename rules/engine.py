@@ -7,6 +7,10 @@ are code, not data, so no pack can switch them off:
 2. a red flag is always ``urgent-referral`` with indicator ``critical``;
 3. a red-flag rule that fails to evaluate yields a critical card asking for an in-person check,
    never silence.
+
+The assessment also names one overall pattern (arterial, venous, neurogenic, musculoskeletal or
+indeterminate) from the pack's ordered ``patterns``; a pack without them takes the pattern of its
+first card.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from rules.expressions import Context, FactLike, ScoreResult, Truth
 from rules.pack import Citation, Rule, RulePack
 
 CriterionState = Literal["met", "not met", "not documented"]
-_PLACEHOLDER = re.compile(r"\{(fact|score):([a-z0-9_]+)\}")
+_PLACEHOLDER = re.compile(r"\{(fact|score|points|undocumented):([a-z0-9_]+)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class Assessment:
     suppressed: tuple[Suppression, ...] = ()
     errors: tuple[str, ...] = ()
     patterns: tuple[str, ...] = field(default=())
+    pattern: str = "indeterminate"
 
     def topics(self) -> list[str]:
         return [r.topic for r in self.recommendations]
@@ -79,6 +84,9 @@ def _state(truth: Truth) -> CriterionState:
 def _render(text: str, context: Context) -> str:
     def replace(match: re.Match[str]) -> str:
         kind, name = match.groups()
+        if kind in ("points", "undocumented") and name in context.score_items:
+            result = context.score(name)
+            return str(result.points if kind == "points" else result.undocumented)
         if kind == "score" and name in context.score_items:
             result = context.score(name)
             if result.minimum == result.maximum:
@@ -176,6 +184,7 @@ def evaluate(
             fired.append(recommendation)
     kept, suppressed = _suppress(pack, fired)
     patterns = tuple(dict.fromkeys(r.pattern for r in kept))
+    pattern = _pattern(pack, context, kept, errors)
     return Assessment(
         pack_id=pack.id,
         pack_version=pack.version,
@@ -184,7 +193,22 @@ def evaluate(
         suppressed=tuple(suppressed),
         errors=tuple(errors),
         patterns=patterns,
+        pattern=pattern,
     )
+
+
+def _pattern(pack: RulePack, context: Context, kept: list[Recommendation], errors: list[str]) -> str:
+    """The first of the pack's pattern steps that holds; indeterminate when none does (or fails)."""
+    if not pack.patterns:
+        return kept[0].pattern if kept else "indeterminate"
+    for index, step in enumerate(pack.patterns):
+        try:
+            if step.when.evaluate(context) is True:
+                return step.pattern
+        except Exception as error:  # noqa: BLE001 - a failing step must not take the cards down
+            errors.append(f"patterns/{index}: {type(error).__name__}")
+            return "indeterminate"
+    return "indeterminate"
 
 
 def _suppress(pack: RulePack, fired: list[Recommendation]) -> tuple[list[Recommendation], list[Suppression]]:

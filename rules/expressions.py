@@ -13,6 +13,9 @@ Forms (JSON objects with one key)::
     {"def": NAME}                       a named definition of the pack
     {"score": [NAME, OP, N]}            a score of the pack: decided when every undocumented item
                                         could not change the answer, otherwise None
+    {"points": [NAME, OP, N]}           a score's points over its documented items only (never None):
+                                        the score as a clinician would total the record; pair it with
+                                        "score" to tell a decided category from a provisional one
     {"option": NAME}                    a boolean option of the pack
     {"const": true | false}
 
@@ -68,6 +71,11 @@ class ScoreResult:
     minimum: int
     maximum: int
     items: tuple[tuple[ScoreItem, Truth], ...]
+
+    @property
+    def undocumented(self) -> int:
+        """How many items are not documented."""
+        return sum(1 for _, truth in self.items if truth is None)
 
 
 class Context:
@@ -277,6 +285,16 @@ class _Score(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class _Points(Expr):
+    name: str
+    op: Callable[[float, float], bool]
+    threshold: float
+
+    def evaluate(self, context: Context) -> Truth:
+        return self.op(context.score(self.name).points, self.threshold)
+
+
+@dataclass(frozen=True, slots=True)
 class _Option(Expr):
     name: str
 
@@ -334,10 +352,11 @@ class Compiler:
             if arg not in self.definitions:
                 raise PackError(f"unknown definition {arg!r}", pointer=here)
             return _Def(str(arg))
-        if key == "score":
+        if key in ("score", "points"):
             if not isinstance(arg, list) or len(arg) != 3 or arg[0] not in self.scores:
-                raise PackError("score takes [SCORE, OP, NUMBER] of a declared score", pointer=here)
-            return _Score(str(arg[0]), self._op(arg[1], here), self._number(arg[2], here))
+                raise PackError(f"{key} takes [SCORE, OP, NUMBER] of a declared score", pointer=here)
+            kind = _Score if key == "score" else _Points
+            return kind(str(arg[0]), self._op(arg[1], here), self._number(arg[2], here))
         if key == "option":
             if arg not in self.options:
                 raise PackError(f"unknown option {arg!r}", pointer=here)

@@ -38,6 +38,15 @@ class Criterion:
 
 
 @dataclass(frozen=True, slots=True)
+class PatternRule:
+    """One step of the pack's pattern classification: the first that holds names the pattern."""
+
+    pattern: str
+    label: str
+    when: Expr
+
+
+@dataclass(frozen=True, slots=True)
 class Variant:
     when: Expr
     summary: str
@@ -79,6 +88,7 @@ class RulePack:
     options: Mapping[str, bool]
     rules: tuple[Rule, ...]
     citations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    patterns: tuple[PatternRule, ...] = ()
 
     @property
     def key(self) -> str:
@@ -88,6 +98,7 @@ class RulePack:
         """Every fact any rule, definition or score of this pack reads."""
         exprs: list[Expr] = list(self.definitions.values())
         exprs += [i.when for items in self.scores.values() for i in items]
+        exprs += [p.when for p in self.patterns]
         for rule in self.rules:
             exprs += [rule.when, *(v.when for v in rule.variants), *(c.when for c in rule.criteria)]
         names = frozenset().union(*(e.facts() for e in exprs))
@@ -160,6 +171,14 @@ def _compile(
     ids = [r.id for r in rules]
     if len(ids) != len(set(ids)):
         raise PackError("rule ids must be unique", pointer="/rules")
+    patterns = tuple(
+        PatternRule(
+            pattern=str(raw["pattern"]),
+            label=str(raw["label"]),
+            when=compiler.compile(raw["when"], f"/patterns/{i}/when"),
+        )
+        for i, raw in enumerate(document.get("patterns", ()))
+    )
     return RulePack(
         id=pack_id,
         version=version,
@@ -172,6 +191,7 @@ def _compile(
         options=options,
         rules=rules,
         citations=citations,
+        patterns=patterns,
     )
 
 

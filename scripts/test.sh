@@ -10,6 +10,14 @@ step "Python environment (uv, locked dependencies)"
 command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
 uv sync --frozen --quiet
 
+step "sekmet-fhir, the loopback FHIR R4 server of the e2e tests (own venv: it pins fhir.resources 8)"
+SEKMET_VERSION=0.1.1
+if ! .cache/sekmet-venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('sekmet-fhir') != '$SEKMET_VERSION')" 2>/dev/null; then
+  uv venv --quiet --allow-existing --python 3.11 .cache/sekmet-venv
+  uv pip install --quiet --python .cache/sekmet-venv/bin/python "sekmet-fhir==$SEKMET_VERSION"
+fi
+.cache/sekmet-venv/bin/sekmet --version
+
 step "PostgreSQL on 127.0.0.1:5432 (for the Postgres-path tests)"
 if command -v pg_isready >/dev/null 2>&1; then
   if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
@@ -17,6 +25,12 @@ if command -v pg_isready >/dev/null 2>&1; then
   fi
   pg_isready -h 127.0.0.1 -p 5432 || echo "PostgreSQL is not running: Postgres tests will be skipped"
 fi
+
+step "Chromium (the governance report's browser test)"
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+[ -x /usr/bin/chromium ] && export CALF_CDS_TEST_REQUIRE_BROWSER=1 || echo "Chromium is missing: browser tests will be skipped"
 
 step "ruff (lint and format)"
 uv run --frozen ruff check .

@@ -19,8 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.errors import (
@@ -31,9 +29,13 @@ from cds_hooks.errors import (
 )
 from cds_hooks.models import HookRequest
 from service import metrics
-from service.audit import AuditWriter, make_engine, metadata
+from service.audit import AuditWriter, make_engine
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
+from service.fhir_fetcher import FhirFetcher
+from service.governance.database import prepare as prepare_database
+from service.governance.routes import feedback_router, report_router
+from service.governance.runtime import Governance
 from service.health import StoreProbe
 from service.middleware import RequestObserver, log_fields
 from service.outcome import IssueType, operation_outcome
@@ -107,24 +109,6 @@ def _pointer(error: ValidationError) -> str:
     return "/" + "/".join(str(part) for part in first.get("loc", ()))
 
 
-def ensure_schema(engine: Engine, attempts: int = 3) -> None:
-    """Create missing audit tables; several workers may race to do it, and the database may be down.
-
-    A database that cannot be reached is not fatal: calls are answered and audited to the spool.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            metadata.create_all(engine)
-            return
-        except OperationalError as error:
-            log.warning("audit store unreachable at start (%s); spooling", type(error).__name__)
-            return
-        except SQLAlchemyError:  # another worker created a table between check and CREATE
-            if attempt == attempts:
-                raise
-            time.sleep(0.2 * attempt)
-
-
 def app_from_env() -> FastAPI:
     """The app with settings from ``CALF_CDS_*`` variables: what each ``calf-cds serve`` worker runs.
 
@@ -141,15 +125,22 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     fetcher: Fetcher | None = None,
 ) -> FastAPI:
-    """Build the app. ``clock`` and ``fetcher`` are injectable for tests."""
+    """Build the app. ``clock`` and ``fetcher`` are injectable for tests.
+
+    Without a ``fetcher``, missing prefetch is fetched from the request's ``fhirServer`` with a
+    :class:`FhirFetcher` on the settings' limits, unless ``settings.fhir_fetch`` is off.
+    """
+    if fetcher is None and settings.fhir_fetch:
+        fetcher = FhirFetcher.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = PackRegistry.load(settings)
         engine = make_engine(settings.resolved_database_url())
-        ensure_schema(engine)
+        prepare_database(settings, engine)  # migrations: see service/governance/database.py
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
+        app.state.governance = Governance.start(settings, engine)
         probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
         app.state.runtime = Runtime(
             settings=settings,
@@ -168,7 +159,9 @@ def create_app(
         try:
             yield
         finally:
-            writer.stop(AUDIT_FLUSH_SECONDS)
+            started = time.monotonic()
+            writer.stop(AUDIT_FLUSH_SECONDS)  # the calls' records first
+            app.state.governance.stop(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))
             probe.close()
             engine.dispose()
             metrics.process_stopping()
@@ -225,12 +218,15 @@ def create_app(
         """Prometheus text exposition, summed over worker processes."""
         rt: Runtime | None = getattr(request.app.state, "runtime", None)
         if rt is not None:
-            metrics.observe_audit_queue(rt.audit.pending, rt.audit.spool_depth())
+            rt.audit.report_metrics()
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/cds-services")
     async def get_discovery() -> Response:
         return json_response(discovery().to_json())
+
+    app.include_router(feedback_router)  # CDS Hooks feedback; auth: add dependencies=[...] here
+    app.include_router(report_router)  # GET /governance/report; auth: authorised users only
 
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request, rt: RuntimeDep) -> Response:
@@ -285,11 +281,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         record.error = str(error)
         return outcome_response(412, str(error), code="incomplete")
     except FhirFetchError as error:
-        record.error = type(error).__name__
+        record.error = f"{type(error).__name__}: {error}"
         return outcome_response(
-            412,
-            f"could not read the patient's data from fhirServer: {type(error).__name__}",
-            code="incomplete",
+            412, f"could not read the patient's data from fhirServer: {error}", code="incomplete"
         )
     except RequestError as error:
         record.error = str(error)

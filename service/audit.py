@@ -4,6 +4,12 @@
 batches from one background thread. When the database refuses a batch, the batch is appended
 to a spool file (JSON lines) in the data folder and written again once the database answers;
 records left at shutdown are flushed or spooled, never dropped.
+
+Tables: ``hook_calls`` (one row per call), ``hook_cards`` (one row per card shown, written in the
+same transaction as its call, so that feedback can find a card by its uuid) and ``feedback`` (one
+row per feedback entry; written by ``service.governance.feedback``). The schema is managed by the
+Alembic migrations in ``service/migrations``; a test keeps these declarations and the migrations
+in step.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +31,9 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -36,6 +44,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     insert,
+    select,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -43,7 +52,6 @@ from service import metrics
 
 log = logging.getLogger("calf_cds.audit")
 metadata = MetaData()
-SPOOL_PREFIX = "audit-spool"  # also matches the single audit-spool.jsonl of earlier releases
 SPOOL_CHUNK = 500  # records per transaction when replaying a spool
 
 hook_calls = Table(
@@ -74,13 +82,32 @@ hook_calls = Table(
 )
 
 
+hook_cards = Table(
+    "hook_cards",
+    metadata,
+    Column("card_uuid", String(128), primary_key=True),
+    Column("call_id", String(36), nullable=False, index=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("pack_id", String(64)),
+    Column("pack_version", String(32)),
+    Column("pack_hash", String(80)),
+    Column("rule_id", String(64)),
+    Column("topic", String(32), index=True),
+    Column("indicator", String(16)),
+    Column("fallback", Boolean, nullable=False),
+    Column("suggestions", JSON, nullable=False),  # the uuids of the card's suggestions
+)
+
+
 feedback = Table(
     "feedback",
     metadata,
     Column("feedback_id", String(36), primary_key=True),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("service_id", String(64)),
     Column("card_uuid", String(128), nullable=False, index=True),
     Column("call_id", String(36), index=True),  # the hook call whose card this is, when known
+    Column("pack_id", String(64)),
     Column("rule_id", String(64)),
     Column("pack_version", String(32)),
     Column("topic", String(32)),
@@ -92,6 +119,7 @@ feedback = Table(
     Column("user_comment", Text),
     Column("outcome_timestamp", DateTime(timezone=True), nullable=False),
     Column("client", JSON, nullable=False),
+    Column("note", Text),  # e.g. the card was not in the audit trail when the feedback was written
 )
 
 
@@ -121,22 +149,54 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _instant(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _row(record: Mapping[str, Any]) -> dict[str, Any]:
     row = dict(record)
-    received = row["received_at"]
-    row["received_at"] = datetime.fromisoformat(received) if isinstance(received, str) else received
+    row["received_at"] = _instant(row["received_at"])
     return {c.name: row.get(c.name) for c in hook_calls.columns}
+
+
+def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One ``hook_cards`` row per card the call showed."""
+    return [
+        {
+            "card_uuid": card["uuid"],
+            "call_id": record["call_id"],
+            "received_at": _instant(record["received_at"]),
+            "pack_id": record.get("pack_id"),
+            "pack_version": record.get("pack_version"),
+            "pack_hash": record.get("pack_hash"),
+            "rule_id": card.get("rule_id"),
+            "topic": card.get("topic"),
+            "indicator": card.get("indicator"),
+            "fallback": bool(card.get("fallback", False)),
+            "suggestions": list(card.get("suggestions", ())),
+        }
+        for card in record.get("cards", ())
+        if card.get("uuid")
+    ]
 
 
 class AuditWriter:
     """Background, batched, spooling writer of audit records.
 
-    Each writer (one per worker process) spools to a file of its own, locked (``flock``) while the
-    writer runs, so processes sharing the data folder never read or delete each other's records.
-    A spool file that no running writer holds (its process stopped or died) is adopted by the
-    next writer that finds it: written to the database, then deleted. Replays are idempotent
-    (by ``call_id``), so a record spooled twice is written once.
+    Subclasses write other kinds of record the same way by overriding ``key``, ``table``,
+    ``spool_name`` and :meth:`store` (see ``service.governance.feedback.FeedbackWriter``).
+
+    Each writer (one per worker process and kind) spools to a file of its own, named after
+    ``spool_name`` and locked (``flock``) while the writer runs, so processes sharing the data
+    folder never read or delete each other's records. A spool file of the same kind that no
+    running writer holds (its process stopped or died) is adopted by the next writer that finds
+    it: written to the database, then deleted. Replays are idempotent (by ``key``), so a record
+    spooled twice is written once.
     """
+
+    key = "call_id"
+    table = hook_calls
+    spool_name = "audit-spool.jsonl"
 
     def __init__(
         self,
@@ -149,7 +209,8 @@ class AuditWriter:
     ) -> None:
         self.engine = engine
         self.spool_dir = spool_dir
-        self.spool_path = spool_dir / f"{SPOOL_PREFIX}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.spool_kind = Path(self.spool_name).stem  # "audit-spool": also the file of earlier releases
+        self.spool_path = spool_dir / f"{self.spool_kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
@@ -200,8 +261,8 @@ class AuditWriter:
                 leftover = [*self._inflight, *self._drain()]
                 if leftover:
                     _write_spool_file(self.spool_path.with_suffix(".shutdown.jsonl"), leftover)
-                    metrics.count_audit_records(spooled=len(leftover))
-                metrics.observe_audit_queue(0, 0)
+                    metrics.count_audit_records(self.table.name, spooled=len(leftover))
+                metrics.observe_audit_queue(self.table.name, 0, 0)
                 if self._lock_file is not None:
                     self._lock_file.close()
                     self._lock_file = None
@@ -209,7 +270,7 @@ class AuditWriter:
         leftover = self._drain()
         if leftover:
             self._spool(leftover)
-        metrics.observe_audit_queue(0, self._spooled)
+        metrics.observe_audit_queue(self.table.name, 0, self._spooled)
         if self._lock_file is not None:
             with self._lock:
                 if self._spooled == 0:
@@ -226,6 +287,10 @@ class AuditWriter:
     @property
     def pending(self) -> int:
         return self._queue.qsize()
+
+    def report_metrics(self) -> None:
+        """Publish this writer's queue and spool depth (its thread does it after every batch)."""
+        metrics.observe_audit_queue(self.table.name, self._queue.qsize(), self._spooled)
 
     def spool_depth(self) -> int:
         """Records in this writer's spool file, waiting for the database to come back."""
@@ -259,7 +324,7 @@ class AuditWriter:
             if written and (stopping or time.monotonic() - last_retry >= self.retry_seconds):
                 last_retry = time.monotonic()
                 self.flush_spool()
-            metrics.observe_audit_queue(self._queue.qsize(), self._spooled)
+            self.report_metrics()
 
     def _next_batch(self) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``batch_size`` records, and whether ``stop()`` asked the thread to end.
@@ -286,23 +351,32 @@ class AuditWriter:
             batch.append(item)
         return batch, False
 
+    def store(self, connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``records`` (none of them stored yet) in the caller's transaction."""
+        connection.execute(insert(hook_calls), [_row(record) for record in records])
+        cards = [row for record in records for row in card_rows(record)]
+        if cards:
+            connection.execute(insert(hook_cards), cards)
+
     def _write(self, batch: list[dict[str, Any]]) -> bool:
-        rows = [_row(record) for record in batch]
+        records = batch
         try:
             with self.engine.begin() as connection:
-                connection.execute(insert(hook_calls), rows)
+                self.store(connection, records)
         except SQLAlchemyError as error:
-            log.warning("audit store unavailable, spooling %d records: %s", len(rows), type(error).__name__)
+            log.warning(
+                "audit store unavailable, spooling %d records: %s", len(records), type(error).__name__
+            )
             return False
-        self.written += len(rows)
-        metrics.count_audit_records(written=len(rows))
+        self.written += len(records)
+        metrics.count_audit_records(self.table.name, written=len(records))
         return True
 
     def _spool(self, batch: list[dict[str, Any]]) -> None:
         with self._lock:
             _write_spool_file(self.spool_path, batch)
             self._spooled += len(batch)
-        metrics.count_audit_records(spooled=len(batch))
+        metrics.count_audit_records(self.table.name, spooled=len(batch))
 
     def flush_spool(self) -> int:
         """Write spooled records (this writer's, and any orphaned spool file) to the database.
@@ -318,7 +392,7 @@ class AuditWriter:
                         handle.truncate(0)
                     flushed += len(records)
                     self._spooled = 0
-        for path in sorted(self.spool_dir.glob(f"{SPOOL_PREFIX}*.jsonl")):
+        for path in sorted(self.spool_dir.glob(f"{self.spool_kind}*.jsonl")):
             if path != self.spool_path:
                 flushed += self._adopt(path)
         return flushed
@@ -348,23 +422,21 @@ class AuditWriter:
             return len(records)
 
     def _write_idempotent(self, records: list[dict[str, Any]]) -> bool:
-        from sqlalchemy import select
-
-        for start in range(0, len(records), SPOOL_CHUNK):
-            chunk = records[start : start + SPOOL_CHUNK]
-            ids = [record["call_id"] for record in chunk]
+        key = self.table.c[self.key]
+        unique = list({record[self.key]: record for record in records}.values())
+        for start in range(0, len(unique), SPOOL_CHUNK):
+            chunk = unique[start : start + SPOOL_CHUNK]
             try:
                 with self.engine.begin() as connection:
-                    present = set(
-                        connection.scalars(select(hook_calls.c.call_id).where(hook_calls.c.call_id.in_(ids)))
-                    )
-                    fresh = [_row(r) for r in chunk if r["call_id"] not in present]
+                    ids = [record[self.key] for record in chunk]
+                    present = set(connection.scalars(select(key).where(key.in_(ids))))
+                    fresh = [record for record in chunk if record[self.key] not in present]
                     if fresh:
-                        connection.execute(insert(hook_calls), fresh)
+                        self.store(connection, fresh)
             except SQLAlchemyError:
                 return False
             self.written += len(fresh)
-            metrics.count_audit_records(written=len(fresh))
+            metrics.count_audit_records(self.table.name, written=len(fresh))
         return True
 
 

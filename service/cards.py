@@ -48,11 +48,22 @@ def _date(when: datetime | None) -> str:
 
 
 def render_detail(
-    recommendation: Recommendation, facts: Facts, vocabulary: Vocabulary, pack_label: str
+    recommendation: Recommendation,
+    facts: Facts,
+    vocabulary: Vocabulary,
+    pack_label: str,
+    overall_pattern: str | None = None,
 ) -> str:
-    """The card's markdown: pattern, advice, criteria, evidence, what was not documented, source."""
+    """The card's markdown: pattern, advice, criteria, evidence, what was not documented, source.
+
+    The pattern line names the assessment's overall pattern and, where this card addresses another
+    one (an ABI card beside a neurogenic picture), that too.
+    """
+    pattern = overall_pattern or recommendation.pattern
+    if pattern != recommendation.pattern:
+        pattern = f"{pattern} (this card: {recommendation.pattern})"
     lines = [
-        f"**Pattern:** {recommendation.pattern} · **Rule:** `{recommendation.rule_id}` ({pack_label})",
+        f"**Pattern:** {pattern} · **Rule:** `{recommendation.rule_id}` ({pack_label})",
         "",
     ]
     lines += [*recommendation.detail, ""]
@@ -144,7 +155,7 @@ def build_cards(
         card = Card(
             uuid=new_uuid(),
             summary=_summary(recommendation.summary),
-            detail=render_detail(recommendation, facts, vocabulary, pack_label),
+            detail=render_detail(recommendation, facts, vocabulary, pack_label, assessment.pattern),
             indicator="critical" if recommendation.red_flag else recommendation.indicator,
             source=Source(
                 label=f"{citation.guideline} {citation.section} — {pack_label}"[:200],

@@ -1,6 +1,8 @@
 """``calf-cds``: the command line.
 
 calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N]     run the service on its embedded defaults
+calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
+calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from service.cli_try import add_try_command
 from service.config import Settings
+from service.governance.cli import add_commands as add_governance_commands
 
 # On SIGTERM uvicorn stops accepting connections and lets in-flight calls finish for at most this
 # long; then the app's shutdown flushes the audit writer (``service.app.AUDIT_FLUSH_SECONDS``).
@@ -49,6 +53,16 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(APP, factory=True, host=args.host, port=args.port, **config)
         return 0
 
+    # Migrate (SQLite) or verify (PostgreSQL) the schema once, here, rather than in N workers at
+    # once, which would race to create the same tables; each worker then finds it current.
+    from service.audit import make_engine
+    from service.governance.database import prepare as prepare_database
+
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        prepare_database(settings, engine)
+    finally:
+        engine.dispose()
     # Workers add up their metrics through files in a folder of this run's own (in /tmp, writable
     # even on a read-only root), unless PROMETHEUS_MULTIPROC_DIR names one.
     own_metrics_dir: Path | None = None
@@ -88,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (default: CALF_CDS_WORKERS, or 1); in Kubernetes scale with replicas instead",
     )
     serve.set_defaults(handler=_serve)
+    add_try_command(commands)
+    add_governance_commands(commands)
     return parser
 
 

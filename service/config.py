@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,7 +32,7 @@ class Settings(BaseSettings):
         default=None,
         description="The URL clients call us at (behind a proxy); JWT audiences are built on it.",
     )
-    active_pack: str = Field(default="calf-pain@0.1.0", description="id@version of the live pack.")
+    active_pack: str = Field(default="calf-pain@1.0.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="id@version of packs that run beside the active one, never shown."
     )
@@ -41,9 +41,31 @@ class Settings(BaseSettings):
         default=("*",), description="Origins allowed to call from a browser (CDS Hooks Sandbox)."
     )
     max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Largest request body.")
+    fhir_fetch: bool = Field(
+        default=True, description="Fetch prefetch that is missing or failed from the request's fhirServer."
+    )
+    fhir_request_timeout: float = Field(default=2.0, gt=0, le=60, description="Seconds per FHIR request.")
+    fhir_total_budget: float = Field(
+        default=4.0, gt=0, le=120, description="Seconds for all FHIR fetching of one call (pages, retries)."
+    )
+    fhir_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a FHIR GET on 5xx or no answer."
+    )
     log_level: str = Field(default="INFO")
     workers: int = Field(
         default=1, ge=1, le=64, description="Worker processes for `calf-cds serve` (its --workers default)."
+    )
+    db_migrate: Literal["auto", "upgrade", "verify", "off"] = Field(
+        default="auto",
+        description="Schema at start-up: auto = upgrade on SQLite, verify elsewhere (see README).",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete audit calls, cards and feedback older than this many days; None keeps all.",
+    )
+    retention_interval_hours: float = Field(
+        default=24.0, gt=0, description="How often a running service applies retention_days."
     )
 
     @field_validator("shadow_packs", "cors_origins", mode="before")

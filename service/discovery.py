@@ -15,7 +15,6 @@ PREFETCH_TEMPLATES: dict[str, str] = {
     "observations": "Observation?patient={{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
 }
-RESOURCE_TYPES: dict[str, str] = {"observations": "Observation", "conditions": "Condition"}
 
 
 def service_definition() -> ServiceDefinition:

@@ -91,6 +91,8 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            # httpx logs every FHIR query at INFO, URL and all: patient ids. Warnings only.
+            "httpx": {"level": "WARNING"},
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
     }

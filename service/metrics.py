@@ -7,8 +7,8 @@ the functions below, so names, labels and their cardinality are decided here, in
     observe_hook_call(service, cards, rule_errors, pack)  the hook route, after each call
     observe_fetch(seconds, outcome)                       the FHIR fetch (``outcome`` "ok" or a reason)
     count_auth_rejection(reason)                          JWT verification (``AuthenticationError.reason``)
-    observe_audit_queue(queued, spooled)                  the audit writer thread, every loop
-    count_audit_records(written=, spooled=)               the audit writer, per batch
+    observe_audit_queue(table, queued, spooled)           an audit writer's thread, every loop
+    count_audit_records(table, written=, spooled=)        an audit writer, per batch
     set_rule_packs(active, shadows)                       start-up
 
 **Several worker processes.** ``calf-cds serve --workers N`` runs N processes; each counts its own
@@ -81,18 +81,20 @@ AUTH_REJECTIONS = Counter(
 )
 AUDIT_QUEUE = Gauge(
     "calf_cds_audit_queue_depth",
-    "Audit records answered but not yet written or spooled (summed over worker processes).",
+    "Audit records queued in memory, not yet written or spooled, by table (summed over workers).",
+    ["table"],
     multiprocess_mode="livesum",
 )
 AUDIT_SPOOL = Gauge(
     "calf_cds_audit_spool_depth",
-    "Audit records spooled to local disk, waiting for the database (summed over worker processes).",
+    "Audit records spooled to local disk, waiting for the database, by table (summed over workers).",
+    ["table"],
     multiprocess_mode="livesum",
 )
 AUDIT_RECORDS = Counter(
     "calf_cds_audit_records_total",
-    "Audit records by where they went: written to the database, or spooled to disk while it was down.",
-    ["outcome"],
+    "Audit records by table and where they went: written to the database, or spooled to disk.",
+    ["table", "outcome"],
 )
 RULE_PACK = Gauge(
     "calf_cds_rule_pack_info",
@@ -148,20 +150,23 @@ def count_auth_rejection(reason: str) -> None:
     AUTH_REJECTIONS.labels(_label(reason, 32)).inc()
 
 
-def observe_audit_queue(queued: int, spooled: int) -> None:
-    AUDIT_QUEUE.set(queued)
-    AUDIT_SPOOL.set(spooled)
+def observe_audit_queue(table: str, queued: int, spooled: int) -> None:
+    """``table``: the audit table a writer fills (``hook_calls``, ``feedback``)."""
+    AUDIT_QUEUE.labels(table).set(queued)
+    AUDIT_SPOOL.labels(table).set(spooled)
 
 
-def count_audit_records(*, written: int = 0, spooled: int = 0) -> None:
+def count_audit_records(table: str, *, written: int = 0, spooled: int = 0) -> None:
     if written:
-        AUDIT_RECORDS.labels("written").inc(written)
+        AUDIT_RECORDS.labels(table, "written").inc(written)
     if spooled:
-        AUDIT_RECORDS.labels("spooled").inc(spooled)
+        AUDIT_RECORDS.labels(table, "spooled").inc(spooled)
 
 
 def set_rule_packs(active: tuple[str, str, str], shadows: Iterable[tuple[str, str, str]]) -> None:
-    """Publish (id, version, hash) of the active pack and each shadow pack."""
+    """Publish (id, version, hash) of the active pack and each shadow pack (replacing any earlier)."""
+    if multiprocess_dir() is None:  # a worker process sets them once; clearing is single-process only
+        RULE_PACK.clear()
     RULE_PACK.labels("active", *(_label(part, 80) for part in active)).set(1)
     for shadow in shadows:
         RULE_PACK.labels("shadow", *(_label(part, 80) for part in shadow)).set(1)
@@ -209,6 +214,5 @@ def worker_gone(pid: int) -> None:
 
 def process_stopping() -> None:
     """This worker is about to exit: drop its live gauges so the others' sums stay right."""
-    observe_audit_queue(0, 0)
     if multiprocess_dir() is not None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cds_hooks.errors import PrefetchMismatchError, PrefetchMissingError, RequestError
+from cds_hooks.errors import RequestError
 from cds_hooks.models import Card, HookRequest, HookResponse, PatientViewContext
 from fhir_mappings.facts import Facts, Vocabulary
 from fhir_mappings.mapper import Mapper
 from rules.engine import Assessment, Recommendation, evaluate
 from rules.pack import RulePack
 from service.cards import build_cards
-from service.discovery import PREFETCH_TEMPLATES, RESOURCE_TYPES
+from service.patient_data import Fetcher, gather_patient_data
 
-# A fetcher gets the keys that prefetch lacks and returns their JSON (resource or Bundle or None).
-Fetcher = Callable[[HookRequest, tuple[str, ...]], Awaitable[dict[str, Any]]]
+__all__ = ["CalfPainService", "CallRecord", "Fetcher", "HookResult", "new_record"]
 
 
 @dataclass
@@ -96,32 +95,19 @@ class CalfPainService:
         context = _patient_view_context(request)
         record.patient_id, record.user_id = context.patient_id, context.user_id
         record.fhir_server = request.fhir_server
-        data = dict(request.prefetch or {})
-        missing = []
-        for key in PREFETCH_TEMPLATES:
-            value = data.get(key, ...)
-            if value is ...:
-                record.prefetch_states[key] = "missing"
-                missing.append(key)
-            elif value is None:
-                record.prefetch_states[key] = "null"
-            elif isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome":
-                record.prefetch_states[key] = "outcome"
-                missing.append(key)
-            else:
-                record.prefetch_states[key] = "present"
-        if missing:
-            if fetcher is None or request.fhir_server is None:
-                raise PrefetchMissingError(
-                    "prefetch lacks " + ", ".join(missing) + " and no fhirServer was given to fetch it",
-                    keys=tuple(missing),
-                )
-            data.update(await fetcher(request, tuple(missing)))
-            for key in missing:
-                record.prefetch_states[key] += "+fetched"
-        patient, resources = _resources(data, context.patient_id, record.notes)
         now = self.clock()
-        facts = self.mapper.map(patient_id=context.patient_id, patient=patient, resources=resources, now=now)
+        data = await gather_patient_data(
+            request,
+            patient_id=context.patient_id,
+            user_id=context.user_id,
+            today=now.date(),
+            fetcher=fetcher,
+            states=record.prefetch_states,
+            notes=record.notes,
+        )
+        facts = self.mapper.map(
+            patient_id=context.patient_id, patient=data.patient, resources=data.resources, now=now
+        )
         record.notes.extend(facts.notes)
         assessment = evaluate(self.active, facts)
         pairs = build_cards(assessment, facts, self.vocabulary, patient_id=context.patient_id, now=now)
@@ -151,51 +137,6 @@ def _patient_view_context(request: HookRequest) -> PatientViewContext:
         return PatientViewContext.model_validate(request.context)
     except ValueError as error:
         raise RequestError("context needs userId and patientId strings", pointer="/context") from error
-
-
-def _resources(
-    data: Mapping[str, Any], patient_id: str, notes: list[str]
-) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
-    patient = data.get("patient")
-    if patient is not None:
-        if not isinstance(patient, Mapping) or patient.get("resourceType") != "Patient":
-            raise PrefetchMismatchError("prefetch 'patient' is not a Patient", pointer="/prefetch/patient")
-        if patient.get("id") != patient_id:
-            raise PrefetchMismatchError(
-                "prefetch 'patient' is not the context patient", pointer="/prefetch/patient/id"
-            )
-    resources: list[Mapping[str, Any]] = []
-    for key, expected in RESOURCE_TYPES.items():
-        value = data.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
-            raise RequestError(f"prefetch {key!r} is not a JSON object", pointer=f"/prefetch/{key}")
-        kind = value.get("resourceType")
-        if kind == expected:
-            resources.append(value)
-            continue
-        if kind != "Bundle":
-            raise PrefetchMismatchError(
-                f"prefetch {key!r} holds {kind!r}, expected a Bundle of {expected}",
-                pointer=f"/prefetch/{key}",
-            )
-        entries = value.get("entry", [])
-        if not isinstance(entries, list):
-            raise RequestError("Bundle.entry is not a list", pointer=f"/prefetch/{key}/entry")
-        for index, entry in enumerate(entries):
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if not isinstance(resource, Mapping):
-                raise RequestError(
-                    "Bundle entry without a resource", pointer=f"/prefetch/{key}/entry/{index}"
-                )
-            if resource.get("resourceType") != expected:
-                notes.append(
-                    f"ignored {resource.get('resourceType')}/{resource.get('id', '?')} in {key}: wrong type"
-                )
-                continue
-            resources.append(resource)
-    return (patient if isinstance(patient, Mapping) else None), resources
 
 
 def _assessment_json(assessment: Assessment) -> dict[str, Any]:

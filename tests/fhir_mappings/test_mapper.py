@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -171,3 +172,63 @@ def test_age_from_birth_date(mapper: Mapper) -> None:
 def test_every_fact_has_a_known_type() -> None:
     """The vocabulary declares a type for every name it produces."""
     assert all(kind in ("boolean", "number", "code") for kind, _ in vocabulary().types().values())
+
+
+def test_preliminary_view_of_a_test_keeps_its_number(mapper: Mapper) -> None:
+    """A preliminary D-dimer is not a result, but its preliminary view keeps the number to rule in."""
+    dimer = observation(LOINC, "48065-7", days_ago=0.5, status="preliminary", **quantity(1.1, "mg/L"))
+    facts = facts_of(mapper, dimer)
+    assert facts["d_dimer_feu"].value is None
+    assert facts["d_dimer_feu_preliminary"].value == pytest.approx(1100)
+
+
+def test_preliminary_view_ignores_final_results(mapper: Mapper) -> None:
+    """A final D-dimer is the result, never part of the preliminary view."""
+    facts = facts_of(mapper, observation(LOINC, "48065-7", days_ago=0.5, **quantity(0.3, "mg/L")))
+    assert (facts["d_dimer_feu"].value, facts["d_dimer_feu_preliminary"].value) == (300, None)
+
+
+def test_onset_dated_fact_uses_the_condition_onset(mapper: Mapper) -> None:
+    """The episode onset is the calf-pain Condition's onset, not when it was recorded."""
+    pain = condition(ICD10CM, "M79.661", days_ago=1, onsetDateTime="2026-11-16T09:00:00+00:00")
+    onset = facts_of(mapper, pain)["episode_onset"]
+    assert onset.value is True
+    assert onset.when is not None
+    assert onset.when.isoformat() == "2026-11-16T09:00:00+00:00"
+
+
+def test_onset_dated_fact_needs_an_onset(mapper: Mapper) -> None:
+    """Without onset[x] there is no onset to report (recordedDate is not an onset)."""
+    assert facts_of(mapper, condition(ICD10CM, "M79.661", days_ago=1))["episode_onset"].value is None
+
+
+def test_duration_dates_the_start_of_symptoms(mapper: Mapper) -> None:
+    """'Symptoms for 8 weeks', recorded today, dates a change in symptoms 8 weeks ago."""
+    duration = finding("symptom-duration-weeks", quantity(8, "wk"), days_ago=0)
+    change = facts_of(mapper, duration)["symptom_change"]
+    assert change.value is True
+    assert change.when is not None
+    assert (NOW - change.when).days == 56
+
+
+def test_short_bed_rest_does_not_meet_the_criterion(mapper: Mapper) -> None:
+    """Bed rest recorded over 2 days is documented, and does not meet 'bedridden 3 days or more'."""
+
+    def bed_rest(start_days: int, end_days: int) -> dict[str, Any]:
+        period = {
+            "start": (NOW - timedelta(days=start_days)).isoformat(),
+            "end": (NOW - timedelta(days=end_days)).isoformat(),
+        }
+        resource = observation(SNOMED, "160685001", valueBoolean=True, effectivePeriod=period)
+        del resource["effectiveDateTime"]
+        return resource
+
+    assert facts_of(mapper, bed_rest(8, 6))["bedridden"].value is False
+    assert facts_of(mapper, bed_rest(14, 10))["bedridden"].value is True
+    assert facts_of(mapper, bed_rest(45, 40))["bedridden"].value is None  # ended outside 28 days
+
+
+def test_paralysis_as_an_observation(mapper: Mapper) -> None:
+    """Paralysis recorded as an exam finding counts, as a Condition does."""
+    facts = facts_of(mapper, observation(SNOMED, "44695005", valueBoolean=True, body_site=RIGHT_LEG))
+    assert facts["paralysis_paresis"].value is True

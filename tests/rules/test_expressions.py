@@ -101,3 +101,17 @@ def test_code_membership() -> None:
     assert run({"is": ["c", ["absent", "diminished"]]}, {"c": "absent"}) is True
     assert run({"is": ["c", "absent"]}, {"c": "normal"}) is False
     assert run({"is": ["c", "absent"]}, {}) is None
+
+
+def test_points_total_the_documented_items_only() -> None:
+    """`points` is the score as the record stands: undocumented items add nothing, and it is never unknown."""
+    items = [(1, {"fact": "a"}), (1, {"fact": "b"}), (-2, {"cmp": ["n", ">", 0]})]
+    likely = {"points": ["s", ">=", 2]}
+    assert run(likely, {"a": True, "b": True}, scores={"s": items}) is True  # −2 not documented
+    assert run(likely, {"a": True}, scores={"s": items}) is False  # b not documented
+    assert run(likely, {"a": True, "b": True, "n": 1.0}, scores={"s": items}) is False
+
+
+def test_points_needs_a_declared_score() -> None:
+    with pytest.raises(PackError):
+        run({"points": ["nope", ">=", 2]}, {})

@@ -53,7 +53,7 @@ def test_discovery_lists_the_calf_pain_service(client: TestClient) -> None:
     assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
 
 
-def test_dvt_signs_give_a_complete_duplex_card(client: TestClient) -> None:
+def test_dvt_signs_give_a_complete_duplex_card(client: TestClient, settings: Settings) -> None:
     """A duplex-dvt card carries every element the contract asks for."""
     response = call(client, hook_request(DVT))
     assert response.status_code == 200
@@ -65,7 +65,7 @@ def test_dvt_signs_give_a_complete_duplex_card(client: TestClient) -> None:
     }
     assert len(card["summary"]) < 140
     assert card["indicator"] == "warning"
-    assert "calf-pain@0.1.0" in card["source"]["label"]
+    assert settings.active_pack in card["source"]["label"]
     assert card["source"]["url"].startswith("https://")
     assert "Calf circumference difference: 3.4 cm" in card["detail"]
     assert "not documented" in card["detail"]
@@ -159,7 +159,7 @@ def test_every_call_is_audited_without_the_access_token(client: TestClient, sett
     rows = audit_rows(settings, 2)
     ok = next(r for r in rows if r["status_code"] == 200)
     assert ok["hook_instance"] == body["hookInstance"]
-    assert ok["pack_version"] == "0.1.0"
+    assert f"{ok['pack_id']}@{ok['pack_version']}" == settings.active_pack
     assert ok["pack_hash"].startswith("sha256:")
     assert ok["cards"][0]["uuid"] == card["uuid"]
     assert ok["cards"][0]["topic"] == "duplex-dvt"

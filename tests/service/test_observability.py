@@ -111,8 +111,10 @@ def test_the_rule_pack_in_service_is_published(client: TestClient) -> None:
         for key in samples(client.get("/metrics").text)
         if key[0] == "calf_cds_rule_pack_info" and dict(key[1])["role"] == "active"
     ]
-    assert [(i["pack"], i["version"]) for i in info] == [("calf-pain", "0.1.0")]
-    assert info[0]["hash"].startswith("sha256:")
+    active = client.app.state.runtime.service.active  # type: ignore[attr-defined]
+    assert [(i["pack"], i["version"], i["hash"]) for i in info] == [
+        (active.id, active.version, active.content_hash)
+    ]
 
 
 def test_fetch_and_auth_counters_for_other_modules(client: TestClient) -> None:

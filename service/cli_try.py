@@ -1,0 +1,272 @@
+"""``calf-cds try``: one patient-view call for a patient on any FHIR server, cards in the terminal.
+
+::
+
+    calf-cds try --fhir-server URL --patient ID [--bearer TOKEN] [--user REF]
+                 [--service URL [--jwt TOKEN]] [--json]
+
+The call carries no prefetch, so the service reads the patient from ``--fhir-server`` itself (with
+``--bearer`` as ``fhirAuthorization``). Without ``--service`` it runs in this process: the same
+:class:`~service.pipeline.CalfPainService` and :class:`~service.fhir_fetcher.FhirFetcher` the web
+service uses, on the same ``CALF_CDS_*`` settings. With ``--service`` it is POSTed to a running
+service (``--jwt`` is sent as its client token). Exit codes: 0 cards shown (possibly none),
+1 the call failed (the OperationOutcome's diagnostics are printed), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from pydantic import ValidationError
+from rich.console import Console, Group, RenderableType
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.text import Text
+
+from cds_hooks.errors import CdsHooksError, FhirFetchError, PrefetchMissingError, RequestError
+from cds_hooks.models import HookRequest
+from rules.errors import RuleError
+from service.config import Settings
+from service.discovery import SERVICE_ID
+from service.outcome import operation_outcome
+
+if TYPE_CHECKING:
+    from service.patient_data import Fetcher
+
+__all__ = ["add_try_command", "build_request", "error_outcome", "render_cards", "run_try"]
+
+INDICATOR_STYLES: Mapping[str, str] = {"critical": "bold red", "warning": "yellow", "info": "blue"}
+SCOPE = "patient/Patient.read patient/Observation.read patient/Condition.read"
+Answer = tuple[int, dict[str, Any], list[str]]  # status, response or OperationOutcome, audit notes
+
+
+def add_try_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``calf-cds try`` on the top-level parser's sub-commands."""
+    parser = commands.add_parser(
+        "try",
+        help="call the service for one patient on a FHIR server and show the cards",
+        description=(
+            "Build a patient-view call for a patient on a FHIR server (no prefetch: the service "
+            "fetches the data), run it in process or against a running service, print the cards."
+        ),
+    )
+    parser.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
+    parser.add_argument("--patient", required=True, metavar="ID", help="Patient id on that server")
+    parser.add_argument(
+        "--bearer", metavar="TOKEN", help="access token for the FHIR server (fhirAuthorization)"
+    )
+    parser.add_argument(
+        "--user", default="Practitioner/calf-cds-try", metavar="REF", help="context.userId (Practitioner/…)"
+    )
+    parser.add_argument("--service", metavar="URL", help="a running calf-cds (default: run in this process)")
+    parser.add_argument("--jwt", metavar="TOKEN", help="client JWT for --service (see `calf-cds token`)")
+    parser.add_argument("--json", action="store_true", help="print the raw CDS Hooks response instead")
+    parser.set_defaults(handler=_handler, parser=parser)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    for option, value in (("--fhir-server", args.fhir_server), ("--service", args.service)):
+        if value is not None and not value.startswith(("http://", "https://")):
+            parser.error(f"{option} must be an http(s) URL")
+    if not args.patient.strip():
+        parser.error("--patient must not be empty")
+    if args.jwt and not args.service:
+        parser.error("--jwt is for --service; the in-process call needs no client token")
+    return run_try(args)
+
+
+def build_request(fhir_server: str, patient_id: str, *, bearer: str | None, user_id: str) -> dict[str, Any]:
+    """A patient-view call with no prefetch, so that the service reads ``fhir_server``."""
+    body: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": fhir_server.rstrip("/"),
+        "context": {"userId": user_id, "patientId": patient_id},
+    }
+    if bearer:
+        body["fhirAuthorization"] = {
+            "access_token": bearer,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": SCOPE,
+            "subject": "calf-cds-try",
+            "patient": patient_id,
+        }
+    return body
+
+
+def run_try(
+    args: argparse.Namespace,
+    *,
+    settings: Settings | None = None,
+    fetcher: Fetcher | None = None,
+    transport: httpx.BaseTransport | None = None,
+    console: Console | None = None,
+    progress: Console | None = None,
+) -> int:
+    """Run ``calf-cds try``; the keywords replace the environment, the network and the terminal."""
+    out = console or Console()
+    err = progress or Console(stderr=True)
+    body = build_request(args.fhir_server, args.patient, bearer=args.bearer, user_id=args.user)
+    where = f"{args.service} (service)" if args.service else "this process"
+    started = time.monotonic()
+    with err.status(f"Patient/{args.patient}: reading {body['fhirServer']} in {where}…"):
+        if args.service:
+            status, answer, notes = _call_service(args.service, body, jwt=args.jwt, transport=transport)
+        else:
+            status, answer, notes = _call_in_process(body, settings or Settings(), fetcher)
+    elapsed = time.monotonic() - started
+    if status != 200:
+        render_outcome(err, status, answer)
+        return 1
+    if args.json:
+        out.print_json(json.dumps(answer))
+        return 0
+    err.print(f"[dim]calf-pain answered in {elapsed:.2f} s[/]")
+    render_cards(out, answer, patient_id=args.patient, fhir_server=body["fhirServer"])
+    for note in notes:
+        err.print(Text(f"note: {note}", style="dim"))
+    return 0
+
+
+def _call_in_process(body: dict[str, Any], settings: Settings, fetcher: Fetcher | None) -> Answer:
+    # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
+    from service.fhir_fetcher import FhirFetcher
+    from service.packs import PackRegistry
+    from service.pipeline import new_record
+
+    try:
+        registry = PackRegistry.load(settings)
+    except (RuleError, OSError, ValueError) as error:
+        return 500, operation_outcome(f"cannot load the rule packs: {error}", code="exception"), []
+    service = registry.service(clock=lambda: datetime.now(UTC))
+    try:
+        request = HookRequest.model_validate(body)
+    except ValidationError as error:
+        outcome = operation_outcome(f"not a valid hook request: {error.errors()[0]['msg']}", code="invalid")
+        return 400, outcome, []
+    record = new_record(request, service_id=SERVICE_ID, now=datetime.now(UTC))
+    fetcher = fetcher or FhirFetcher.from_settings(settings)
+    try:
+        result = asyncio.run(service.call(request, record, fetcher=fetcher))
+    except CdsHooksError as error:
+        status, outcome = error_outcome(error)
+        return status, outcome, record.notes
+    return 200, result.response.to_json(), record.notes
+
+
+def error_outcome(error: CdsHooksError) -> tuple[int, dict[str, Any]]:
+    """The status and OperationOutcome the web service answers for ``error`` (see service.app)."""
+    if isinstance(error, PrefetchMissingError):
+        return 412, operation_outcome(str(error), code="incomplete")
+    if isinstance(error, FhirFetchError):
+        diagnostics = f"could not read the patient's data from fhirServer: {error}"
+        return 412, operation_outcome(diagnostics, code="incomplete")
+    if isinstance(error, RequestError):
+        return 400, operation_outcome(str(error), code="invalid", expression=error.pointer or None)
+    return 400, operation_outcome(str(error), code="invalid")
+
+
+def _call_service(
+    service: str, body: dict[str, Any], *, jwt: str | None, transport: httpx.BaseTransport | None
+) -> Answer:
+    url = service.rstrip("/") + f"/cds-services/{SERVICE_ID}"
+    headers = {"Accept": "application/json"}
+    if jwt:
+        headers["Authorization"] = f"Bearer {jwt}"
+    try:
+        with httpx.Client(timeout=60, transport=transport, trust_env=False) as client:
+            response = client.post(url, json=body, headers=headers)
+    except httpx.HTTPError as error:
+        return 503, operation_outcome(f"could not reach {url}: {type(error).__name__}", code="exception"), []
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        diagnostics = f"{url} answered HTTP {response.status_code} without a JSON object"
+        return response.status_code or 502, operation_outcome(diagnostics, code="exception"), []
+    return response.status_code, answer, []
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render_outcome(console: Console, status: int, outcome: Mapping[str, Any]) -> None:
+    """Print an error answer: the status and every issue's diagnostics."""
+    console.print(Text(f"calf-pain failed (HTTP {status})", style="bold red"))
+    issues = outcome.get("issue") if outcome.get("resourceType") == "OperationOutcome" else None
+    if not isinstance(issues, list) or not issues:
+        console.print(Text(json.dumps(outcome)[:2000]))
+        return
+    for issue in issues:
+        if isinstance(issue, Mapping):
+            where = ", ".join(issue.get("expression", []))
+            line = Text.assemble(
+                (f"{issue.get('severity', 'error')} ", "red"),
+                (f"[{issue.get('code', '?')}] ", "dim"),
+                str(issue.get("diagnostics", "")),
+                (f"  at {where}" if where else "", "dim"),
+            )
+            console.print(line)
+
+
+def render_cards(
+    console: Console, response: Mapping[str, Any], *, patient_id: str = "", fhir_server: str = ""
+) -> None:
+    """Print each card as a panel coloured by its indicator, with its detail as Markdown."""
+    cards = response.get("cards") or []
+    source = f" (data from {fhir_server})" if fhir_server else ""
+    count = f"{len(cards)} card" + ("" if len(cards) == 1 else "s")
+    console.print(Text.assemble(("calf-pain", "bold"), f": {count} for Patient/{patient_id}{source}"))
+    if not cards:
+        console.print("No cards: nothing to recommend for this patient's documented findings.")
+        return
+    for card in cards:
+        console.print(_card_panel(card))
+
+
+def _card_panel(card: Mapping[str, Any]) -> Panel:
+    indicator = str(card.get("indicator", "info"))
+    style = INDICATOR_STYLES.get(indicator, "white")
+    source = card.get("source") or {}
+    topic = source.get("topic") or {}
+    parts: list[RenderableType] = [
+        Text(str(card.get("summary", "")), style="bold"),
+        Text.assemble(
+            ("topic: ", "dim"),
+            (str(topic.get("code", "?")), "bold"),
+            f" — {topic['display']}" if topic.get("display") else "",
+        ),
+        Text.assemble(("source: ", "dim"), str(source.get("label", ""))),
+    ]
+    if card.get("detail"):
+        parts += [Text(), Markdown(str(card["detail"]))]
+    suggestions = card.get("suggestions") or []
+    if suggestions:
+        parts += [Text(), Text("Suggestions", style="bold")]
+        for suggestion in suggestions:
+            mark = "★ " if suggestion.get("isRecommended") else "• "
+            parts.append(Text.assemble(mark, str(suggestion.get("label", ""))))
+            for action in suggestion.get("actions") or []:
+                kind = (action.get("resource") or {}).get("resourceType") or action.get("resourceId") or ""
+                parts.append(Text(f"    {action.get('type', '?')} {kind}".rstrip(), style="dim"))
+    links = card.get("links") or []
+    if links:
+        parts += [Text(), Text("Links", style="bold")]
+        parts += [
+            Text.assemble("• ", str(link.get("label", "")), (f"  {link.get('url', '')}", "dim"))
+            for link in links
+        ]
+    title = Text.assemble((f" {indicator.upper()} ", f"reverse {style}"), f" {topic.get('code', '?')} ")
+    return Panel(Group(*parts), title=title, title_align="left", border_style=style, padding=(0, 1))

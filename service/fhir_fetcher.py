@@ -1,0 +1,116 @@
+"""The production :class:`~service.patient_data.Fetcher`: reads the EHR's ``fhirServer`` with httpx.
+
+One :class:`~cds_hooks.fhir_client.FhirClient` per hook call, holding that call's ``fhirServer``
+and ``fhirAuthorization`` bearer token (used for that server only, never logged, never stored).
+Every query and every prefetched page to complete runs in parallel under one
+:class:`~cds_hooks.fhir_client.FetchPolicy` budget (per-request timeout, total budget, bounded
+retries for GETs on 5xx and connection errors), so a slow or dead server costs at most the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cds_hooks.errors import FhirFetchError, FhirUnavailableError
+from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient
+from cds_hooks.models import HookRequest
+from cds_hooks.prefetch import json_pointer
+from service.config import Settings
+from service.patient_data import Fetched, FetchPlan
+
+__all__ = ["FhirFetcher", "fetch_policy"]
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    """The fetch limits an operator configured (``CALF_CDS_FHIR_*``)."""
+    return FetchPolicy(
+        request_timeout=settings.fhir_request_timeout,
+        total_budget=settings.fhir_total_budget,
+        max_retries=settings.fhir_max_retries,
+    )
+
+
+@dataclass(frozen=True)
+class FhirFetcher:
+    """Fetches a :class:`FetchPlan` from the request's ``fhirServer``.
+
+    ``transport`` replaces the network (tests); by default httpx's, with TLS verification on.
+    """
+
+    policy: FetchPolicy
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FhirFetcher:
+        return cls(policy=fetch_policy(settings))
+
+    def __repr__(self) -> str:
+        return f"FhirFetcher({self.policy!r})"
+
+    async def __call__(self, request: HookRequest, plan: FetchPlan) -> Fetched:
+        """Every query and page of ``plan``, in parallel, within the policy's total budget.
+
+        :raises RequestError: for a ``fhirServer`` or token that cannot be used (400).
+        :raises FhirFetchError: when the server refuses, fails, is slow or answers nonsense (412).
+        """
+        if request.fhir_server is None:
+            raise ValueError("FhirFetcher needs a request with fhirServer")
+        authorization = request.fhir_authorization
+        token = authorization.access_token if authorization is not None else None
+        values: dict[str, Any] = {}
+        notes: list[str] = []
+        client = FhirClient(
+            request.fhir_server, bearer_token=token, policy=self.policy, transport=self.transport
+        )
+        async with client:
+            try:
+                async with asyncio.timeout(self.policy.total_budget), asyncio.TaskGroup() as group:
+                    queried = group.create_task(client.fetch_all(plan.queries)) if plan.queries else None
+                    paged = {
+                        key: group.create_task(_complete(client, key, page))
+                        for key, page in plan.pages.items()
+                    }
+            except TimeoutError:
+                raise FhirUnavailableError(
+                    f"FHIR fetch budget of {self.policy.total_budget:g} s spent", url=client.base_url
+                ) from None
+            except ExceptionGroup as failures:
+                raise _first(failures) from None
+        if queried is not None:
+            for key, result in queried.result().items():
+                values[key] = _value(key, result, notes)
+        for key, task in paged.items():
+            values[key] = _value(key, task.result(), notes)
+        return Fetched(values=values, notes=tuple(notes))
+
+
+async def _complete(client: FhirClient, key: str, page: Mapping[str, Any]) -> FetchResult:
+    try:
+        return await client.follow_pages(page, pointer=json_pointer("prefetch", key))
+    except FhirFetchError as error:
+        raise type(error)(f"prefetch key {key!r}: {error}", url=error.url) from error
+
+
+def _value(key: str, result: FetchResult | Mapping[str, Any] | None, notes: list[str]) -> Any:
+    if isinstance(result, FetchResult):
+        notes.extend(f"{key}: {note}" for note in result.notes)
+        return result.as_bundle()
+    return result
+
+
+def _first(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report: a fetch error if there is one, else the first failure."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [failures]
+    while pending:
+        failure = pending.pop(0)
+        if isinstance(failure, BaseExceptionGroup):
+            pending[:0] = failure.exceptions
+        else:
+            leaves.append(failure)
+    return next((leaf for leaf in leaves if isinstance(leaf, FhirFetchError)), leaves[0])

@@ -1,0 +1,101 @@
+"""Run a pack's clinical test cases (``calf-cds rules test``): FHIR resources in, expected cards out.
+
+The case format is the one in ``tests/rules/cases/README.md``: each file is a JSON array of cases
+with ``id``, ``now``, ``patient``, ``resources`` and ``expect`` (``topics`` that must be
+present, ``forbidden`` topics, ``indicators`` per topic, ``mentions`` per topic — phrases found
+case-insensitively in that card's summary or detail — and an optional ``pattern``). Each case
+goes through the same mapper, engine and card builder as a live call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fhir_mappings.facts import Vocabulary
+from fhir_mappings.mapper import Mapper
+from fhir_mappings.terminology import bundled_terminology
+from rules.engine import evaluate
+from rules.pack import RulePack
+from service.cards import build_cards
+from service.governance.errors import CaseFileError
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    file: str
+    case_id: str
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load_cases(folder: Path) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every case of every ``*.json`` file in ``folder``, with its file name."""
+    if not folder.is_dir():
+        raise CaseFileError("no such folder of cases", path=str(folder))
+    cases: list[tuple[str, Mapping[str, Any]]] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            document = json.loads(path.read_text("utf-8"))
+        except json.JSONDecodeError as error:
+            raise CaseFileError(f"not JSON: {error}", path=str(path)) from None
+        if not isinstance(document, list):
+            raise CaseFileError("a case file is a JSON array of cases", path=str(path))
+        for case in document:
+            if not isinstance(case, dict) or not {"id", "now", "resources", "expect"} <= set(case):
+                raise CaseFileError("a case needs id, now, resources and expect", path=str(path))
+            cases.append((path.name, case))
+    return cases
+
+
+def run_case(
+    pack: RulePack, vocabulary: Vocabulary, mapper: Mapper, file: str, case: Mapping[str, Any]
+) -> CaseResult:
+    case_id = str(case["id"])
+    try:
+        now = datetime.fromisoformat(str(case["now"]).replace("Z", "+00:00"))
+    except ValueError:
+        raise CaseFileError("'now' is not an ISO 8601 instant", path=file, case=case_id) from None
+    patient = case.get("patient")
+    patient_id = str(patient.get("id", "p1")) if isinstance(patient, Mapping) else "p1"
+    facts = mapper.map(patient_id=patient_id, patient=patient, resources=case["resources"], now=now)
+    assessment = evaluate(pack, facts)
+    pairs = build_cards(assessment, facts, vocabulary, patient_id=patient_id, now=now)
+    cards: dict[str, list[Any]] = {}
+    for card, recommendation in pairs:
+        cards.setdefault(recommendation.topic, []).append(card)
+    expect: Mapping[str, Any] = case["expect"]
+    failures = []
+    for topic in expect.get("topics", []):
+        if topic not in cards:
+            failures.append(f"expected a {topic} card")
+    for topic in expect.get("forbidden", []):
+        if topic in cards:
+            failures.append(f"{topic} card is forbidden here")
+    for topic, indicator in expect.get("indicators", {}).items():
+        shown = {card.indicator for card in cards.get(topic, [])}
+        if shown and indicator not in shown:
+            failures.append(f"{topic} card should be {indicator}, is {', '.join(sorted(shown))}")
+    for topic, phrases in expect.get("mentions", {}).items():
+        text = " ".join(f"{card.summary} {card.detail or ''}" for card in cards.get(topic, [])).lower()
+        for phrase in phrases:
+            if topic in cards and phrase.lower() not in text:
+                failures.append(f"{topic} card does not mention {phrase!r}")
+    pattern = expect.get("pattern")
+    if pattern is not None:
+        patterns = assessment.patterns or ("indeterminate",)
+        if pattern not in patterns:
+            failures.append(f"pattern should be {pattern}, is {', '.join(patterns)}")
+    return CaseResult(file, case_id, tuple(failures))
+
+
+def run_cases(pack: RulePack, vocabulary: Vocabulary, folder: Path) -> list[CaseResult]:
+    mapper = Mapper(vocabulary, bundled_terminology())
+    return [run_case(pack, vocabulary, mapper, file, case) for file, case in load_cases(folder)]

@@ -1,0 +1,107 @@
+"""Web routes of the governance layer: the CDS Hooks feedback endpoint and the HTML report.
+
+Authentication hook: both are ``APIRouter``s that ``service.app`` includes, so requiring a
+credential is one argument there, e.g.
+``app.include_router(feedback_router, dependencies=[Depends(authenticate_client)])`` for the
+feedback endpoint (a CDS Client's JWT, like the hook itself) and an authorised-user dependency for
+``report_router``. Nothing here reads credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.discovery import SERVICE_ID
+from service.governance.errors import FeedbackError
+from service.governance.feedback import feedback_records, parse_feedback
+from service.governance.report import render
+from service.governance.reportdata import collect
+from service.governance.runtime import GovernanceDep
+from service.outcome import IssueType, operation_outcome
+
+log = logging.getLogger("calf_cds.feedback")
+
+feedback_router = APIRouter(tags=["CDS Hooks feedback"])
+report_router = APIRouter(prefix="/governance", tags=["governance"])
+
+
+def _outcome(status: int, diagnostics: str, *, code: IssueType, expression: str | None = None) -> Response:
+    body = operation_outcome(diagnostics, code=code, expression=expression)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _client(request: Request) -> dict[str, Any]:
+    """Who sent the feedback, if an authentication dependency put a ``ClientIdentity`` on the request."""
+    identity = getattr(request.state, "client", None)
+    if identity is None:
+        return {}
+    return {name: getattr(identity, name, None) for name in ("iss", "sub", "tenant")}
+
+
+@feedback_router.post("/cds-services/{service_id}/feedback")
+async def post_feedback(service_id: str, request: Request, governance: GovernanceDep) -> Response:
+    """CDS Hooks feedback: 200 with an empty body once the entries are queued for the audit trail."""
+    if service_id != SERVICE_ID:
+        return _outcome(404, f"no CDS service {service_id!r} here", code="not-found")
+    body = await _body(request, governance.settings.max_body_bytes)
+    if body is None:
+        return _outcome(413, "request body too large", code="too-long")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _outcome(400, "the body is not valid JSON", code="structure")
+    if not isinstance(document, dict):
+        return _outcome(400, "the body must be a JSON object", code="structure")
+    try:
+        entries = parse_feedback(document)
+    except FeedbackError as error:
+        return _outcome(400, str(error), code="invalid", expression=error.pointer)
+    records = feedback_records(
+        entries, service_id=service_id, received_at=datetime.now(UTC), client=_client(request)
+    )
+    for record in records:
+        governance.feedback.submit(record)
+    log.info("feedback: %d entries queued", len(records))
+    return Response(status_code=200)
+
+
+@report_router.get("/report", response_class=HTMLResponse)
+def get_report(governance: GovernanceDep, since: date | None = None) -> Response:
+    """The governance report as HTML (``?since=YYYY-MM-DD`` limits it to recent calls)."""
+    settings = governance.settings
+    start = datetime.combine(since, time(), tzinfo=UTC) if since else None
+    try:
+        data = collect(
+            governance.engine,
+            governance.catalogue(),
+            active=settings.active_pack,
+            shadows=settings.shadow_packs,
+            since=start,
+            now=datetime.now(UTC),
+        )
+    except SQLAlchemyError as error:
+        log.warning("report: audit store unavailable: %s", type(error).__name__)
+        return _outcome(503, "the audit store is unavailable; try again later", code="exception")
+    page = render(data, active=settings.active_pack, shadows=settings.shadow_packs)
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,280 @@
+"""The safety invariants, for every bundled pack, over arbitrary combinations of facts.
+
+Each fact is documented true, documented false or missing; numbers sit on both sides of every
+threshold (``tests/strategies.py``). The invariants (issue 3, DESIGN.md):
+
+* evaluation is total: it never raises, and every card renders with its pack version and citation;
+* no ``conservative`` card while a red flag is present or DVT is suspected and not excluded;
+* a red flag always yields an ``urgent-referral`` card with indicator ``critical``;
+* missing data never counts as a negative finding: turning documented negatives (false, or a
+  reassuring number) into "not documented" never removes an urgent-referral or DVT card and never
+  adds a conservative card.
+
+"Red flag", "DVT suspected" and "DVT excluded" are read from each pack's own definitions; the
+guidance's red-flag triggers are also planted directly (packs from 1.0.0 on).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from fhir_mappings.facts import Facts
+from rules.engine import Assessment, evaluate
+from rules.expressions import Context
+from rules.pack import PATTERNS, TOPICS, RulePack, bundled_pack_files, load_pack
+from service.cards import build_cards
+from tests.fhir_builders import NOW
+from tests.strategies import (
+    REASSURING,
+    VOCABULARY,
+    Drawn,
+    as_facts,
+    base_name,
+    fact_values,
+    msk_presentations,
+    patients,
+)
+
+TYPES = {name: kind for name, (kind, _) in VOCABULARY.types().items()}
+PACKS: dict[str, RulePack] = {
+    key: load_pack(json.loads(path.read_text("utf-8")), TYPES) for key, path in bundled_pack_files().items()
+}
+KEYS = sorted(PACKS)
+# From 1.0.0 on, red flags are never gated on the calf complaint and the guidance triggers are planted.
+CURRENT = [key for key in KEYS if tuple(map(int, PACKS[key].version.split("."))) >= (1, 0, 0)]
+PROPERTY = settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+OPTIONS = st.booleans()
+
+
+def options_for(pack: RulePack, flag: bool) -> dict[str, bool]:
+    """Every option of the pack switched to ``flag`` (on or off together)."""
+    return dict.fromkeys(pack.options, flag)
+
+
+def context(pack: RulePack, facts: Facts, options: Mapping[str, bool]) -> Context:
+    return Context(facts, pack.definitions, pack.scores, {**pack.options, **options})
+
+
+def holds(ctx: Context, name: str) -> bool:
+    return name in ctx.definitions and ctx.definition(name) is True
+
+
+def topics(assessment: Assessment) -> set[str]:
+    return {r.topic for r in assessment.recommendations}
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(facts=patients(), option=OPTIONS)
+def test_evaluation_is_total_and_every_card_renders(key: str, facts: Facts, option: bool) -> None:
+    """No combination of facts makes a rule fail; every card shows pack version, citation, pattern."""
+    pack = PACKS[key]
+    assessment = evaluate(pack, facts, options=options_for(pack, option))
+    assert assessment.errors == ()
+    assert assessment.pattern in PATTERNS
+    assert topics(assessment) <= set(TOPICS)
+    for card, recommendation in build_cards(assessment, facts, VOCABULARY, patient_id="p1", now=NOW):
+        assert len(card.summary) < 140
+        assert pack.key in card.source.label
+        assert recommendation.citation.guideline in card.source.label
+        assert card.detail is not None
+        assert "Source:" in card.detail
+        assert "**Pattern:**" in card.detail
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(facts=st.one_of(patients(), msk_presentations().map(as_facts)), option=OPTIONS)
+def test_no_conservative_card_with_a_red_flag_or_an_open_dvt_question(
+    key: str, facts: Facts, option: bool
+) -> None:
+    """Never conservative care while a red flag is present or DVT is suspected and not excluded."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    assessment = evaluate(pack, facts, options=options)
+    ctx = context(pack, facts, options)
+    shown = topics(assessment)
+    open_dvt = holds(ctx, "dvt_suspected") and not holds(ctx, "dvt_excluded")
+    danger = holds(ctx, "red_flag") or open_dvt or holds(ctx, "dvt_confirmed")
+    if danger or shown & {"urgent-referral", "duplex-dvt"}:
+        assert "conservative" not in shown
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(facts=patients(), option=OPTIONS)
+def test_a_red_flag_always_gives_a_critical_urgent_referral(key: str, facts: Facts, option: bool) -> None:
+    """Whenever the pack's red flag holds, an urgent-referral card with indicator critical is shown.
+
+    Packs before 1.0.0 gate their red-flag rules on a leg complaint; from 1.0.0 on nothing does.
+    """
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    assessment = evaluate(pack, facts, options=options)
+    ctx = context(pack, facts, options)
+    gated = key not in CURRENT
+    if holds(ctx, "red_flag") and (holds(ctx, "leg_complaint") or not gated):
+        urgent = [r for r in assessment.recommendations if r.topic == "urgent-referral"]
+        assert urgent
+        assert all(r.indicator == "critical" and r.red_flag for r in urgent)
+    kept = {r.rule_id for r in assessment.recommendations}
+    for rule in pack.rules:
+        if rule.red_flag and rule.when.evaluate(ctx) is True:
+            assert rule.id in kept  # no suppression ever removes a red flag
+
+
+# --- missing is never negative -------------------------------------------------------------------
+
+DATE_MARKERS = ("episode_onset", "symptom_change")
+RULE_OUT_TESTS = (
+    "d_dimer_feu",
+    "d_dimer_ddu",
+    "d_dimer_lab_positive",
+    "d_dimer_feu_preliminary",
+    "d_dimer_ddu_preliminary",
+    "venous_duplex_positive",
+    "venous_duplex_positive_left",
+    "venous_duplex_positive_right",
+)
+
+
+def negatives(pack: RulePack) -> dict[str, object]:
+    """Every finding the pack reads that has a negative documented form: false, or a reassuring number.
+
+    D-dimer and ultrasound results are left out here: a resulted test is itself a sign that DVT was
+    suspected (GUIDANCE §1.6), so a negative test may rightly raise a DVT card that its absence does
+    not. Their rule-out role has its own property below. Date markers (episode onset, symptom
+    change) are left out too: the mapper only ever documents them as true, and what they do is
+    date-limit other evidence (a D-dimer before the onset, an ABI before the change).
+    """
+    found: dict[str, object] = {}
+    for name in sorted(set(pack.fact_names()) - set(RULE_OUT_TESTS) - set(DATE_MARKERS)):
+        kind = TYPES[name]
+        if kind == "boolean":
+            found[name] = False
+        elif kind == "number" and base_name(name) in REASSURING:
+            found[name] = REASSURING[base_name(name)]
+    return found
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(values=st.one_of(fact_values(), msk_presentations()), data=st.data(), option=OPTIONS)
+def test_missing_data_never_counts_as_a_negative_finding(
+    key: str, values: dict[str, Drawn], data: st.DataObject, option: bool
+) -> None:
+    """Not documented is at least as cautious as documented-negative, fact by fact and together.
+
+    Take any patient and some of the findings the pack reads that are not documented true (a few,
+    or all of them); in one copy they are documented negative, in the other they are missing. The copy with missing data must show every urgent-referral and DVT
+    card the negative copy shows, and no conservative card the negative copy lacks.
+    """
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    # Findings documented true stay as they are; the others are compared as negative vs missing.
+    candidates = {name: value for name, value in negatives(pack).items() if values[name][0] is not True}
+    names = sorted(candidates)
+    assume(names)
+    share = data.draw(st.sampled_from((0.02, 0.1, 0.3, 1.0)), label="share of findings")
+    mask = data.draw(st.binary(min_size=len(names), max_size=len(names)), label="mask")
+    chosen = {name for name, byte in zip(names, mask, strict=True) if byte < 256 * share} or {names[0]}
+    negative, missing = dict(values), dict(values)
+    for name in chosen:
+        negative[name] = (candidates[name], NOW)
+        missing[name] = (None, None)
+    with_negative = topics(evaluate(pack, as_facts(negative), options=options))
+    with_missing = topics(evaluate(pack, as_facts(missing), options=options))
+    for cautious in ("urgent-referral", "duplex-dvt"):
+        if cautious in with_negative:
+            assert cautious in with_missing, f"{cautious} lost when {sorted(chosen)} went missing"
+    if "conservative" in with_missing:
+        assert "conservative" in with_negative, f"conservative gained when {sorted(chosen)} went missing"
+
+
+# --- the guidance's red-flag triggers (GUIDANCE §1.4), planted into arbitrary patients --------------
+
+RED_FLAG_TRIGGERS: dict[str, dict[str, Any]] = {
+    "ali-sudden-cold-pale": {"sudden_onset": True, "cold_pale_limb_right": True},
+    "ali-sudden-pulseless": {"sudden_onset": True, "pedal_pulses_left": "absent"},
+    "ali-coded": {"acute_limb_ischaemia": True},
+    "clti-coded": {"clti_right": True},
+    "clti-rest-pain-low-abi": {"rest_pain_relieved_by_dependency": True, "abi_right": 0.35},
+    "phlegmasia": {"entire_leg_swollen_left": True, "cyanosis_left": True},
+    "compartment-trauma-stretch": {"direct_trauma": True, "pain_on_passive_stretch_right": True},
+    "compartment-cast-tense": {"plaster_cast_immobilisation": True, "tense_compartment_left": True},
+    "cauda-equina-saddle": {"saddle_anaesthesia": True},
+    "cauda-equina-coded": {"cauda_equina": True},
+    "cauda-equina-bladder-sciatica": {"bladder_bowel_dysfunction": True, "sciatica_radiculopathy": True},
+    "infection-fever-erythema": {"body_temperature": 38.0, "erythema_right": True},
+    "infection-fever-cellulitis": {"fever": True, "cellulitis": True},
+}
+
+
+@pytest.mark.parametrize("key", CURRENT)
+@pytest.mark.parametrize("trigger", sorted(RED_FLAG_TRIGGERS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=fact_values(), option=OPTIONS)
+def test_guidance_red_flags_fire_whatever_else_is_present(
+    key: str, trigger: str, values: dict[str, Drawn], option: bool
+) -> None:
+    """Each red flag of GUIDANCE §1.4 gives a critical urgent referral and no conservative card,
+    whatever else is documented (a strain, risk factors, negative findings) and with or without a
+    documented calf complaint."""
+    pack = PACKS[key]
+    planted = dict(values) | {name: (value, NOW) for name, value in RED_FLAG_TRIGGERS[trigger].items()}
+    assessment = evaluate(pack, as_facts(planted), options=options_for(pack, option))
+    urgent = [r for r in assessment.recommendations if r.topic == "urgent-referral"]
+    assert urgent
+    assert all(r.indicator == "critical" for r in urgent)
+    assert "conservative" not in topics(assessment)
+
+
+# --- a rule-out needs documented evidence ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(values=st.one_of(fact_values(), msk_presentations()), option=OPTIONS)
+def test_dvt_is_never_excluded_without_a_documented_negative_test(
+    key: str, values: dict[str, Drawn], option: bool
+) -> None:
+    """Conservative care while DVT is suspected rests on documented negative tests: with the D-dimer
+    and ultrasound results not documented (and DVT still suspected), the conservative card goes."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    facts = as_facts(values)
+    shown = topics(evaluate(pack, facts, options=options))
+    if "conservative" not in shown or not holds(context(pack, facts, options), "dvt_suspected"):
+        return
+    untested = dict(values) | dict.fromkeys(RULE_OUT_TESTS, (None, None))
+    stripped = as_facts(untested)
+    if holds(context(pack, stripped, options), "dvt_suspected"):
+        assert "conservative" not in topics(evaluate(pack, stripped, options=options))
+
+
+PERFUSION = ("abi", "abi_left", "abi_right", "pedal_pulses", "pedal_pulses_left", "pedal_pulses_right")
+
+
+@pytest.mark.parametrize("key", CURRENT)
+@PROPERTY
+@given(values=fact_values(), option=OPTIONS)
+def test_ischaemic_rest_pain_is_only_discounted_on_documented_normal_perfusion(
+    key: str, values: dict[str, Drawn], option: bool
+) -> None:
+    """Rest pain relieved by dependency is a CLTI red flag unless perfusion is documented normal:
+    with the ABIs and pulses not documented it always is."""
+    pack = PACKS[key]
+    planted = dict(values) | {"rest_pain_relieved_by_dependency": (True, NOW)}
+    unperfused = planted | dict.fromkeys(PERFUSION, (None, None))
+    assessment = evaluate(pack, as_facts(unperfused), options=options_for(pack, option))
+    assert "red-flag-clti" in {r.rule_id for r in assessment.recommendations}

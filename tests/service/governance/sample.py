@@ -1,0 +1,75 @@
+"""Three weeks of realistic traffic for report tests: real hook calls through the real pipeline,
+with the candidate pack in shadow mode, and clinicians' feedback (accepted, overridden with the
+cards' own HL7 override reasons, or none). Deterministic: the same seed gives the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cds_hooks.models import HookRequest
+from service.audit import AuditWriter, make_engine
+from service.cards import NON_ADHERENCE_SYSTEM, OVERRIDE_REASONS
+from service.config import Settings
+from service.governance import database
+from service.governance.feedback import FeedbackWriter
+from service.packs import PackRegistry
+from service.pipeline import new_record
+from tests.fhir_builders import NOW, calf_pain, finding, hook_request
+from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN
+
+ISCHAEMIA = [calf_pain(), finding("sudden-onset"), finding("cold-pale-limb")]
+MIX = [DVT, DVT, CLAUDICATION, CLAUDICATION, CLAUDICATION, CRAMP, STRAIN, STRAIN, SLIGHT_SWELLING, ISCHAEMIA]
+COMMENTS = ["ABI done at the vascular clinic last week", "Patient declined the scan today", None, None]
+
+
+@dataclass
+class Sample:
+    calls: int = 0
+    cards: int = 0
+    accepted: int = 0
+    overridden: int = 0
+
+
+def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
+    rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not a secret
+    service = PackRegistry.load(settings).service(clock=lambda: NOW)
+    engine = make_engine(settings.resolved_database_url())
+    database.upgrade(engine)
+    calls = AuditWriter(engine, settings.data_dir / "spool")
+    answers = FeedbackWriter(engine, settings.data_dir / "spool")
+    sample = Sample()
+    for day in range(days):
+        for _ in range(rng.randint(2, 8) + day // 4):
+            body = hook_request(rng.choice(MIX), hookInstance=str(uuid.uuid4()))
+            request = HookRequest.model_validate(body)
+            at = NOW - timedelta(days=days - 1 - day, hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
+            record = new_record(request, service_id="calf-pain", now=at)
+            result = asyncio.run(service.call(request, record))
+            assert calls._write([record.to_json()])
+            sample.calls += 1
+            for card in result.response.cards:
+                sample.cards += 1
+                roll = rng.random()
+                entry: dict[str, object] = {"card_uuid": card.uuid, "accepted_suggestions": []}
+                if roll < 0.5 and card.suggestions:
+                    entry |= {"outcome": "accepted", "accepted_suggestions": [card.suggestions[0].uuid]}
+                    sample.accepted += 1
+                elif roll < 0.8:
+                    code, display = rng.choice(OVERRIDE_REASONS[:4])
+                    entry |= {"outcome": "overridden", "override_reason_system": NON_ADHERENCE_SYSTEM,
+                              "override_reason_code": code, "override_reason_display": display,
+                              "user_comment": rng.choice(COMMENTS)}  # fmt: skip
+                    sample.overridden += 1
+                else:
+                    continue
+                when = (at + timedelta(minutes=3)).isoformat()
+                entry |= {"feedback_id": str(uuid.uuid4()), "received_at": when, "service_id": "calf-pain",
+                          "outcome_timestamp": when, "client": {}}  # fmt: skip
+                assert answers._write([entry])
+    engine.dispose()
+    return sample

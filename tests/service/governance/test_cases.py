@@ -1,0 +1,62 @@
+"""`calf-cds rules test`: a pack's clinical cases run through mapper, engine and card builder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli import main
+from tests.fhir_builders import NOW, calf_pain, finding, patient, quantity
+from tests.service.governance.conftest import RULE_PACKS
+
+
+def case(case_id: str, resources: list[dict[str, Any]], expect: dict[str, Any]) -> dict[str, Any]:
+    return {"id": case_id, "now": NOW.isoformat().replace("+00:00", "Z"), "patient": patient(),
+            "resources": resources, "expect": expect}  # fmt: skip
+
+
+@pytest.fixture
+def cases(tmp_path: Path) -> Path:
+    swelling = [calf_pain(), finding("calf-circumference-difference", quantity(0.5, "cm"))]
+    claudication = [calf_pain(), finding("exertional-leg-pain"), finding("relief-standing-still")]
+    (tmp_path / "venous.json").write_text(json.dumps([
+        case("slight-swelling-needs-dvt-work-up", swelling,
+             {"topics": ["duplex-dvt"], "forbidden": ["conservative"], "mentions": {"duplex-dvt": ["not documented"]}}),
+    ]))  # fmt: skip
+    (tmp_path / "arterial.json").write_text(json.dumps([
+        case("claudication-gets-resting-abi", claudication,
+             {"topics": ["abi"], "indicators": {"abi": "info"}, "mentions": {"abi": ["resting"]}, "pattern": "arterial"}),
+    ]))  # fmt: skip
+    return tmp_path
+
+
+def test_released_pack_passes_its_cases(cases: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "test", "0.1.0", "--cases", str(cases)]) == 0
+    assert "calf-pain@0.1.0: 2 of 2 cases pass" in capsys.readouterr().out
+
+
+def test_candidate_failures_are_named(
+    cases: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The candidate drops the 0.5 cm trigger and raises ABI to warning: both cases fail, saying why."""
+    monkeypatch.setenv("CALF_CDS_RULES_DIR", str(RULE_PACKS))
+    assert main(["rules", "test", "0.1.1", "--cases", str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL venous.json slight-swelling-needs-dvt-work-up" in out
+    assert "expected a duplex-dvt card" in out
+    assert "abi card should be info, is warning" in out
+    assert "calf-pain@0.1.1: 0 of 2 cases pass" in out
+
+
+def test_default_pack_is_the_active_one(cases: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "test", "--cases", str(cases)]) == 0
+    assert "calf-pain@0.1.0" in capsys.readouterr().out
+
+
+def test_malformed_case_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "broken.json").write_text('{"id": "not a list"}')
+    assert main(["rules", "test", "--cases", str(tmp_path)]) == 2
+    assert "a case file is a JSON array of cases" in capsys.readouterr().err

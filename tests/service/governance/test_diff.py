@@ -1,0 +1,124 @@
+"""`calf-cds rules diff`: a pack change read out as a clinician's summary, not a JSON diff."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_mappings.facts import vocabulary
+from rules.pack import bundled_pack_files
+from service.cli import main
+from service.governance.diff import diff_packs
+from service.governance.wording import Wording
+from tests.service.governance.conftest import RULE_PACKS
+
+OLD: dict[str, Any] = json.loads(bundled_pack_files()["calf-pain@0.1.0"].read_text("utf-8"))
+NEW: dict[str, Any] = json.loads((RULE_PACKS / "calf-pain-0.1.1.json").read_text("utf-8"))
+WORDS = Wording(vocabulary(), OLD)
+
+
+def render(old: dict[str, Any], new: dict[str, Any]) -> str:
+    return diff_packs(old, new, Wording(vocabulary(), old), Wording(vocabulary(), new)).render()
+
+
+def test_diff_reads_as_a_clinical_summary() -> None:
+    """Threshold, criteria, urgency, wording, suppression, citation and approval changes, in words."""
+    text = render(OLD, NEW)
+    assert text.startswith("What changes from calf-pain 0.1.0 to calf-pain 0.1.1")
+    assert "In short: 3 card changes, 1 threshold, 1 criteria change, 1 suppression change" in text
+    expected = [
+        "Definition “DVT suspected” (used by: Suspected deep vein thrombosis, Musculoskeletal calf pain): "
+        "calf circumference difference > 0 cm → ≥ 1 cm",
+        "Definition “MSK evidence” (used by: Musculoskeletal calf pain): no longer counts leg cramp",
+        "Card “Resting ankle-brachial index”: urgency info → warning",
+        "Card “Resting ankle-brachial index” now suppresses conservative cards",
+        "New source: NICE CG147 Peripheral arterial disease: diagnosis and management",
+        "Approved by Test Reviewer (clinical safety officer) on 2026-11-25",
+        "Status: “active” → “draft”",
+    ]
+    flat = " ".join(text.split())
+    for sentence in expected:
+        assert sentence in flat
+    assert "{" not in text  # no JSON leaks into the summary
+
+
+def test_same_pack_has_no_clinical_changes() -> None:
+    text = render(OLD, OLD)
+    assert "In short: 1 governance note." in text  # 0.1.0 has no recorded approval
+    assert "No clinical content changed" in text
+
+
+def test_added_and_removed_cards_score_items_and_orders() -> None:
+    new = json.loads(json.dumps(OLD))
+    removed = new["rules"].pop(-1)
+    new["rules"].append(dict(removed, id="conservative-new", title="Calf strain", summary="Rest and load."))
+    wells = new["scores"]["wells_dvt"]["items"]
+    wells[0]["points"] = 2
+    wells.append({"id": "pregnant", "label": "Pregnancy", "points": 1, "when": {"fact": "pregnant"}})
+    dvt = next(r for r in new["rules"] if r["id"] == "dvt-workup")
+    dvt["suggestions"][0]["request"]["priority"] = "urgent"
+    dvt["variants"][0]["when"] = {"score": ["wells_dvt", "<=", 0]}
+    dvt["shown_to"] = ["emergency"]  # a field the summary does not word out is still named
+    new["definition_notes"] = {"dvt_suspected": "Any unilateral swelling counts."}
+    text = " ".join(render(OLD, new).split())
+    assert "New card “Calf strain” (conservative, info): “Rest and load.” — fires when" in text
+    assert "Card “Musculoskeletal calf pain” (conservative, info) removed" in text
+    assert (
+        "item “Active cancer (treatment ongoing, within 6 months, or palliative)” now scores +2 points (was +1 point)"
+        in text
+    )
+    assert "new item “Pregnancy” (+1 point) when pregnant" in text
+    assert "order “Order proximal leg-vein ultrasound” priority stat → urgent" in text
+    assert "Two-level DVT Wells score ≤ 1 → ≤ 0" in text
+    assert "Card “Suspected deep vein thrombosis”: shown to changed" in text
+    assert "Note on “DVT suspected”: Any unilateral swelling counts." in text
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ({"cmp": ["d_dimer_feu", ">=", 500]}, "D-dimer (FEU) ≥ 500 ng/mL"),
+        ({"cmp": ["abi_left", "<=", 0.9]}, "ankle-brachial index (left) ≤ 0.9"),
+        ({"cmp": ["body_temperature", ">=", 38]}, "body temperature ≥ 38 °C"),
+        ({"not": {"true": {"fact": "pad"}}}, "unless peripheral artery disease"),
+        ({"not": {"fact": "fever"}}, "fever documented as absent"),
+        ({"known": "abi"}, "ankle-brachial index documented"),
+        ({"is": ["pedal_pulses", ["diminished", "absent"]]}, "pedal pulses diminished or absent"),
+        ({"score": ["wells_dvt", "<=", 1]}, "Two-level DVT Wells score ≤ 1"),
+        ({"def": "dvt_excluded"}, "“DVT excluded”"),
+        ({"all": [{"fact": "fever"}, {"fact": "erythema"}]}, "(fever and erythema)"),
+    ],
+)
+def test_expressions_in_words(expression: dict[str, Any], words: str) -> None:
+    assert WORDS.expr(expression) == words
+
+
+def test_cli_diff_by_version_and_by_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Packs are named by bare version (found in CALF_CDS_RULES_DIR) or by file path."""
+    monkeypatch.setenv("CALF_CDS_RULES_DIR", str(RULE_PACKS))
+    assert main(["rules", "diff", "0.1.0", "0.1.1"]) == 0
+    by_version = capsys.readouterr().out
+    assert main(["rules", "diff", "calf-pain@0.1.0", str(RULE_PACKS / "calf-pain-0.1.1.json")]) == 0
+    assert capsys.readouterr().out == by_version
+    assert main(["rules", "diff", "0.1.0", "7.7.7"]) == 2
+    assert "no pack '7.7.7'" in capsys.readouterr().err
+
+
+def test_cli_list_shows_status_release_and_role(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CALF_CDS_RULES_DIR", str(RULE_PACKS))
+    monkeypatch.setenv("CALF_CDS_SHADOW_PACKS", "calf-pain@0.1.1")
+    assert main(["rules", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    released = next(line for line in lines if line.startswith("calf-pain@0.1.0"))
+    candidate = next(line for line in lines if line.startswith("calf-pain@0.1.1"))
+    assert released.split()[1:3] == ["active", "2026-11-22"]
+    assert released.endswith("active")
+    assert candidate.split()[1:3] == ["draft", "-"]
+    assert candidate.endswith("shadow")

@@ -1,0 +1,364 @@
+"""End to end against a real FHIR server on loopback: sekmet-fhir (FHIR R4 on FastAPI + SQLite).
+
+sekmet-fhir pins its own fhir.resources, so it lives in its own virtual environment,
+``.cache/sekmet-venv``, which ``scripts/test.sh`` installs (``CALF_CDS_SEKMET`` may name another
+``sekmet`` executable). Patients are loaded with ordinary FHIR PUTs, then called for through
+prefetch, through fetching, through ``calf-cds try`` in process and against ``calf-cds serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.fhir_builders import (
+    LOINC,
+    NOW,
+    SNOMED,
+    UCUM,
+    calf_pain,
+    condition,
+    finding,
+    hook_request,
+    observation,
+    patient,
+    quantity,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SEKMET = Path(os.environ.get("CALF_CDS_SEKMET", ROOT / ".cache" / "sekmet-venv" / "bin" / "sekmet"))
+CALF_CDS = Path(sys.executable).parent / "calf-cds"
+TOKEN = "sekmet-loopback-token-4e1f"
+FHIR_JSON = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {TOKEN}"}
+
+
+def heart_rate() -> dict[str, Any]:
+    """An Observation the rules do not read: filler that makes the Observation search page."""
+    value = {"value": 72, "unit": "/min", "system": UCUM, "code": "/min"}
+    return observation(LOINC, "8867-4", valueQuantity=value, days_ago=3)
+
+
+# Each patient with the resources the server holds and the card topics the rules give.
+PATIENTS: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
+    "dvt": (
+        [
+            calf_pain(),
+            finding("calf-circumference-difference", quantity(3.4, "cm")),
+            finding("entire-leg-swollen"),
+            condition(SNOMED, "128053003", clinical="resolved", days_ago=700),
+            *(heart_rate() for _ in range(25)),  # more than one page at sekmet's default _count of 20
+        ],
+        ["duplex-dvt"],
+    ),
+    "pad": (
+        [
+            calf_pain(),
+            finding("exertional-leg-pain"),
+            finding("relief-standing-still"),
+            finding("reproducible-walking-distance"),
+        ],
+        ["abi"],
+    ),
+    "strain": (
+        [calf_pain(), finding("acute-onset-during-sport-with-pop"), finding("muscle-belly-tenderness")],
+        ["conservative"],
+    ),
+    "ischaemia": ([calf_pain(), finding("sudden-onset"), finding("cold-pale-limb")], ["urgent-referral"]),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def today_dated(resource: dict[str, Any], patient_id: str) -> dict[str, Any]:
+    """The builder's resource for ``patient_id``, its dates moved from the fixed NOW to today."""
+    shift = datetime.now(UTC) - NOW
+    moved = dict(resource, subject={"reference": f"Patient/{patient_id}"})
+    for name in ("effectiveDateTime", "recordedDate"):
+        if name in moved:
+            moved[name] = (datetime.fromisoformat(moved[name]) + shift).isoformat()
+    return moved
+
+
+@dataclass
+class FhirServer:
+    """A running sekmet-fhir: its FHIR base URL, process and log."""
+
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def put(self, resource: dict[str, Any]) -> None:
+        url = f"{self.base}/{resource['resourceType']}/{resource['id']}"
+        response = httpx.put(url, content=json.dumps(resource), headers=FHIR_JSON, timeout=10)
+        assert response.status_code in (200, 201), f"PUT {url}: {response.status_code} {response.text[:500]}"
+
+
+def start_sekmet(folder: Path) -> FhirServer:
+    """Start sekmet-fhir on a free loopback port, bearer token required, data in ``folder``."""
+    if not SEKMET.is_file():
+        pytest.fail(
+            f"sekmet-fhir is not installed at {SEKMET}: run `bash scripts/test.sh`, which installs it "
+            "into .cache/sekmet-venv (or set CALF_CDS_SEKMET to a sekmet executable)"
+        )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    config = {
+        "base_url": base,
+        "host": "127.0.0.1",
+        "port": port,
+        "data_dir": str(folder / "data"),
+        "simulator": {"enabled": False},
+        "server_auth": {"types": ["bearer"], "tokens": [TOKEN]},
+        "log_inbound": False,
+    }
+    settings_file = folder / "settings.yaml"
+    settings_file.write_text(json.dumps(config))  # JSON is YAML
+    log = folder / "sekmet.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
+    command = [
+        str(SEKMET),
+        "serve",
+        "--config",
+        str(settings_file),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT)
+    server = FhirServer(base, process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{base}/metadata", headers=FHIR_JSON, timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    pytest.fail(f"sekmet-fhir did not start: {log.read_text(errors='replace')[-3000:]}")
+
+
+def load(server: FhirServer, patient_id: str) -> list[dict[str, Any]]:
+    """PUT the patient and their resources; return the resources as the server holds them."""
+    server.put(patient(patient_id))
+    resources = [today_dated(r, patient_id) for r in PATIENTS[patient_id][0]]
+    for resource in resources:
+        server.put(resource)
+    return resources
+
+
+@pytest.fixture(scope="module")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    """One sekmet-fhir with every patient of PATIENTS loaded, and a stranger's Observation."""
+    server = start_sekmet(tmp_path_factory.mktemp("sekmet"))
+    try:
+        for patient_id in PATIENTS:
+            load(server, patient_id)
+        server.put(patient("stranger"))
+        server.put(today_dated(finding("cold-pale-limb"), "stranger"))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """calf-cds in process on today's date, with its default (real httpx) FHIR fetcher."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("calf-cds"))
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def fetching_call(base: str, patient_id: str, token: str = TOKEN) -> dict[str, Any]:
+    body = hook_request([], patient_id=patient_id)
+    del body["prefetch"]
+    body["fhirServer"] = base
+    body["fhirAuthorization"] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "calf-cds-e2e",
+    }
+    return body
+
+
+def cards(response: httpx.Response) -> list[tuple[str, str, str]]:
+    assert response.status_code == 200, response.text
+    return [(c["source"]["topic"]["code"], c["indicator"], c["summary"]) for c in response.json()["cards"]]
+
+
+def post(service: TestClient, body: dict[str, Any]) -> httpx.Response:
+    return service.post("/cds-services/calf-pain", json=body)
+
+
+@pytest.mark.parametrize("patient_id", list(PATIENTS))
+def test_fetching_gives_the_same_cards_as_prefetch(
+    fhir_server: FhirServer, service: TestClient, patient_id: str
+) -> None:
+    """The same patient gives the same cards whether the EHR prefetches the data or the service
+    fetches it from the loopback FHIR server."""
+    resources = [today_dated(r, patient_id) for r in PATIENTS[patient_id][0]]
+    prefetched = cards(post(service, hook_request(resources, patient_id=patient_id)))
+    fetched = cards(post(service, fetching_call(fhir_server.base, patient_id)))
+    assert [topic for topic, _, _ in fetched] == PATIENTS[patient_id][1]
+    assert fetched == prefetched
+
+
+def test_first_page_prefetch_is_completed_from_the_server(
+    fhir_server: FhirServer, service: TestClient
+) -> None:
+    """As the CDS Hooks Sandbox does, only the first page of Observations is prefetched (3 of 28);
+    the service follows the server's `next` links and gives the full patient's cards."""
+    first_page = httpx.get(
+        f"{fhir_server.base}/Observation", params={"patient": "dvt", "_count": "3"}, headers=FHIR_JSON
+    ).json()
+    assert any(link["relation"] == "next" for link in first_page["link"])
+    body = fetching_call(fhir_server.base, "dvt")
+    conditions = httpx.get(
+        f"{fhir_server.base}/Condition", params={"patient": "dvt"}, headers=FHIR_JSON
+    ).json()
+    body["prefetch"] = {"patient": patient("dvt"), "observations": first_page, "conditions": conditions}
+    assert [topic for topic, _, _ in cards(post(service, body))] == ["duplex-dvt"]
+
+
+def test_wrong_token_is_412(fhir_server: FhirServer, service: TestClient) -> None:
+    """The FHIR server refuses the token: 412 with an OperationOutcome, the token not echoed."""
+    response = post(service, fetching_call(fhir_server.base, "dvt", token="not-the-token"))
+    assert response.status_code == 412
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "refused the token" in outcome["issue"][0]["diagnostics"]
+    assert "not-the-token" not in response.text
+
+
+def test_stopped_fhir_server_is_412_quickly(tmp_path: Path, service: TestClient) -> None:
+    """With the FHIR server stopped, the call answers 412 with an OperationOutcome at once."""
+    server = start_sekmet(tmp_path)
+    try:
+        load(server, "pad")
+        assert [topic for topic, _, _ in cards(post(service, fetching_call(server.base, "pad")))] == ["abi"]
+    finally:
+        server.stop()
+    started = time.monotonic()
+    response = post(service, fetching_call(server.base, "pad"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 412
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert elapsed < 3  # refused connections are retried twice with 0.1 s and 0.2 s back-off
+
+
+def run_cli(*argv: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"CALF_CDS_DATA_DIR": str(data_dir), "COLUMNS": "160"}
+    return subprocess.run(
+        [str(CALF_CDS), *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_try_prints_the_cards(fhir_server: FhirServer, tmp_path: Path) -> None:
+    """`calf-cds try` against the loopback FHIR server prints each patient's cards (README)."""
+    for patient_id, (_, topics) in PATIENTS.items():
+        result = run_cli(
+            "try",
+            "--fhir-server",
+            fhir_server.base,
+            "--patient",
+            patient_id,
+            "--bearer",
+            TOKEN,
+            data_dir=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        card_count = f"{len(topics)} card" + ("" if len(topics) == 1 else "s")
+        assert f"calf-pain: {card_count} for Patient/{patient_id}" in result.stdout
+        for topic in topics:
+            assert f"topic: {topic}" in result.stdout
+    assert "CRITICAL" in result.stdout  # the last patient's red flag
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_try_reports_a_refused_token(fhir_server: FhirServer, tmp_path: Path) -> None:
+    """A refused token: exit 1 with the OperationOutcome's diagnostics."""
+    result = run_cli(
+        "try", "--fhir-server", fhir_server.base, "--patient", "dvt", "--bearer", "wrong", data_dir=tmp_path
+    )
+    assert result.returncode == 1
+    assert "HTTP 412" in result.stderr
+    assert "refused the token" in " ".join(result.stderr.split())
+
+
+@pytest.fixture(scope="module")
+def calf_cds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`calf-cds serve` on a free loopback port."""
+    port = free_port()
+    env = os.environ | {"CALF_CDS_DATA_DIR": str(tmp_path_factory.mktemp("served"))}
+    log = tmp_path_factory.mktemp("served-log") / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(CALF_CDS), "serve", "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail("calf-cds serve did not start: " + log.read_text(errors="replace"))
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_try_against_a_running_service(fhir_server: FhirServer, calf_cds_server: str, tmp_path: Path) -> None:
+    """`calf-cds try --service URL` sends the call to a running calf-cds, which fetches the data."""
+    result = run_cli(
+        "try",
+        "--fhir-server",
+        fhir_server.base,
+        "--patient",
+        "dvt",
+        "--bearer",
+        TOKEN,
+        "--service",
+        calf_cds_server,
+        data_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "topic: duplex-dvt" in result.stdout
