@@ -234,3 +234,27 @@ def test_log_config_sends_uvicorn_through_the_json_formatter() -> None:
     assert config["loggers"]["uvicorn"]["handlers"] == ["stderr"]
     assert config["loggers"]["uvicorn.access"]["handlers"] == []
     assert config["loggers"]["calf_cds"]["level"] == "DEBUG"
+
+
+def test_fhir_fetches_are_timed_by_outcome(tmp_path: Path) -> None:
+    """The FHIR fetcher counts a fetch that worked as `ok` and one the server failed by reason."""
+    import httpx
+    import respx
+
+    from service.app import create_app
+    from service.config import Settings
+    from service.fhir_fetcher import FhirFetcher, fetch_policy
+    from tests.service.test_fetching import fetching_request, fhir_json, serve_patient
+
+    settings = Settings(data_dir=tmp_path / "data", fhir_max_retries=0)
+    router = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    fetcher = FhirFetcher(fetch_policy(settings), transport=httpx.MockTransport(router.async_handler))
+    with TestClient(create_app(settings, fetcher=fetcher)) as client:
+        ok = value(client, "calf_cds_fhir_fetch_duration_seconds_count", outcome="ok")
+        failed = value(client, "calf_cds_fhir_fetch_failures_total", reason="unavailable")
+        routes = serve_patient(router, [], [])
+        assert client.post("/cds-services/calf-pain", json=fetching_request()).status_code == 200
+        routes["conditions"].mock(return_value=fhir_json({}, status=503))
+        assert client.post("/cds-services/calf-pain", json=fetching_request()).status_code == 412
+        assert value(client, "calf_cds_fhir_fetch_duration_seconds_count", outcome="ok") == ok + 1
+        assert value(client, "calf_cds_fhir_fetch_failures_total", reason="unavailable") == failed + 1
