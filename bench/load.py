@@ -334,7 +334,7 @@ def create_database(admin: str) -> str:
     url = psycopg.conninfo.make_conninfo(admin, dbname=DATABASE)
     from sqlalchemy import create_engine
 
-    from service.audit import metadata
+    from service.governance.database import upgrade
 
     params = psycopg.conninfo.conninfo_to_dict(url)
     sqlalchemy_url = (
@@ -342,7 +342,7 @@ def create_database(admin: str) -> str:
         f":{params.get('port', 5432)}/{DATABASE}"
     )
     engine = create_engine(sqlalchemy_url)
-    metadata.create_all(engine)
+    upgrade(engine)  # what `calf-cds db upgrade` does; the service only verifies the schema on PostgreSQL
     engine.dispose()
     return sqlalchemy_url
 
