@@ -298,7 +298,7 @@ def by_contention(sampler: CpuSampler, stats: Stats) -> list[dict[str, Any]]:
     windows: list[tuple[float, float, float]] = []  # start, end, other cores
     for before, after in itertools.pairwise(sampler.samples):
         seconds = after[0] - before[0]
-        if seconds <= 0:
+        if seconds < 0.5:  # the last sample, taken as the run ends
             continue
         ours = sum(after[i] - before[i] for i in (1, 2, 3))
         windows.append((before[0], after[0], max(0.0, (after[4] - before[4] - ours) / seconds)))
