@@ -28,8 +28,16 @@ from cds_hooks.errors import (
 )
 from cds_hooks.models import HookRequest
 from service.audit import AuditWriter, make_engine, metadata
+from service.client_auth import (
+    AuthenticatedClient,
+    build_authenticator,
+    client_record,
+    install_auth_errors,
+    warn_dev_mode,
+)
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
+from service.jwks import new_jwks_http_client
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
@@ -101,9 +109,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_dev_mode(settings)
         registry = PackRegistry.load(settings)
         engine = make_engine(settings.resolved_database_url())
         metadata.create_all(engine)
+        jwks_client = new_jwks_http_client()
+        try:
+            app.state.authenticator = build_authenticator(settings, engine, jwks_client)
+        except Exception:
+            await jwks_client.aclose()
+            engine.dispose()
+            raise
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
         app.state.runtime = Runtime(
@@ -116,6 +132,7 @@ def create_app(
         try:
             yield
         finally:
+            await jwks_client.aclose()
             writer.stop()
             engine.dispose()
 
@@ -132,6 +149,7 @@ def create_app(
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    install_auth_errors(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
@@ -161,13 +179,18 @@ def create_app(
         return json_response({"status": "ready", "active_pack": rt.service.active.key})
 
     @app.get("/cds-services")
-    async def get_discovery() -> Response:
+    async def get_discovery(_client: AuthenticatedClient) -> Response:
+        """CDS Hooks discovery: the services offered here (needs a client JWT)."""
         return json_response(discovery().to_json())
 
     @app.post("/cds-services/{service_id}")
-    async def call_service(service_id: str, request: Request, rt: RuntimeDep) -> Response:
+    async def call_service(
+        service_id: str, request: Request, rt: RuntimeDep, client: AuthenticatedClient
+    ) -> Response:
+        """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
         now = datetime.now(UTC)
         record = new_record(None, service_id=service_id, now=now)
+        record.client = client_record(client)
         try:
             response = await _handle(service_id, request, rt, record)
         except Exception as error:

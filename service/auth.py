@@ -15,6 +15,7 @@ before (stored last, so only fully valid tokens use up a `jti`).
 Exceptions (`.reason` is for metrics and audit only; answer 401 with no detail)::
 
     AuthenticationError
+     ├── MissingTokenError          "missing-token"      no `Authorization: Bearer` (service.client_auth)
      ├── MalformedTokenError        "malformed"          not a JWS; bad JSON, types; crit; no kid
      ├── AlgorithmNotAllowedError   "alg-not-allowed"    never none or HS*; must fit the key
      ├── TokenTypeError             "typ"                typ missing or not JWT
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from service.jwks import KeyStore, PublicKey, TrustedIssuer
 
 AuthFailureReason = Literal[
-    "malformed", "alg-not-allowed", "typ", "unknown-issuer", "jku-not-allowed", "unknown-kid",
+    "missing-token", "malformed", "alg-not-allowed", "typ", "unknown-issuer", "jku-not-allowed", "unknown-kid",
     "jwks-unavailable", "bad-signature", "missing-claim", "audience", "expired", "not-yet-valid",
     "iat-in-future", "lifetime-too-long", "tenant", "replayed",
 ]  # fmt: skip
@@ -76,6 +77,10 @@ class AuthenticationError(Exception):
         super().__init__(message)
         self.iss = None if iss is None else iss[:512]  # may come from an unverified token
         self.kid = None if kid is None else kid[:512]
+
+
+class MissingTokenError(AuthenticationError):
+    reason = "missing-token"
 
 
 class MalformedTokenError(AuthenticationError):
