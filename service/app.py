@@ -41,6 +41,13 @@ from service.jwks import new_jwks_http_client
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
+from service.request_guard import (
+    JsonLimits,
+    LimitExceededError,
+    check_json_limits,
+    check_prefetch_subjects,
+    is_json_media_type,
+)
 
 log = logging.getLogger("calf_cds.service")
 JSON_MEDIA = "application/json"
@@ -208,6 +215,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     if service_id != SERVICE_ID:
         record.error = "unknown service"
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
+    if not is_json_media_type(request.headers.get("content-type")):
+        record.error = "not JSON"
+        return outcome_response(415, "the body must be application/json", code="not-supported")
     try:
         body = await read_body(request, rt.settings.max_body_bytes)
     except BodyTooLargeError:
@@ -222,6 +232,11 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         record.error = "not an object"
         return outcome_response(400, "the body must be a JSON object", code="structure")
     try:
+        check_json_limits(document, JsonLimits.from_settings(rt.settings), body_size=len(body))
+    except LimitExceededError as error:
+        record.error = f"JSON limit: {error.limit}"
+        return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+    try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:
         record.error = "invalid request"
@@ -229,6 +244,7 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         return outcome_response(400, f"invalid hook request at {pointer}", code="invalid", expression=pointer)
     record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
     try:
+        check_prefetch_subjects(hook_request)
         result = await rt.service.call(hook_request, record, fetcher=rt.fetcher)
     except PrefetchMissingError as error:
         record.error = str(error)

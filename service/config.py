@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     jwks_cache_seconds: float = Field(
         default=300.0, ge=30, le=3600, description="How long a fetched JWK Set is used before reloading."
     )
+    # -- hostile input ---------------------------------------------------------------------------
+    max_json_depth: int = Field(default=64, ge=8, le=512, description="Deepest JSON nesting accepted.")
+    max_array_length: int = Field(
+        default=10_000, ge=100, description="Most items in one JSON array (or members in one object)."
+    )
+    max_string_length: int = Field(default=100_000, ge=1024, description="Longest JSON string.")
     active_pack: str = Field(default="calf-pain@0.1.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="id@version of packs that run beside the active one, never shown."

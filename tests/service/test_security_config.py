@@ -57,7 +57,8 @@ def test_public_base_url_loses_its_trailing_slash() -> None:
     [
         ("jwt_leeway_seconds", 301),
         ("jwks_cache_seconds", 5),
-        ("jwt_max_lifetime_seconds", 0),
+        ("max_json_depth", 2),
+        ("max_string_length", 10),
     ],
 )
 def test_limits_outside_their_range_are_refused(name: str, value: int) -> None:
