@@ -48,6 +48,7 @@ from service.request_guard import (
     check_prefetch_subjects,
     is_json_media_type,
 )
+from service.response_check import check_response
 
 log = logging.getLogger("calf_cds.service")
 JSON_MEDIA = "application/json"
@@ -262,4 +263,4 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     except CdsHooksError as error:
         record.error = type(error).__name__
         return outcome_response(400, str(error), code="invalid")
-    return json_response(result.response.to_json())
+    return json_response(check_response(result.response.to_json(), record))
