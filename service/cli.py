@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.client_auth import AuthConfigError, trusted_issuers
+    from service.log_privacy import logging_config
 
     settings = Settings(dev=True) if args.dev else Settings()
     try:
@@ -26,13 +28,16 @@ def _serve(args: argparse.Namespace) -> int:
     except AuthConfigError as error:
         print(f"calf-cds: not starting: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
+    log_config = logging_config(settings.log_level, key)
+    logging.config.dictConfig(log_config)
     app = create_app(settings)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
+        log_config=log_config,
         access_log=False,
     )
     return 0

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         default=10_000, ge=100, description="Most items in one JSON array (or members in one object)."
     )
     max_string_length: int = Field(default=100_000, ge=1024, description="Longest JSON string.")
+    log_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key for the patient-id hashes in log lines; default: a new random key per process.",
+    )
     active_pack: str = Field(default="calf-pain@0.1.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="id@version of packs that run beside the active one, never shown."
