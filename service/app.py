@@ -38,6 +38,7 @@ from service.client_auth import (
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
 from service.jwks import new_jwks_http_client
+from service.openapi import install_openapi
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
@@ -158,6 +159,7 @@ def create_app(
         max_age=600,
     )
     install_auth_errors(app)
+    install_openapi(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
