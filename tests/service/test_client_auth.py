@@ -173,6 +173,25 @@ def test_discovery_needs_a_token_for_its_own_url(api: TestClient, es_key: Signin
     assert_refused(api.get("/cds-services"))
 
 
+def test_browser_preflight_needs_no_token_and_a_refusal_is_readable(api: TestClient) -> None:
+    """The Sandbox is a browser: its CORS preflight is answered, and a 401 carries CORS headers."""
+    preflight = api.options(
+        "/cds-services/calf-pain",
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    refused = api.post(
+        "/cds-services/calf-pain", json={}, headers={"Origin": "https://sandbox.cds-hooks.org"}
+    )
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"
+
+
 def test_health_endpoints_need_no_token(api: TestClient) -> None:
     """Probes are not authenticated."""
     assert api.get("/healthz").status_code == 200
