@@ -1,7 +1,8 @@
 """The app the latency benchmark serves: the real service plus a floor endpoint.
 
 The floor endpoint reads the same body and parses it with orjson, then answers ``{"cards": []}``:
-the least any JSON service on this stack can do with the call.
+the least any JSON service on this stack can do with the call. It takes no token; the hook
+endpoint checks one (ES384, from the development issuer) on every call, as in production.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from service.config import Settings
 
 
 def build() -> FastAPI:
-    settings = Settings(data_dir=Path(os.environ.get("CALF_CDS_DATA_DIR", ".calf-cds-bench")))
+    # Development mode: the benchmark signs each hook call with the local development issuer.
+    settings = Settings(data_dir=Path(os.environ.get("CALF_CDS_DATA_DIR", ".calf-cds-bench")), dev=True)
     app = create_app(settings)
 
     @app.post("/bench/floor")

@@ -7,6 +7,9 @@ Starts the real server (uvicorn, one process) on a free loopback port, sends the
 alternation, and prints p50/p99 for both and their ratio. The Observations are real (FHIR R4
 searchset, ../shared/fhir-data/derived/observations-1000-searchset.json) re-pointed at one patient,
 plus a few calf-pain findings so that the rules have work to do and cards come back.
+
+Every hook call carries its own JWT from the development issuer (the server runs in development
+mode), made before the clock starts: the hook's timings include verifying it, the floor's do not.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from service.dev_issuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "fhir-data" / "derived" / "observations-1000-searchset.json"
@@ -87,7 +92,8 @@ def main() -> int:
     args = parser.parse_args()
     observations = [e["resource"] for e in json.loads(DATA.read_text())["entry"]]
     port = free_port()
-    env = os.environ | {"CALF_CDS_DATA_DIR": tempfile.mkdtemp(prefix="calf-bench-"), "PYTHONPATH": str(ROOT)}
+    data_dir = tempfile.mkdtemp(prefix="calf-bench-")
+    env = os.environ | {"CALF_CDS_DATA_DIR": data_dir, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
         [
             sys.executable,
@@ -117,19 +123,27 @@ def main() -> int:
                 f"{'obs':>5} {'body kB':>8} {'hook p50':>9} {'hook p99':>9} {'floor p50':>10} "
                 f"{'floor p99':>10} {'p50 ratio':>10} {'p99 ratio':>10} cards"
             )
-            headers = {"content-type": "application/json"}
+            issuer = DevIssuer.load_or_create(Path(data_dir))
+            audience = base + "/cds-services/calf-pain"
             for size in SIZES:
                 body = body_with(observations[:size])
                 timings: dict[str, list[float]] = {"hook": [], "floor": []}
                 paths = {"hook": "/cds-services/calf-pain", "floor": "/bench/floor"}
                 for round_ in range(args.requests + 20):
                     for name, path in paths.items():
+                        headers = {"content-type": "application/json"}
+                        if name == "hook":
+                            headers["authorization"] = f"Bearer {issuer.token(audience)}"
                         started = time.perf_counter()
                         response = client.post(path, content=body, headers=headers)
                         elapsed = (time.perf_counter() - started) * 1000
                         response.raise_for_status()
                         if round_ >= 20:  # warm-up
                             timings[name].append(elapsed)
+                headers = {
+                    "content-type": "application/json",
+                    "authorization": f"Bearer {issuer.token(audience)}",
+                }
                 cards = len(client.post(paths["hook"], content=body, headers=headers).json()["cards"])
                 hook, floor = timings["hook"], timings["floor"]
                 print(

@@ -22,6 +22,7 @@ Reading rules, declared once here and parameterised by ``data/facts.json``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -79,6 +80,11 @@ def _codings(concept: object) -> list[Mapping[str, Any]]:
         return []
     codings = concept.get("coding")
     return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+
+
+def _codes(concept: object) -> set[str]:
+    """The string codes of a CodeableConcept (a code of any other JSON type is no code)."""
+    return {code for c in _codings(concept) if isinstance(code := c.get("code"), str)}
 
 
 def _text(concept: object) -> str:
@@ -175,7 +181,7 @@ class Mapper:
         out: dict[str, list[_Candidate]],
     ) -> None:
         status = resource.get("status")
-        if status not in VALID_STATUSES and status not in RULE_IN_STATUSES:
+        if not isinstance(status, str) or (status not in VALID_STATUSES and status not in RULE_IN_STATUSES):
             return
         routes = self._routes(self._observation_routes, resource.get("code"))
         components = [
@@ -286,8 +292,8 @@ class Mapper:
         if not isinstance(unit, str) or spec.unit is None:
             return None
         converted = convert(float(raw), unit, spec.unit)
-        if converted is None:
-            return None
+        if converted is None or not math.isfinite(converted):
+            return None  # an overflowing value is no measurement: not documented
         return round(converted, spec.round_to) if spec.round_to is not None else converted
 
     # --- Conditions -----------------------------------------------------------------------
@@ -299,10 +305,10 @@ class Mapper:
         now: datetime,
         out: dict[str, list[_Candidate]],
     ) -> None:
-        verification = {c.get("code") for c in _codings(resource.get("verificationStatus"))}
+        verification = _codes(resource.get("verificationStatus"))
         if verification & IGNORED_VERIFICATION:
             return
-        clinical = {c.get("code") for c in _codings(resource.get("clinicalStatus"))}
+        clinical = _codes(resource.get("clinicalStatus"))
         active = (not clinical or bool(clinical & ACTIVE_CLINICAL)) and not any(
             key.startswith("abatement") for key in resource
         )

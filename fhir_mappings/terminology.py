@@ -73,8 +73,8 @@ class Terminology:
                 raise VocabularyError(f"unknown value set {name!r}", fact=fact)
 
     def lookup(self, system: str | None, code: str | None) -> tuple[CodeEntry, ...]:
-        """Every value-set entry for one coding (empty when the code is in none)."""
-        if not system or not code:
+        """Every value-set entry for one coding (empty when the code is in none, or not a string)."""
+        if not isinstance(system, str) or not isinstance(code, str) or not system or not code:
             return ()
         return self.index.get((system, _normalise(system, code)), ())
 

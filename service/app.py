@@ -30,6 +30,14 @@ from cds_hooks.errors import (
 from cds_hooks.models import HookRequest
 from service import metrics
 from service.audit import AuditWriter, make_engine
+from service.client_auth import (
+    AuthenticatedClient,
+    authenticated_client,
+    build_authenticator,
+    client_record,
+    install_auth_errors,
+    warn_dev_mode,
+)
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
 from service.fhir_fetcher import FhirFetcher
@@ -37,10 +45,20 @@ from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
 from service.health import StoreProbe
+from service.jwks import new_jwks_http_client
 from service.middleware import RequestObserver, log_fields
+from service.openapi import install_openapi
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
+from service.request_guard import (
+    JsonLimits,
+    LimitExceededError,
+    check_json_limits,
+    check_prefetch_subjects,
+    is_json_media_type,
+)
+from service.response_check import check_response
 from service.workers import tune_gc
 
 log = logging.getLogger("calf_cds.service")
@@ -135,9 +153,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_dev_mode(settings)
         registry = PackRegistry.load(settings)
         engine = make_engine(settings.resolved_database_url())
         prepare_database(settings, engine)  # migrations: see service/governance/database.py
+        jwks_client = new_jwks_http_client()
+        try:
+            app.state.authenticator = build_authenticator(settings, engine, jwks_client)
+        except Exception:
+            await jwks_client.aclose()
+            engine.dispose()
+            raise
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
         app.state.governance = Governance.start(settings, engine)
@@ -162,6 +188,7 @@ def create_app(
             started = time.monotonic()
             writer.stop(AUDIT_FLUSH_SECONDS)  # the calls' records first
             app.state.governance.stop(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))
+            await jwks_client.aclose()
             probe.close()
             engine.dispose()
             metrics.process_stopping()
@@ -180,6 +207,8 @@ def create_app(
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
+    install_auth_errors(app)
+    install_openapi(app)
     app.add_middleware(RequestObserver, services=frozenset({SERVICE_ID}))
 
     @app.exception_handler(StarletteHTTPException)
@@ -222,16 +251,22 @@ def create_app(
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/cds-services")
-    async def get_discovery() -> Response:
+    async def get_discovery(_client: AuthenticatedClient) -> Response:
+        """CDS Hooks discovery: the services offered here (needs a client JWT)."""
         return json_response(discovery().to_json())
 
-    app.include_router(feedback_router)  # CDS Hooks feedback; auth: add dependencies=[...] here
-    app.include_router(report_router)  # GET /governance/report; auth: authorised users only
+    signed = [Depends(authenticated_client)]  # the same client JWT as the hook itself
+    app.include_router(feedback_router, dependencies=signed)  # CDS Hooks feedback
+    app.include_router(report_router, dependencies=signed)  # GET /governance/report
 
     @app.post("/cds-services/{service_id}")
-    async def call_service(service_id: str, request: Request, rt: RuntimeDep) -> Response:
+    async def call_service(
+        service_id: str, request: Request, rt: RuntimeDep, client: AuthenticatedClient
+    ) -> Response:
+        """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
         now = datetime.now(UTC)
         record = new_record(None, service_id=service_id, now=now)
+        record.client = client_record(client)
         try:
             response = await _handle(service_id, request, rt, record)
         except Exception as error:
@@ -255,6 +290,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     if service_id != SERVICE_ID:
         record.error = "unknown service"
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
+    if not is_json_media_type(request.headers.get("content-type")):
+        record.error = "not JSON"
+        return outcome_response(415, "the body must be application/json", code="not-supported")
     try:
         body = await read_body(request, rt.settings.max_body_bytes)
     except BodyTooLargeError:
@@ -269,6 +307,11 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         record.error = "not an object"
         return outcome_response(400, "the body must be a JSON object", code="structure")
     try:
+        check_json_limits(document, JsonLimits.from_settings(rt.settings), body_size=len(body))
+    except LimitExceededError as error:
+        record.error = f"JSON limit: {error.limit}"
+        return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+    try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:
         record.error = "invalid request"
@@ -276,6 +319,7 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         return outcome_response(400, f"invalid hook request at {pointer}", code="invalid", expression=pointer)
     record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
     try:
+        check_prefetch_subjects(hook_request)
         result = await rt.service.call(hook_request, record, fetcher=rt.fetcher)
     except PrefetchMissingError as error:
         record.error = str(error)
@@ -291,4 +335,4 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     except CdsHooksError as error:
         record.error = type(error).__name__
         return outcome_response(400, str(error), code="invalid")
-    return json_response(result.response.to_json())
+    return json_response(check_response(result.response.to_json(), record))

@@ -15,6 +15,7 @@ before (stored last, so only fully valid tokens use up a `jti`).
 Exceptions (`.reason` is for metrics and audit only; answer 401 with no detail)::
 
     AuthenticationError
+     ├── MissingTokenError          "missing-token"      no `Authorization: Bearer` (service.client_auth)
      ├── MalformedTokenError        "malformed"          not a JWS; bad JSON, types; crit; no kid
      ├── AlgorithmNotAllowedError   "alg-not-allowed"    never none or HS*; must fit the key
      ├── TokenTypeError             "typ"                typ missing or not JWT
@@ -39,6 +40,7 @@ Messages and context never contain the token; values read from an unverified tok
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -55,10 +57,12 @@ if TYPE_CHECKING:
     from service.jwks import KeyStore, PublicKey, TrustedIssuer
 
 AuthFailureReason = Literal[
-    "malformed", "alg-not-allowed", "typ", "unknown-issuer", "jku-not-allowed", "unknown-kid",
+    "missing-token", "malformed", "alg-not-allowed", "typ", "unknown-issuer", "jku-not-allowed", "unknown-kid",
     "jwks-unavailable", "bad-signature", "missing-claim", "audience", "expired", "not-yet-valid",
     "iat-in-future", "lifetime-too-long", "tenant", "replayed",
 ]  # fmt: skip
+
+log = logging.getLogger("calf_cds.auth")
 
 SUPPORTED_ALGORITHMS = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -76,6 +80,10 @@ class AuthenticationError(Exception):
         super().__init__(message)
         self.iss = None if iss is None else iss[:512]  # may come from an unverified token
         self.kid = None if kid is None else kid[:512]
+
+
+class MissingTokenError(AuthenticationError):
+    reason = "missing-token"
 
 
 class MalformedTokenError(AuthenticationError):
@@ -201,6 +209,32 @@ class MemoryReplayCache:
             return False
         self._seen[(iss, jti)] = expires_at
         return True
+
+
+class LayeredReplayCache:
+    """The shared (database) replay cache, backed by this process's own memory.
+
+    Every ``jti`` is remembered locally as well as in the shared store. While the shared store
+    cannot be reached, the local memory alone decides: replay detection narrows to this replica
+    for the length of the outage instead of refusing every call, because cards must still be
+    answered while the database is down (the audit trail spools meanwhile). ``fallbacks`` counts
+    the calls decided that way.
+    """
+
+    def __init__(self, shared: ReplayCache, local: ReplayCache) -> None:
+        self.shared = shared
+        self.local = local
+        self.fallbacks = 0
+
+    async def check_and_store(self, iss: str, jti: str, expires_at: float) -> bool:
+        if not await self.local.check_and_store(iss, jti, expires_at):
+            return False
+        try:
+            return await self.shared.check_and_store(iss, jti, expires_at)
+        except ReplayCacheUnavailableError as error:
+            self.fallbacks += 1
+            log.warning("replay store unreachable (%s): jti checked in this process only", error)
+            return True
 
 
 auth_metadata = sa.MetaData()

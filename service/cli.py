@@ -1,6 +1,7 @@
 """``calf-cds``: the command line.
 
-calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N]     run the service on its embedded defaults
+calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N] [--dev]   run the service
+calf-cds token --aud URL [--tenant T] [--lifetime S]     print a JWT from the development issuer
 calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
 calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
 """
@@ -8,11 +9,13 @@ calf-cds rules|db|report|trail ...                  governance (see service/gove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging.config
 import os
+import secrets
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,34 +33,60 @@ APP = "service.app:app_from_env"  # each process builds its app from CALF_CDS_* 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service import metrics
+    from service.client_auth import AuthConfigError, trusted_issuers
     from service.logging_setup import log_config
 
-    settings = Settings()
-    workers = args.workers if args.workers is not None else settings.workers
-    config: dict[str, Any] = {
-        "log_config": log_config(settings.log_level),
-        "access_log": False,  # service.middleware logs every request as a JSON line
-        "timeout_graceful_shutdown": DRAIN_SECONDS,
-        # uvloop and httptools (dependencies) rather than asyncio and h11: a third less CPU per call
-        # with real-sized bodies (bench/load.py); "auto" falls back where they cannot be installed.
-        "loop": "auto",
-        "http": "auto",
-    }
-    from service.workers import Supervisor, hangup_stops_gracefully
+    # Every process reads its settings from the environment (service.app:app_from_env), so what
+    # the command line says goes there, as do settings the workers must share.
+    exported: dict[str, str] = {}
+    if args.dev:
+        exported["CALF_CDS_DEV"] = "true"
+    with _environment(exported):
+        settings = Settings()
+        try:
+            trusted_issuers(settings)  # refuse to start when no call could ever be accepted
+        except AuthConfigError as error:
+            print(f"calf-cds: not starting: {error}", file=sys.stderr)
+            return 2
+        workers = args.workers if args.workers is not None else settings.workers
+        if workers > 1 and settings.log_hash_key is None:
+            # One key for every worker, so that a patient's log lines share one hash.
+            os.environ["CALF_CDS_LOG_HASH_KEY"] = secrets.token_hex(32)
+            settings = Settings()
+        key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
+        config: dict[str, Any] = {
+            "log_config": log_config(settings.log_level, key),
+            "access_log": False,  # service.middleware logs every request as a JSON line
+            "timeout_graceful_shutdown": DRAIN_SECONDS,
+            # uvloop and httptools (dependencies) rather than asyncio and h11: a third less CPU per
+            # call with real-sized bodies (bench/load.py); "auto" falls back where not installed.
+            "loop": "auto",
+            "http": "auto",
+        }
+        if workers == 1:
+            return _serve_in_process(args, config)
+        return _supervise(args, settings, workers, config)
 
-    if workers == 1:
-        import uvicorn
 
-        hangup_stops_gracefully()
-        uvicorn.run(APP, factory=True, host=args.host, port=args.port, **config)
-        return 0
+def _serve_in_process(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    import uvicorn
 
-    # Migrate (SQLite) or verify (PostgreSQL) the schema once, here, rather than in N workers at
-    # once, which would race to create the same tables; each worker then finds it current.
+    from service.workers import hangup_stops_gracefully
+
+    hangup_stops_gracefully()
+    uvicorn.run(APP, factory=True, host=args.host, port=args.port, **config)
+    return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings, workers: int, config: dict[str, Any]) -> int:
+    from service import metrics
     from service.audit import make_engine
     from service.governance.database import prepare as prepare_database
+    from service.workers import Supervisor
 
+    logging.config.dictConfig(config["log_config"])
+    # Migrate (SQLite) or verify (PostgreSQL) the schema once, here, rather than in N workers at
+    # once, which would race to create the same tables; each worker then finds it current.
     engine = make_engine(settings.resolved_database_url())
     try:
         prepare_database(settings, engine)
@@ -70,7 +99,6 @@ def _serve(args: argparse.Namespace) -> int:
     if folder is None:
         folder = own_metrics_dir = Path(tempfile.mkdtemp(prefix="calf-cds-metrics-"))
     metrics.prepare_multiprocess_dir(folder)
-    logging.config.dictConfig(config["log_config"])
     supervisor = Supervisor(
         APP, host=args.host, port=args.port, workers=workers, config=config, stop_seconds=STOP_SECONDS
     )
@@ -82,11 +110,41 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ.pop(metrics.MULTIPROC_ENV, None)
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` (inherited by worker processes) until the block ends; then
+    the environment as it was, keys added inside the block included."""
+    before = {name: os.environ.get(name) for name in ("CALF_CDS_DEV", "CALF_CDS_LOG_HASH_KEY")}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _token(args: argparse.Namespace) -> int:
+    from service.dev_issuer import MAX_LIFETIME_SECONDS, DevIssuer
+
+    if not args.aud.startswith(("http://", "https://")):
+        print("calf-cds token: --aud must be the full URL of the endpoint you will call", file=sys.stderr)
+        return 2
+    if not 0 < args.lifetime <= MAX_LIFETIME_SECONDS:
+        print(f"calf-cds token: --lifetime must be 1..{MAX_LIFETIME_SECONDS} seconds", file=sys.stderr)
+        return 2
+    issuer = DevIssuer.load_or_create(Settings().data_dir)
+    print(issuer.token(args.aud, tenant=args.tenant, lifetime_seconds=args.lifetime))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="worker processes (default: CALF_CDS_WORKERS, or 1); in Kubernetes scale with replicas instead",
     )
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: also trust the local development issuer (see `calf-cds token`)",
+    )
     serve.set_defaults(handler=_serve)
+    token = commands.add_parser(
+        "token",
+        help="print a JWT signed by the local development issuer (for `calf-cds serve --dev`)",
+        description="Each token is good for one call: the service refuses a jti it has seen.",
+    )
+    token.add_argument(
+        "--aud",
+        required=True,
+        help="the exact URL you will call, e.g. http://localhost:8080/cds-services/calf-pain",
+    )
+    token.add_argument("--tenant", default=None, help="a tenant claim to include")
+    token.add_argument("--lifetime", type=int, default=300, help="seconds until it expires (default 300)")
+    token.set_defaults(handler=_token)
     add_try_command(commands)
     add_governance_commands(commands)
     return parser

@@ -121,7 +121,8 @@ def run_try(
     started = time.monotonic()
     with err.status(f"Patient/{args.patient}: reading {body['fhirServer']} in {where}…"):
         if args.service:
-            status, answer, notes = _call_service(args.service, body, jwt=args.jwt, transport=transport)
+            jwt = args.jwt or _dev_token(args.service, settings or Settings())
+            status, answer, notes = _call_service(args.service, body, jwt=jwt, transport=transport)
         else:
             status, answer, notes = _call_in_process(body, settings or Settings(), fetcher)
     elapsed = time.monotonic() - started
@@ -174,6 +175,14 @@ def error_outcome(error: CdsHooksError) -> tuple[int, dict[str, Any]]:
     if isinstance(error, RequestError):
         return 400, operation_outcome(str(error), code="invalid", expression=error.pointer or None)
     return 400, operation_outcome(str(error), code="invalid")
+
+
+def _dev_token(service: str, settings: Settings) -> str:
+    """Without ``--jwt``: a token from the local development issuer (what `calf-cds serve --dev` trusts)."""
+    from service.dev_issuer import DevIssuer
+
+    audience = service.rstrip("/") + f"/cds-services/{SERVICE_ID}"
+    return DevIssuer.load_or_create(settings.data_dir).token(audience)
 
 
 def _call_service(

@@ -8,9 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.auth import SUPPORTED_ALGORITHMS
 
 DEFAULT_DATA_DIR = Path(".calf-cds")
 
@@ -31,6 +34,33 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None,
         description="The URL clients call us at (behind a proxy); JWT audiences are built on it.",
+    )
+    # -- client authentication (README "Security") ----------------------------------------------
+    trusted_issuers_file: Path | None = Field(
+        default=None,
+        description="JSON file naming the CDS Clients (JWT issuers) we accept, and their keys.",
+    )
+    dev: bool = Field(
+        default=False,
+        description="Development mode: also trust the local development issuer in data_dir.",
+    )
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("ES384", "RS384"), description="JWS algorithms accepted (never none or HMAC)."
+    )
+    jwt_leeway_seconds: float = Field(default=5.0, ge=0, le=300, description="Clock skew allowed.")
+    jwt_max_lifetime_seconds: float = Field(default=3600.0, gt=0, description="Longest exp - iat.")
+    jwks_cache_seconds: float = Field(
+        default=300.0, ge=30, le=3600, description="How long a fetched JWK Set is used before reloading."
+    )
+    # -- hostile input ---------------------------------------------------------------------------
+    max_json_depth: int = Field(default=64, ge=8, le=512, description="Deepest JSON nesting accepted.")
+    max_array_length: int = Field(
+        default=10_000, ge=100, description="Most items in one JSON array (or members in one object)."
+    )
+    max_string_length: int = Field(default=100_000, ge=1024, description="Longest JSON string.")
+    log_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key for the patient-id hashes in log lines; default: a new random key per process.",
     )
     active_pack: str = Field(default="calf-pain@1.0.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -68,12 +98,33 @@ class Settings(BaseSettings):
         default=24.0, gt=0, description="How often a running service applies retention_days."
     )
 
-    @field_validator("shadow_packs", "cors_origins", mode="before")
+    @field_validator("shadow_packs", "cors_origins", "jwt_algorithms", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = sorted(set(value) - SUPPORTED_ALGORITHMS)
+        if refused or not value:
+            raise ValueError(
+                f"{refused or 'an empty list'} refused: choose from {sorted(SUPPORTED_ALGORITHMS)} "
+                "(CDS Hooks forbids 'none' and HMAC)"
+            )
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("public_base_url must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
 
     def resolved_database_url(self) -> str:
         """The audit store URL; the SQLite default lives in the data folder."""

@@ -1,13 +1,14 @@
 """Structured logs: one JSON object per line, carrying the request id of the call being served.
 
-    {"ts": "2026-11-22T09:00:00.123Z", "level": "info", "logger": "calf_cds.http",
+    {"ts": "2026-11-22T09:00:00.123Z", "level": "INFO", "logger": "calf_cds.http",
      "message": "request", "request_id": "…", "method": "POST", "endpoint": "/cds-services/calf-pain",
      "status": 200, "duration_ms": 4.1, "call_id": "…", "cards": 2}
 
-What never goes in a log line: patient identifiers, tokens, request bodies, header values (other
-than the request id), query strings, and exception messages (which may quote the input). The
-audit store is where identifiable data lives; a log line links to it through ``call_id``.
-Exceptions are logged as their type and the code locations of their traceback.
+What never goes in a log line: request bodies, header values (other than the request id), query
+strings, and exception messages (which may quote the input); patient ids and tokens that a
+message would carry are hashed or cut out by ``service.log_privacy.PrivacyFilter``, which every
+handler runs. The audit store is where identifiable data lives; a log line links to it through
+``call_id``. Exceptions are logged as their type and the code locations of their traceback.
 
 The request id comes from the client's ``X-Request-ID`` header when it is a plain token (letters,
 digits, ``._:-``, at most 128 characters), otherwise it is generated; it is echoed back in the
@@ -57,7 +58,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -74,17 +75,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(event, default=str).decode()
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
+def log_config(level: str = "INFO", hash_key: str | None = None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the service and uvicorn (given to uvicorn, which applies
-    it in every worker process): JSON lines on stderr; uvicorn's access log is off because
-    ``service.middleware`` writes one line per request itself."""
+    it in every worker process): JSON lines on stderr, through ``service.log_privacy``'s filter
+    (patient ids hashed with ``hash_key``, tokens cut out, should any message carry one); uvicorn's
+    access log is off because ``service.middleware`` writes one line per request itself."""
     level = level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"privacy": {"()": "service.log_privacy.PrivacyFilter", "key": hash_key}},
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["privacy"],
+                "stream": "ext://sys.stderr",
+            }
         },
         "loggers": {
             "calf_cds": {"handlers": ["stderr"], "level": level, "propagate": False},

@@ -801,6 +801,18 @@ def _get_status(url: str) -> int | None:
         return None
 
 
+def _trusted_issuers_file(folder: Path) -> Path:
+    """A trusted-issuer file naming one EHR by an inline public key (made here, never used)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(), as_dict=True)
+    issuers = {"issuers": [{"iss": "https://ehr.example.org/", "jwks": {"keys": [{**jwk, "kid": "k1"}]}}]}
+    path = folder / "trusted-issuers.json"
+    path.write_text(json.dumps(issuers), encoding="utf-8")
+    return path
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(not _CLI_PRESENT, reason="the calf-cds CLI (service.cli) has not landed yet")
 def test_image_command_serves_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -815,6 +827,8 @@ def test_image_command_serves_healthz_and_stops_on_sigterm(tmp_path: Path) -> No
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CALF_CDS_")}
     environment["CALF_CDS_DATA_DIR"] = str(tmp_path / "data")
     (tmp_path / "data").mkdir()
+    # As in the pod: the service refuses to start without a trusted-issuer file (the Secret's).
+    environment["CALF_CDS_TRUSTED_ISSUERS_FILE"] = str(_trusted_issuers_file(tmp_path))
     log_path = tmp_path / "serve.log"
 
     with (

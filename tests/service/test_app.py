@@ -13,7 +13,9 @@ from starlette.testclient import TestClient
 
 from service.audit import hook_calls
 from service.config import Settings
+from service.dev_issuer import DevIssuer
 from tests.fhir_builders import SNOMED, calf_pain, condition, finding, hook_request, patient, quantity
+from tests.signing import signed_client
 
 DVT = [
     calf_pain(),
@@ -126,12 +128,12 @@ def call_path(client: TestClient, path: str) -> Any:
     return client.post(path, json=hook_request([]))
 
 
-def test_body_too_large_is_413(settings: Settings) -> None:
+def test_body_too_large_is_413(settings: Settings, dev_issuer: DevIssuer) -> None:
     """A body over the configured limit is refused before it is parsed."""
     from service.app import create_app
 
     small = settings.model_copy(update={"max_body_bytes": 2048})
-    with TestClient(create_app(small)) as client:
+    with signed_client(create_app(small), dev_issuer) as client:
         assert_outcome(call(client, hook_request([calf_pain() for _ in range(30)])), 413)
 
 

@@ -29,6 +29,7 @@ from tests.fhir_builders import (
     quantity,
 )
 from tests.service.test_app import assert_outcome, audit_rows
+from tests.signing import dev_client
 
 BASE = "https://ehr.example.org/fhir"
 TOKEN = "fhir-access-token-7c1e"
@@ -88,7 +89,7 @@ def serve_patient(
 def app(settings: Settings, fhir: respx.MockRouter) -> Iterator[TestClient]:
     """The service with its FHIR fetcher on the settings' limits, talking to ``fhir``."""
     fetcher = FhirFetcher(fetch_policy(settings), transport=httpx.MockTransport(fhir.async_handler))
-    with TestClient(create_app(settings, clock=lambda: NOW, fetcher=fetcher)) as client:
+    with dev_client(create_app(settings, clock=lambda: NOW, fetcher=fetcher), settings) as client:
         yield client
 
 
@@ -245,25 +246,44 @@ def test_single_resource_for_a_search_key_is_read(client: TestClient) -> None:
     assert call(client, body).status_code == 200
 
 
-def test_wrong_types_and_other_patients_in_bundles_are_ignored_and_audited(
+def test_wrong_types_in_prefetched_bundles_are_ignored_and_audited(
     client: TestClient, settings: Settings
 ) -> None:
-    """Inside a Bundle, a resource of another type or about another patient is not read, and
-    the audit record's notes say so."""
-    stranger = finding("entire-leg-swollen", patient_id="p2") | {"id": "stranger-obs"}
+    """Inside a prefetched Bundle, a resource of another type is not read, and the audit notes say so."""
     odd = {"resourceType": "MedicationRequest", "id": "med-1"}
     body = hook_request([PAIN])
-    body["prefetch"]["observations"]["entry"] += [{"resource": stranger}, {"resource": odd}]
+    body["prefetch"]["observations"]["entry"] += [{"resource": odd}]
     call(client, body)
     (row,) = audit_rows(settings, 1)
     assert "ignored MedicationRequest/med-1 in observations: unexpected resource type" in row["notes"]
+
+
+def test_another_patients_resource_in_prefetch_is_a_400(client: TestClient) -> None:
+    """The client's own prefetch about someone else is inconsistent input: 400 (the security rule)."""
+    stranger = finding("entire-leg-swollen", patient_id="p2") | {"id": "stranger-obs"}
+    body = hook_request([PAIN])
+    body["prefetch"]["observations"]["entry"] += [{"resource": stranger}]
+    assert_outcome(call(client, body), 400)
+
+
+def test_another_patients_resource_from_the_fhir_server_is_ignored_and_audited(
+    app: TestClient, fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """What the FHIR server returns about someone else is not read, and the audit notes say so."""
+    stranger = finding("entire-leg-swollen", patient_id="p2") | {"id": "stranger-obs"}
+    serve_patient(fhir, [PAIN, stranger], [])
+    assert topics(call(app, fetching_request())) == []
+    (row,) = audit_rows(settings, 1)
     assert "ignored Observation/stranger-obs: not about the context patient" in row["notes"]
     assert "stranger-obs" not in json.dumps(row["facts"])
 
 
 def test_fetching_can_be_switched_off(settings: Settings) -> None:
     """With `fhir_fetch` off, missing prefetch is a 412 even with a fhirServer."""
-    with TestClient(create_app(settings.model_copy(update={"fhir_fetch": False}))) as client:
+    with dev_client(
+        create_app(settings.model_copy(update={"fhir_fetch": False})),
+        settings.model_copy(update={"fhir_fetch": False}),
+    ) as client:
         outcome = assert_outcome(call(client, fetching_request()), 412)
     assert "no fhirServer" in outcome["issue"][0]["diagnostics"]
 
@@ -272,7 +292,7 @@ def test_default_app_fetches_over_http(settings: Settings) -> None:
     """`create_app(settings)` fetches with httpx on its own (here intercepted by respx)."""
     with respx.mock(assert_all_mocked=True) as mock:
         serve_patient(mock, [PAIN, *DVT_SIGNS], [])
-        with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        with dev_client(create_app(settings, clock=lambda: NOW), settings) as client:
             assert topics(call(client, fetching_request())) == ["duplex-dvt"]
         assert len(mock.calls) == 3
 
@@ -317,7 +337,7 @@ def test_slow_server_is_412_within_the_budget(fhir: respx.MockRouter, settings: 
     fhir.route().mock(side_effect=hang)
     tight = settings.model_copy(update={"fhir_request_timeout": 0.2, "fhir_total_budget": 0.5})
     fetcher = FhirFetcher(fetch_policy(tight), transport=httpx.MockTransport(fhir.async_handler))
-    with TestClient(create_app(tight, clock=lambda: NOW, fetcher=fetcher)) as client:
+    with dev_client(create_app(tight, clock=lambda: NOW, fetcher=fetcher), tight) as client:
         started = time.monotonic()
         outcome = assert_outcome(call(client, fetching_request()), 412)
         elapsed = time.monotonic() - started

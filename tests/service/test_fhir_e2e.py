@@ -39,6 +39,7 @@ from tests.fhir_builders import (
     patient,
     quantity,
 )
+from tests.signing import dev_client
 
 pytestmark = pytest.mark.e2e
 
@@ -196,8 +197,8 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """calf-cds in process on today's date, with its default (real httpx) FHIR fetcher."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("calf-cds"))
-    with TestClient(create_app(settings)) as client:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("calf-cds"), dev=True)
+    with dev_client(create_app(settings), settings) as client:
         yield client
 
 
@@ -320,14 +321,18 @@ def test_try_reports_a_refused_token(fhir_server: FhirServer, tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def calf_cds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`calf-cds serve` on a free loopback port."""
+def calf_cds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`calf-cds serve --dev` on a free loopback port, and its data folder (with the dev issuer)."""
     port = free_port()
-    env = os.environ | {"CALF_CDS_DATA_DIR": str(tmp_path_factory.mktemp("served"))}
+    data_dir = tmp_path_factory.mktemp("served")
+    env = os.environ | {"CALF_CDS_DATA_DIR": str(data_dir)}
     log = tmp_path_factory.mktemp("served-log") / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(CALF_CDS), "serve", "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
+            [str(CALF_CDS), "serve", "--dev", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -340,14 +345,16 @@ def calf_cds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     pytest.fail("calf-cds serve did not start: " + log.read_text(errors="replace"))
                 time.sleep(0.1)
-        yield base
+        yield base, data_dir
     finally:
         process.terminate()
         process.wait(timeout=15)
 
 
-def test_try_against_a_running_service(fhir_server: FhirServer, calf_cds_server: str, tmp_path: Path) -> None:
-    """`calf-cds try --service URL` sends the call to a running calf-cds, which fetches the data."""
+def test_try_against_a_running_service(fhir_server: FhirServer, calf_cds_server: tuple[str, Path]) -> None:
+    """`calf-cds try --service URL` sends the call to a running calf-cds (signed by the shared
+    development issuer), which fetches the data."""
+    service, data_dir = calf_cds_server
     result = run_cli(
         "try",
         "--fhir-server",
@@ -357,8 +364,8 @@ def test_try_against_a_running_service(fhir_server: FhirServer, calf_cds_server:
         "--bearer",
         TOKEN,
         "--service",
-        calf_cds_server,
-        data_dir=tmp_path,
+        service,
+        data_dir=data_dir,
     )
     assert result.returncode == 0, result.stderr
     assert "topic: duplex-dvt" in result.stdout

@@ -17,8 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
+from service.dev_issuer import DevIssuer
 from service.logging_setup import JsonFormatter, log_config, request_id_from
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
+from tests.signing import dev_client
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -181,7 +183,9 @@ def test_request_id_is_taken_from_the_client_or_generated(client: TestClient) ->
     assert request_id_from("caf\u00e9") != "caf\u00e9"
 
 
-def test_one_json_log_line_per_call_without_phi_or_tokens(client: TestClient, log_lines: io.StringIO) -> None:
+def test_one_json_log_line_per_call_without_phi_or_tokens(
+    client: TestClient, dev_issuer: DevIssuer, log_lines: io.StringIO
+) -> None:
     """The hook call logs one JSON line with its request id and call id; no patient id, no token."""
     body = hook_request(DVT, patient_id="patient-7c1f9e") | {
         "fhirServer": "https://ehr.example.org/fhir",
@@ -195,10 +199,11 @@ def test_one_json_log_line_per_call_without_phi_or_tokens(client: TestClient, lo
     }
     for resource in body["prefetch"]["observations"]["entry"]:
         resource["resource"]["subject"]["reference"] = "Patient/patient-7c1f9e"
+    jwt = dev_issuer.token("http://testserver/cds-services/calf-pain")
     response = client.post(
         "/cds-services/calf-pain",
         json=body,
-        headers={"X-Request-ID": "req-1", "Authorization": "Bearer header.jwt.secret"},
+        headers={"X-Request-ID": "req-1", "Authorization": f"Bearer {jwt}"},
     )
     assert response.status_code == 200
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
@@ -207,7 +212,7 @@ def test_one_json_log_line_per_call_without_phi_or_tokens(client: TestClient, lo
     assert (line["endpoint"], line["status"], line["cards"]) == ("/cds-services/calf-pain", 200, 1)
     assert len(line["call_id"]) == 36
     text = log_lines.getvalue()
-    for secret in ("patient-7c1f9e", "secret-token-123", "header.jwt.secret"):
+    for secret in ("patient-7c1f9e", "secret-token-123", jwt):
         assert secret not in text
 
 
@@ -246,10 +251,10 @@ def test_fhir_fetches_are_timed_by_outcome(tmp_path: Path) -> None:
     from service.fhir_fetcher import FhirFetcher, fetch_policy
     from tests.service.test_fetching import fetching_request, fhir_json, serve_patient
 
-    settings = Settings(data_dir=tmp_path / "data", fhir_max_retries=0)
+    settings = Settings(data_dir=tmp_path / "data", fhir_max_retries=0, dev=True)
     router = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
     fetcher = FhirFetcher(fetch_policy(settings), transport=httpx.MockTransport(router.async_handler))
-    with TestClient(create_app(settings, fetcher=fetcher)) as client:
+    with dev_client(create_app(settings, fetcher=fetcher), settings) as client:
         ok = value(client, "calf_cds_fhir_fetch_duration_seconds_count", outcome="ok")
         failed = value(client, "calf_cds_fhir_fetch_failures_total", reason="unavailable")
         routes = serve_patient(router, [], [])

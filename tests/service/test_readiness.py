@@ -44,6 +44,7 @@ def test_ready_while_spooling_when_the_database_is_down(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",  # type: ignore[arg-type]
+        dev=True,
     )
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, select
 from service import cli, metrics, workers
 from service.app import app_from_env
 from service.audit import hook_calls
+from service.dev_issuer import DevIssuer
 from service.workers import Supervisor
 from tests.fhir_builders import calf_pain, finding, hook_request, observation, quantity
 
@@ -36,7 +37,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[str, Any]]:
     """Capture how ``serve`` starts: uvicorn in process (one worker) or the supervisor (several)."""
     calls: list[dict[str, Any]] = []
 
@@ -55,6 +56,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setattr(logging.config, "dictConfig", lambda _: None)
     monkeypatch.setattr(workers, "hangup_stops_gracefully", lambda: None)
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv("CALF_CDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CALF_CDS_DEV", "true")  # a trusted issuer: serve refuses to start without one
     return calls
 
 
@@ -94,6 +97,7 @@ def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_app_factory_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each worker builds its app from CALF_CDS_* variables."""
     monkeypatch.setenv("CALF_CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CALF_CDS_DEV", "true")
     monkeypatch.setenv("CALF_CDS_MAX_BODY_BYTES", "4096")
     tuned: list[bool] = []
     monkeypatch.setattr("service.app.tune_gc", lambda: tuned.append(True))  # not in the test process
@@ -116,10 +120,13 @@ def hook_body() -> dict[str, Any]:
 
 
 class Traffic:
-    """Clients posting hook calls in a loop until the server stops answering."""
+    """Clients posting hook calls in a loop until the server stops answering, each call signed
+    by the development issuer the server trusts (``serve --dev``)."""
 
-    def __init__(self, port: int, clients: int) -> None:
+    def __init__(self, port: int, clients: int, data: Path) -> None:
         self.port = port
+        self.issuer = DevIssuer.load_or_create(data)
+        self.audience = f"http://127.0.0.1:{port}/cds-services/calf-pain"
         self.template = hook_body()
         self.answered: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -136,9 +143,11 @@ class Traffic:
             instance = str(uuid.uuid4())
             body = json.dumps(self.template | {"hookInstance": instance})
             try:
-                connection.request(
-                    "POST", "/cds-services/calf-pain", body, {"Content-Type": "application/json"}
-                )
+                headers = {
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {self.issuer.token(self.audience)}",
+                }
+                connection.request("POST", "/cds-services/calf-pain", body, headers)
                 response = connection.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):
@@ -168,7 +177,7 @@ def test_sigterm_mid_traffic_keeps_every_answered_call_audited(tmp_path: Path) -
     port = free_port()
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALF_CDS_", "PROMETHEUS_"))}
-    env |= {"CALF_CDS_DATA_DIR": str(data), "CALF_CDS_WORKERS": "2"}
+    env |= {"CALF_CDS_DATA_DIR": str(data), "CALF_CDS_WORKERS": "2", "CALF_CDS_DEV": "true"}
     log_path = tmp_path / "serve.log"
     with (
         log_path.open("wb") as log,
@@ -190,7 +199,7 @@ def test_sigterm_mid_traffic_keeps_every_answered_call_audited(tmp_path: Path) -
                     connection.close()
             else:
                 pytest.fail("server did not start: " + log_path.read_text())
-            traffic = Traffic(port, clients=8)
+            traffic = Traffic(port, clients=8, data=data)
             traffic.start()
             while traffic.count() < 150 and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -241,7 +250,7 @@ def wait_ready(port: int, timeout: float = 60) -> bool:
 
 def serve_env(data: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALF_CDS_", "PROMETHEUS_"))}
-    return env | {"CALF_CDS_DATA_DIR": str(data)} | extra
+    return env | {"CALF_CDS_DATA_DIR": str(data), "CALF_CDS_DEV": "true"} | extra
 
 
 @pytest.mark.e2e

@@ -29,6 +29,7 @@ with warnings.catch_warnings():
 from service.app import create_app
 from service.config import Settings
 from tests.fhir_builders import NOW, SNOMED, calf_pain, finding, hook_request, observation, quantity
+from tests.signing import dev_client
 
 PG_ADMIN = os.environ.get("CALF_CDS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 RULE_PACKS = Path(__file__).parents[2] / "data" / "rule-packs"
@@ -119,12 +120,13 @@ def gov_settings(tmp_path: Path, database_url: str) -> Settings:
         rules_dir=RULE_PACKS,
         shadow_packs=(CANDIDATE,),
         db_migrate="upgrade",  # as an init job would; `auto` only verifies on PostgreSQL
+        dev=True,  # calls are signed by the development issuer (tests/signing.py)
     )
 
 
 @pytest.fixture
 def gov_client(gov_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(gov_settings, clock=lambda: NOW)) as client:
+    with dev_client(create_app(gov_settings, clock=lambda: NOW), gov_settings) as client:
         yield client
 
 

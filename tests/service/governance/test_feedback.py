@@ -14,6 +14,7 @@ from service.audit import feedback, hook_calls
 from service.config import Settings
 from service.governance.feedback import UNLINKED_NOTE
 from tests.service.governance.conftest import CLAUDICATION, DVT, call, count, wait_for
+from tests.signing import dev_client
 
 SPEC = Path(__file__).parents[2] / "data" / "cds-hooks-spec" / "examples-v2.0.1"
 FEEDBACK_URL = "/cds-services/calf-pain/feedback"
@@ -222,8 +223,8 @@ def test_feedback_for_an_unknown_service_is_404(client: TestClient) -> None:
 def test_feedback_body_over_the_limit_is_413(tmp_path: Path) -> None:
     from service.app import create_app
 
-    settings = Settings(data_dir=tmp_path, max_body_bytes=1024)
-    with TestClient(create_app(settings)) as client:
+    settings = Settings(data_dir=tmp_path, max_body_bytes=1024, dev=True)
+    with dev_client(create_app(settings), settings) as client:
         response = client.post(FEEDBACK_URL, content=b"{" + b" " * 2000 + b"}")
     assert_outcome(response, 413)
 

@@ -17,6 +17,7 @@ from service.config import Settings
 from service.governance import database
 from service.governance.errors import SchemaError
 from tests.service.governance.conftest import sqlalchemy_url
+from tests.signing import dev_client
 
 TABLES = {"hook_calls", "hook_cards", "feedback", "jwt_replay", "alembic_version"}
 
@@ -149,23 +150,23 @@ def _call(call_id: str, cards: list[dict[str, Any]]) -> dict[str, Any]:
 def test_service_on_postgres_refuses_an_unmigrated_database(postgres_database: str, tmp_path: Any) -> None:
     """`db_migrate=auto` verifies on PostgreSQL: an operator runs `calf-cds db upgrade` first."""
     from pydantic import SecretStr
-    from starlette.testclient import TestClient
 
     from service.app import create_app
 
-    settings = Settings(data_dir=tmp_path, database_url=SecretStr(sqlalchemy_url(postgres_database)))
-    with pytest.raises(SchemaError, match="calf-cds db upgrade"), TestClient(create_app(settings)):
+    settings = Settings(
+        data_dir=tmp_path, dev=True, database_url=SecretStr(sqlalchemy_url(postgres_database))
+    )
+    with pytest.raises(SchemaError, match="calf-cds db upgrade"), dev_client(create_app(settings), settings):
         pass
 
 
 def test_sqlite_service_migrates_itself(tmp_path: Any) -> None:
     """The embedded default needs no operator: the app upgrades its SQLite file at start-up."""
-    from starlette.testclient import TestClient
 
     from service.app import create_app
 
-    settings = Settings(data_dir=tmp_path)
-    with TestClient(create_app(settings)):
+    settings = Settings(data_dir=tmp_path, dev=True)
+    with dev_client(create_app(settings), settings):
         pass
     engine = create_engine(settings.resolved_database_url())
     with engine.connect() as connection:

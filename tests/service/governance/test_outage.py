@@ -36,6 +36,7 @@ from tests.service.governance.conftest import (
     sqlalchemy_url,
     wait_for,
 )
+from tests.signing import dev_client
 
 
 def take_down(name: str) -> None:
@@ -99,9 +100,10 @@ def test_database_outage_loses_no_record(postgres_database: str, tmp_path: Path)
         rules_dir=RULE_PACKS,
         shadow_packs=(CANDIDATE,),
         db_migrate="upgrade",
+        dev=True,  # calls are signed by the development issuer (tests/signing.py)
     )
     engine = create_engine(url)
-    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+    with dev_client(create_app(settings, clock=lambda: NOW), settings) as client:
         audit = client.app.state.runtime.audit  # type: ignore[attr-defined]
         feedback_writer = client.app.state.governance.feedback  # type: ignore[attr-defined]
         audit.retry_seconds = feedback_writer.retry_seconds = 0.5
