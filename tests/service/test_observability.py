@@ -263,3 +263,16 @@ def test_fhir_fetches_are_timed_by_outcome(tmp_path: Path) -> None:
         assert client.post("/cds-services/calf-pain", json=fetching_request()).status_code == 412
         assert value(client, "calf_cds_fhir_fetch_duration_seconds_count", outcome="ok") == ok + 1
         assert value(client, "calf_cds_fhir_fetch_failures_total", reason="unavailable") == failed + 1
+
+
+def test_auth_rejections_are_counted_by_reason(client: TestClient, log_lines: io.StringIO) -> None:
+    """A refused JWT is a bare 401, counted in calf_cds_auth_rejections_total by its reason; the
+    token never reaches the log."""
+    before = value(client, "calf_cds_auth_rejections_total", reason="typ")
+    forged = "eyJhbGciOiJFUzM4NCJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl"  # its header has no "typ": "JWT"
+    response = client.post(
+        "/cds-services/calf-pain", json=hook_request(DVT), headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert response.status_code == 401
+    assert value(client, "calf_cds_auth_rejections_total", reason="typ") == before + 1
+    assert forged not in log_lines.getvalue()
