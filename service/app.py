@@ -155,7 +155,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warn_dev_mode(settings)
         registry = PackRegistry.load(settings)
-        engine = make_engine(settings.resolved_database_url())
+        engine = make_engine(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         prepare_database(settings, engine)  # migrations: see service/governance/database.py
         jwks_client = new_jwks_http_client()
         try:

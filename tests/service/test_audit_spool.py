@@ -159,3 +159,12 @@ def test_stop_is_bounded_when_the_store_hangs_and_loses_nothing(tmp_path: Path, 
     later.flush_spool()
     later.stop()
     assert call_ids(engine) == {r["call_id"] for r in records}
+
+
+def test_a_server_database_gets_a_fixed_pool() -> None:
+    """No overflow connections: under load callers wait for a pooled connection instead of opening
+    and closing PostgreSQL sessions call after call."""
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", pool_size=7)
+    # QueuePool has no public accessor for its overflow limit
+    assert (engine.pool.size(), engine.pool._max_overflow) == (7, 0)  # type: ignore[attr-defined]
+    engine.dispose()
