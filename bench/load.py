@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import json
 import os
@@ -43,6 +44,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import tokens
 from bench.stacks import summarize
 from bench.workload import Body, build_bodies, expected_topics, pick
 
@@ -76,7 +79,7 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
             self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -85,6 +88,7 @@ class Connection:
         last = "Connection: close\r\n" if self.calls % self.lifetime == 0 else ""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n{last}"
+            f"Authorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         self.writer.writelines((head, body))
@@ -139,9 +143,28 @@ class Stats:
                 self.wrong_cards[body.pattern] += 1
 
 
+class Tokens:
+    """The client JWTs signed before the run (``bench/tokens.py``); one more is signed on the spot
+    if they run out, and counted."""
+
+    def __init__(self, tokens: list[str], sign_one: Callable[[], str]) -> None:
+        self.tokens = collections.deque(tokens)
+        self.sign_one = sign_one
+        self.signed_during_run = 0
+
+    def next(self) -> str:
+        if self.tokens:
+            return self.tokens.popleft()
+        self.signed_during_run += 1
+        return self.sign_one()
+
+
+TOKENS: Tokens
+
+
 async def call(connection: Connection, body: Body, stats: Stats, since: float, measured: bool) -> None:
     try:
-        status, payload = await connection.post(HOOK_PATH, body.render(str(uuid.uuid4())))
+        status, payload = await connection.post(HOOK_PATH, body.render(str(uuid.uuid4())), TOKENS.next())
     except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
         connection.close()
         if measured:
@@ -372,13 +395,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, url: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "CALF_CDS_DATABASE_URL": url,
-        "CALF_CDS_DATA_DIR": str(folder / "data"),
-        "CALF_CDS_LOG_LEVEL": args.log_level,
-        "PYTHONPATH": str(ROOT),
-    }
+def start_server(
+    args: argparse.Namespace, url: str, port: int, folder: Path, trust: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    env = (
+        os.environ
+        | trust
+        | {
+            "CALF_CDS_DATABASE_URL": url,
+            "CALF_CDS_DATA_DIR": str(folder / "data"),
+            "CALF_CDS_LOG_LEVEL": args.log_level,
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     command = [
         sys.executable,
         "-m",
@@ -435,7 +464,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="calf-load-"))
     url = create_database(args.pg)
     port = free_port()
-    server = start_server(args, url, port, folder)
+    audience = f"http://127.0.0.1:{port}{HOOK_PATH}"
+    trust = tokens.prepare_issuer(args.alg, folder, folder / "data")
+    calls = int((args.rate or args.max_rate) * args.duration + args.max_rate * args.warmup)
+    lifetime = min(3600, int(args.warmup + args.duration) + 900)
+    minting = time.perf_counter()
+    global TOKENS  # one supply for every client task
+    TOKENS = Tokens(
+        tokens.mint(args.alg, folder, folder / "data", audience, calls, lifetime),
+        lambda: tokens.mint(args.alg, folder, folder / "data", audience, 1, lifetime)[0],
+    )
+    print(
+        f"signed {calls} {args.alg} client tokens in {time.perf_counter() - minting:.1f} s", file=sys.stderr
+    )
+    server = start_server(args, url, port, folder, trust)
     workers = [
         pid for pid in children(server.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
     ]
@@ -537,6 +579,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "server_exit_code": exit_code,
             },
             "body_kb": round(sum(len(b.template) for b in bodies) / len(bodies) / 1000, 1),
+            "client_jwt": args.alg,
+            "tokens_signed_during_run": TOKENS.signed_during_run,
         }
         if args.profile:
             report["profile"] = summarize(sorted(args.profile.glob("worker-*.folded")))
@@ -554,7 +598,8 @@ def print_report(report: dict[str, Any]) -> None:
     latency, errors, audit, cpu = report["latency_ms"], report["errors"], report["audit"], report["cpu_cores"]
     print(
         f"workers {report['workers']}, {report['clients']} connections, {report['mode']}, "
-        f"{report['duration_s']} s, bodies ~{report['body_kb']} kB"
+        f"{report['duration_s']} s, bodies ~{report['body_kb']} kB, {report['client_jwt']} client JWTs"
+        f" ({report['tokens_signed_during_run']} signed during the run)"
     )
     print(f"throughput   {report['throughput_per_s']} calls/s ({report['calls']} calls)")
     print(
@@ -597,6 +642,15 @@ def main() -> int:
         "--lifetime", type=int, default=100, help="calls per connection before it is reopened (default 100)"
     )
     parser.add_argument("--log-level", default="INFO", help="the server's log level (default INFO)")
+    parser.add_argument(
+        "--alg", choices=tokens.ALGORITHMS, default="ES384", help="client JWT algorithm (default ES384)"
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=1000,
+        help="calls per second to sign tokens for, in a closed loop and the warm-up (default 1000)",
+    )
     parser.add_argument(
         "--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres", help="admin connection"
     )
