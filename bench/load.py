@@ -18,8 +18,9 @@
    has flushed and again after a graceful shutdown (SIGTERM).
 
 The load generator runs on the same machine and takes CPU from the server: its share is in the
-report. It speaks HTTP/1.1 over asyncio streams itself (keep-alive, Content-Length) to cost as
-little CPU per call as it can. ``--profile DIR`` samples the workers with py-spy during the
+report. It speaks HTTP/1.1 over asyncio streams itself (``bench/traffic.py``) and signs the client
+JWTs before the run (``bench/tokens.py``), to cost as little CPU per call as it can while it
+measures; ``bench/cpu.py`` accounts for the CPU. ``--profile DIR`` samples the workers with py-spy during the
 measured window (``uv run --with py-spy python bench/load.py --profile DIR``) and prints where the
 time goes (``bench/stacks.py``).
 """
@@ -28,323 +29,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import itertools
 import json
 import os
-import random
-import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import tokens
+from bench.cpu import CpuSampler, by_contention, children, cpu_seconds, generator_cpu, machine_busy
 from bench.stacks import summarize
-from bench.workload import Body, build_bodies, expected_topics, pick
+from bench.traffic import HOOK_PATH, Stats, Tokens, closed_loop, open_loop, percentile
+from bench.workload import Body, build_bodies, expected_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "calfcds_bench"
-HOOK_PATH = "/cds-services/calf-pain"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# -- a small HTTP/1.1 client ---------------------------------------------------------------
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection, closed (by ``Connection: close``) after ``lifetime`` calls
-    and opened again, as HTTP clients and proxies do; each new connection goes to whichever worker
-    process accepts it first, so connections spread over the workers as the load shifts."""
-
-    def __init__(self, port: int, lifetime: int) -> None:
-        self.port = port
-        self.lifetime = lifetime
-        self.calls = 0
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        assert self.reader is not None
-        self.calls += 1
-        last = "Connection: close\r\n" if self.calls % self.lifetime == 0 else ""
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n{last}"
-            f"Authorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.writelines((head, body))
-        await self.writer.drain()
-        status = int((await self.reader.readline()).split()[1])
-        length, close = None, False
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        if length is None:
-            raise ValueError("response without Content-Length")
-        payload = await self.reader.readexactly(length)
-        if close or last:
-            self.close()
-        return status, payload
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-# -- measuring -----------------------------------------------------------------------------
-
-
-@dataclass
-class Stats:
-    expected: dict[str, tuple[str, ...]]
-    latencies: list[float] = field(default_factory=list)
-    finished: list[float] = field(default_factory=list)  # perf_counter() when each measured call ended
-    statuses: Counter[int] = field(default_factory=Counter)
-    wrong_cards: Counter[str] = field(default_factory=Counter)
-    patterns: Counter[str] = field(default_factory=Counter)
-    transport_errors: int = 0
-    answered: int = 0
-
-    def record(self, body: Body, status: int, payload: bytes, seconds: float, measured: bool) -> None:
-        self.answered += 1
-        if not measured:
-            return
-        self.latencies.append(seconds)
-        self.finished.append(time.perf_counter())
-        self.statuses[status] += 1
-        self.patterns[body.pattern] += 1
-        if status == 200:
-            topics = tuple(card["source"]["topic"]["code"] for card in orjson.loads(payload)["cards"])
-            if topics != self.expected[body.pattern]:
-                self.wrong_cards[body.pattern] += 1
-
-
-class Tokens:
-    """The client JWTs signed before the run (``bench/tokens.py``); one more is signed on the spot
-    if they run out, and counted."""
-
-    def __init__(self, tokens: list[str], sign_one: Callable[[], str]) -> None:
-        self.tokens = collections.deque(tokens)
-        self.sign_one = sign_one
-        self.signed_during_run = 0
-
-    def next(self) -> str:
-        if self.tokens:
-            return self.tokens.popleft()
-        self.signed_during_run += 1
-        return self.sign_one()
-
-
-TOKENS: Tokens
-
-
-async def call(connection: Connection, body: Body, stats: Stats, since: float, measured: bool) -> None:
-    try:
-        status, payload = await connection.post(HOOK_PATH, body.render(str(uuid.uuid4())), TOKENS.next())
-    except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-        connection.close()
-        if measured:
-            stats.transport_errors += 1
-        return
-    stats.record(body, status, payload, time.perf_counter() - since, measured)
-
-
-async def closed_loop(
-    port: int,
-    clients: int,
-    seconds: float,
-    bodies: dict[str, list[Body]],
-    stats: Stats,
-    *,
-    measured: bool,
-    lifetime: int,
-    ramp: float = 0.0,
-) -> None:
-    """``clients`` connections, each sending its next call when the last is answered; they start
-    one by one over ``ramp`` seconds (a burst of simultaneous connects is not how clients arrive)."""
-    deadline = time.perf_counter() + seconds
-
-    async def client(number: int) -> None:
-        await asyncio.sleep(ramp * number / clients)
-        rng = random.Random(number)
-        connection = Connection(port, lifetime)
-        while time.perf_counter() < deadline:
-            await call(connection, pick(bodies, rng), stats, time.perf_counter(), measured)
-        connection.close()
-
-    await asyncio.gather(*(client(n) for n in range(clients)))
-
-
-async def open_loop(
-    port: int,
-    clients: int,
-    seconds: float,
-    rate: float,
-    bodies: dict[str, list[Body]],
-    stats: Stats,
-    *,
-    lifetime: int,
-) -> None:
-    pool: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(clients):
-        pool.put_nowait(Connection(port, lifetime))
-    rng = random.Random(1)
-    start = time.perf_counter()
-    pending: set[asyncio.Task[None]] = set()
-
-    async def scheduled(body: Body, at: float) -> None:
-        connection = await pool.get()
-        try:
-            await call(connection, body, stats, at, measured=True)
-        finally:
-            pool.put_nowait(connection)
-
-    for number in range(int(seconds * rate)):
-        at = start + number / rate
-        if (delay := at - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(scheduled(pick(bodies, rng), at))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
-    while not pool.empty():
-        pool.get_nowait().close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-# -- processes and CPU -----------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (from /proc)."""
-    found: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                found += [int(child), *children(int(child))]
-    except OSError:
-        pass
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICKS
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / TICKS, sum(values) / TICKS
-
-
-def generator_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class CpuSampler:
-    """Once a second: CPU seconds used so far by the server, PostgreSQL, this process and the machine.
-
-    The machine is shared: whatever else runs takes CPU from the server. Latency is then reported
-    per band of "everything else" CPU over the one-second windows (see :func:`by_contention`).
-    """
-
-    def __init__(self, server: list[int], backends: list[int]) -> None:
-        self.server, self.backends = server, backends
-        self.samples: list[tuple[float, float, float, float, float]] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        busy, _ = machine_busy()
-        self.samples.append(
-            (time.perf_counter(), cpu_seconds(self.server), cpu_seconds(self.backends), generator_cpu(), busy)
-        )
-
-    def _run(self) -> None:
-        self.sample()
-        while not self.done.wait(1.0):
-            self.sample()
-        self.sample()
-
-    def __enter__(self) -> CpuSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-
-BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 99.0))
-
-
-def by_contention(sampler: CpuSampler, stats: Stats) -> list[dict[str, Any]]:
-    """Latency of the calls that ended in one-second windows, grouped by how many cores everything
-    other than the server, PostgreSQL and the load generator used in the window."""
-    windows: list[tuple[float, float, float]] = []  # start, end, other cores
-    for before, after in itertools.pairwise(sampler.samples):
-        seconds = after[0] - before[0]
-        if seconds < 0.5:  # the last sample, taken as the run ends
-            continue
-        ours = sum(after[i] - before[i] for i in (1, 2, 3))
-        windows.append((before[0], after[0], max(0.0, (after[4] - before[4] - ours) / seconds)))
-    rows = []
-    for low, high in BANDS:
-        chosen = [(start, end) for start, end, other in windows if low <= other < high]
-        if not chosen:
-            continue
-        latencies = [
-            latency
-            for latency, ended in zip(stats.latencies, stats.finished, strict=True)
-            if any(start <= ended < end for start, end in chosen)
-        ]
-        rows.append(
-            {
-                "other_cores": f"{low:g}–{high:g}" if high < 99 else f"≥{low:g}",
-                "seconds": round(sum(end - start for start, end in chosen)),
-                "calls": len(latencies),
-                "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
-                "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
-            }
-        )
-    return rows
 
 
 # -- the database ------------------------------------------------------------------------------
@@ -469,8 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calls = int((args.rate or args.max_rate) * args.duration + args.max_rate * args.warmup)
     lifetime = min(3600, int(args.warmup + args.duration) + 900)
     minting = time.perf_counter()
-    global TOKENS  # one supply for every client task
-    TOKENS = Tokens(
+    supply = Tokens(
         tokens.mint(args.alg, folder, folder / "data", audience, calls, lifetime),
         lambda: tokens.mint(args.alg, folder, folder / "data", audience, 1, lifetime)[0],
     )
@@ -492,6 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.warmup,
                 by_pattern,
                 stats,
+                supply,
                 measured=False,
                 lifetime=args.lifetime,
                 ramp=args.warmup / 2,
@@ -506,7 +214,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.rate:
             asyncio.run(
                 open_loop(
-                    port, args.clients, args.duration, args.rate, by_pattern, stats, lifetime=args.lifetime
+                    port,
+                    args.clients,
+                    args.duration,
+                    args.rate,
+                    by_pattern,
+                    stats,
+                    supply,
+                    lifetime=args.lifetime,
                 )
             )
         else:
@@ -517,6 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.duration,
                     by_pattern,
                     stats,
+                    supply,
                     measured=True,
                     lifetime=args.lifetime,
                 )
@@ -580,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             "body_kb": round(sum(len(b.template) for b in bodies) / len(bodies) / 1000, 1),
             "client_jwt": args.alg,
-            "tokens_signed_during_run": TOKENS.signed_during_run,
+            "tokens_signed_during_run": supply.signed_during_run,
         }
         if args.profile:
             report["profile"] = summarize(sorted(args.profile.glob("worker-*.folded")))
