@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cds_hooks.errors import (
     RequestError,
 )
 from cds_hooks.models import HookRequest
+from service import metrics
 from service.audit import AuditWriter, make_engine
 from service.client_auth import (
     AuthenticatedClient,
@@ -42,7 +44,9 @@ from service.fhir_fetcher import FhirFetcher
 from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
+from service.health import StoreProbe
 from service.jwks import new_jwks_http_client
+from service.middleware import RequestObserver, log_fields
 from service.openapi import install_openapi
 from service.outcome import IssueType, operation_outcome
 from service.packs import PackRegistry
@@ -55,9 +59,14 @@ from service.request_guard import (
     is_json_media_type,
 )
 from service.response_check import check_response
+from service.workers import tune_gc
 
 log = logging.getLogger("calf_cds.service")
 JSON_MEDIA = "application/json"
+# At shutdown, after uvicorn has drained in-flight calls (``service.cli.DRAIN_SECONDS``): how long
+# the audit writer may take to write what is queued before it spools the rest to disk. Together
+# they fit Kubernetes' 30 s grace period, less its 5 s preStop pause.
+AUDIT_FLUSH_SECONDS = 8.0
 
 
 class BodyTooLargeError(Exception):
@@ -72,10 +81,15 @@ class Runtime:
     service: CalfPainService
     audit: AuditWriter
     fetcher: Fetcher | None
+    store_probe: StoreProbe | None = None
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The runtime of the app serving ``request`` (built in the lifespan)."""
+async def get_runtime(request: Request) -> Runtime:
+    """The runtime of the app serving ``request`` (built in the lifespan).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency on a worker thread, a thread
+    hop per call for a field lookup.
+    """
     value: Runtime = request.app.state.runtime
     return value
 
@@ -113,6 +127,16 @@ def _pointer(error: ValidationError) -> str:
     return "/" + "/".join(str(part) for part in first.get("loc", ()))
 
 
+def app_from_env() -> FastAPI:
+    """The app with settings from ``CALF_CDS_*`` variables: what each ``calf-cds serve`` worker runs.
+
+    It owns its process, so it also tunes the garbage collector once started (``service.workers``).
+    """
+    app = create_app(Settings())
+    app.state.tune_gc = True
+    return app
+
+
 def create_app(
     settings: Settings,
     *,
@@ -131,7 +155,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warn_dev_mode(settings)
         registry = PackRegistry.load(settings)
-        engine = make_engine(settings.resolved_database_url())
+        engine = make_engine(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         prepare_database(settings, engine)  # migrations: see service/governance/database.py
         jwks_client = new_jwks_http_client()
         try:
@@ -143,20 +167,31 @@ def create_app(
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
         app.state.governance = Governance.start(settings, engine)
+        probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
         app.state.runtime = Runtime(
             settings=settings,
             service=registry.service(clock=clock),
             audit=writer,
             fetcher=fetcher,
+            store_probe=probe,
         )
+        metrics.set_rule_packs(
+            (registry.active.id, registry.active.version, registry.active.content_hash),
+            [(pack.id, pack.version, pack.content_hash) for pack in registry.shadows],
+        )
+        if getattr(app.state, "tune_gc", False):
+            tune_gc()
         log.info("calf-cds ready: active pack %s", registry.active.key)
         try:
             yield
         finally:
-            app.state.governance.stop()
+            started = time.monotonic()
+            writer.stop(AUDIT_FLUSH_SECONDS)  # the calls' records first
+            app.state.governance.stop(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))
             await jwks_client.aclose()
-            writer.stop()
+            probe.close()
             engine.dispose()
+            metrics.process_stopping()
 
     app = FastAPI(
         title="calf-cds",
@@ -168,11 +203,13 @@ def create_app(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
         max_age=600,
     )
     install_auth_errors(app)
     install_openapi(app)
+    app.add_middleware(RequestObserver, services=frozenset({SERVICE_ID}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
@@ -197,9 +234,21 @@ def create_app(
     async def readyz(request: Request) -> Response:
         """Readiness: rules loaded, and the audit store reachable or spooling to disk."""
         rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is None:
+        if rt is None or rt.store_probe is None:
             return json_response({"status": "starting"}, 503)
-        return json_response({"status": "ready", "active_pack": rt.service.active.key})
+        store = await rt.store_probe.status()
+        body = {"active_pack": rt.service.active.key, "audit": store.audit, "database": store.database}
+        if not store.ready:
+            return json_response({"status": "not ready", **body}, 503)
+        return json_response({"status": "ready", **body})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def get_metrics(request: Request) -> Response:
+        """Prometheus text exposition, summed over worker processes."""
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        if rt is not None:
+            rt.audit.report_metrics()
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/cds-services")
     async def get_discovery(_client: AuthenticatedClient) -> Response:
@@ -226,6 +275,12 @@ def create_app(
             raise
         record.status_code = response.status_code
         rt.audit.submit(record.to_json())
+        if record.cards or record.rule_errors:
+            metrics.observe_hook_call(
+                service_id, record.cards, record.rule_errors, (record.pack_id, record.pack_version)
+            )
+        fields = log_fields()
+        fields["call_id"], fields["cards"] = record.call_id, len(record.cards)
         return response
 
     return app

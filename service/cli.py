@@ -1,6 +1,6 @@
 """``calf-cds``: the command line.
 
-calf-cds serve [--host 127.0.0.1] [--port 8080] [--dev]   run the service on its embedded defaults
+calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N] [--dev]   run the service
 calf-cds token --aud URL [--tenant T] [--lifetime S]     print a JWT from the development issuer
 calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
 calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
@@ -9,43 +9,128 @@ calf-cds rules|db|report|trail ...                  governance (see service/gove
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 import logging.config
+import os
+import secrets
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 from service.cli_try import add_try_command
 from service.config import Settings
 from service.governance.cli import add_commands as add_governance_commands
 
+# On SIGTERM uvicorn stops accepting connections and lets in-flight calls finish for at most this
+# long; then the app's shutdown flushes the audit writer (``service.app.AUDIT_FLUSH_SECONDS``).
+# With several workers the parent kills a worker that has not stopped after STOP_SECONDS. All of it
+# fits Kubernetes' 30 s grace period less its 5 s preStop pause.
+DRAIN_SECONDS = 15
+STOP_SECONDS = 24
+APP = "service.app:app_from_env"  # each process builds its app from CALF_CDS_* variables
+
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.client_auth import AuthConfigError, trusted_issuers
+    from service.logging_setup import log_config
+
+    # Every process reads its settings from the environment (service.app:app_from_env), so what
+    # the command line says goes there, as do settings the workers must share.
+    exported: dict[str, str] = {}
+    if args.dev:
+        exported["CALF_CDS_DEV"] = "true"
+    with _environment(exported):
+        settings = Settings()
+        try:
+            trusted_issuers(settings)  # refuse to start when no call could ever be accepted
+        except AuthConfigError as error:
+            print(f"calf-cds: not starting: {error}", file=sys.stderr)
+            return 2
+        workers = args.workers if args.workers is not None else settings.workers
+        if workers > 1 and settings.log_hash_key is None:
+            # One key for every worker, so that a patient's log lines share one hash.
+            os.environ["CALF_CDS_LOG_HASH_KEY"] = secrets.token_hex(32)
+            settings = Settings()
+        key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
+        config: dict[str, Any] = {
+            "log_config": log_config(settings.log_level, key),
+            "access_log": False,  # service.middleware logs every request as a JSON line
+            "timeout_graceful_shutdown": DRAIN_SECONDS,
+            # uvloop and httptools (dependencies) rather than asyncio and h11: a third less CPU per
+            # call with real-sized bodies (bench/load.py); "auto" falls back where not installed.
+            "loop": "auto",
+            "http": "auto",
+        }
+        if workers == 1:
+            return _serve_in_process(args, config)
+        return _supervise(args, settings, workers, config)
+
+
+def _serve_in_process(args: argparse.Namespace, config: dict[str, Any]) -> int:
     import uvicorn
 
-    from service.app import create_app
-    from service.client_auth import AuthConfigError, trusted_issuers
-    from service.log_privacy import logging_config
+    from service.workers import hangup_stops_gracefully
 
-    settings = Settings(dev=True) if args.dev else Settings()
-    try:
-        trusted_issuers(settings)  # refuse to start when no call could ever be accepted
-    except AuthConfigError as error:
-        print(f"calf-cds: not starting: {error}", file=sys.stderr)
-        return 2
-    key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
-    log_config = logging_config(settings.log_level, key)
-    logging.config.dictConfig(log_config)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines show FHIR queries (patient ids)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level.lower(),
-        log_config=log_config,
-        access_log=False,
-    )
+    hangup_stops_gracefully()
+    uvicorn.run(APP, factory=True, host=args.host, port=args.port, **config)
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings, workers: int, config: dict[str, Any]) -> int:
+    from service import metrics
+    from service.audit import make_engine
+    from service.governance.database import prepare as prepare_database
+    from service.workers import Supervisor
+
+    logging.config.dictConfig(config["log_config"])
+    # Migrate (SQLite) or verify (PostgreSQL) the schema once, here, rather than in N workers at
+    # once, which would race to create the same tables; each worker then finds it current.
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        prepare_database(settings, engine)
+    finally:
+        engine.dispose()
+    # Workers add up their metrics through files in a folder of this run's own (in /tmp, writable
+    # even on a read-only root), unless PROMETHEUS_MULTIPROC_DIR names one.
+    own_metrics_dir: Path | None = None
+    folder = metrics.multiprocess_dir()
+    if folder is None:
+        folder = own_metrics_dir = Path(tempfile.mkdtemp(prefix="calf-cds-metrics-"))
+    metrics.prepare_multiprocess_dir(folder)
+    supervisor = Supervisor(
+        APP, host=args.host, port=args.port, workers=workers, config=config, stop_seconds=STOP_SECONDS
+    )
+    try:
+        return supervisor.run()
+    finally:
+        if own_metrics_dir is not None:
+            metrics.remove_multiprocess_dir(own_metrics_dir)
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` (inherited by worker processes) until the block ends; then
+    the environment as it was, keys added inside the block included."""
+    before = {name: os.environ.get(name) for name in ("CALF_CDS_DEV", "CALF_CDS_LOG_HASH_KEY")}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -68,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="worker processes (default: CALF_CDS_WORKERS, or 1); in Kubernetes scale with replicas instead",
+    )
     serve.add_argument(
         "--dev",
         action="store_true",

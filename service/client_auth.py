@@ -32,6 +32,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
+from service import metrics
 from service.auth import (
     AuthenticationError,
     ClientIdentity,
@@ -201,6 +202,7 @@ def install_auth_errors(app: FastAPI) -> None:
 
     async def refused(request: Request, error: Exception) -> Response:
         if isinstance(error, AuthenticationError):
+            metrics.count_auth_rejection(error.reason)
             log.warning(
                 "authentication refused on %s: %s (iss=%r kid=%r)",
                 request.url.path,

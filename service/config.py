@@ -82,6 +82,15 @@ class Settings(BaseSettings):
         default=2, ge=0, le=10, description="Retries of a FHIR GET on 5xx or no answer."
     )
     log_level: str = Field(default="INFO")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes for `calf-cds serve` (its --workers default)."
+    )
+    db_pool_size: int = Field(
+        default=10,
+        ge=2,
+        le=200,
+        description="Database connections per worker process (PostgreSQL); callers beyond it wait.",
+    )
     db_migrate: Literal["auto", "upgrade", "verify", "off"] = Field(
         default="auto",
         description="Schema at start-up: auto = upgrade on SQLite, verify elsewhere (see README).",

@@ -10,16 +10,25 @@ retries for GETs on 5xx and connection errors), so a slow or dead server costs a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from cds_hooks.errors import FhirFetchError, FhirUnavailableError
+from cds_hooks.errors import (
+    CdsHooksError,
+    FhirAuthError,
+    FhirFetchError,
+    FhirResponseError,
+    FhirUnavailableError,
+    RequestError,
+)
 from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import json_pointer
+from service import metrics
 from service.config import Settings
 from service.patient_data import Fetched, FetchPlan
 
@@ -55,9 +64,25 @@ class FhirFetcher:
     async def __call__(self, request: HookRequest, plan: FetchPlan) -> Fetched:
         """Every query and page of ``plan``, in parallel, within the policy's total budget.
 
+        Each fetch is timed in ``calf_cds_fhir_fetch_duration_seconds`` by outcome (``ok`` or
+        the failure: ``auth``, ``unavailable``, ``invalid-response``, ``bad-request``, ``error``).
+
         :raises RequestError: for a ``fhirServer`` or token that cannot be used (400).
         :raises FhirFetchError: when the server refuses, fails, is slow or answers nonsense (412).
         """
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            fetched = await self._fetch(request, plan)
+            outcome = "ok"
+            return fetched
+        except (CdsHooksError, ValueError) as error:
+            outcome = _outcome(error)
+            raise
+        finally:
+            metrics.observe_fetch(time.perf_counter() - started, outcome)
+
+    async def _fetch(self, request: HookRequest, plan: FetchPlan) -> Fetched:
         if request.fhir_server is None:
             raise ValueError("FhirFetcher needs a request with fhirServer")
         authorization = request.fhir_authorization
@@ -101,6 +126,19 @@ def _value(key: str, result: FetchResult | Mapping[str, Any] | None, notes: list
         notes.extend(f"{key}: {note}" for note in result.notes)
         return result.as_bundle()
     return result
+
+
+def _outcome(error: Exception) -> str:
+    """The metric label for a failed fetch: a few fixed words, never the message."""
+    if isinstance(error, FhirAuthError):
+        return "auth"
+    if isinstance(error, FhirUnavailableError):
+        return "unavailable"
+    if isinstance(error, FhirResponseError):
+        return "invalid-response"
+    if isinstance(error, RequestError):
+        return "bad-request"
+    return "error"
 
 
 def _first(failures: BaseExceptionGroup[BaseException]) -> BaseException:

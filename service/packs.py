@@ -47,12 +47,47 @@ def validate_suggestions(pack: RulePack) -> None:
 
 
 def pack_files(rules_dir: Path | None) -> dict[str, Path]:
+    """The bundled packs and those in ``rules_dir``, by the ``id@version`` written inside each file.
+
+    A file's name says nothing: a pack is identified by its content. Entries whose name starts
+    with a dot are skipped: a mounted Kubernetes ConfigMap keeps ``..data`` and ``..2026_…``
+    folders beside its files (the files are links into them). So is anything that is not a
+    ``.json`` file. An empty folder adds nothing; a folder that does not exist is an error.
+    """
     files = bundled_pack_files()
-    if rules_dir is not None:
-        for path in sorted(rules_dir.glob("*.json")):
-            document = json.loads(path.read_text("utf-8"))
-            files[f"{document['id']}@{document['version']}"] = path
+    if rules_dir is None:
+        return files
+    if not rules_dir.is_dir():
+        raise PackError(f"rules folder {rules_dir} does not exist")
+    for path in sorted(rules_dir.iterdir()):
+        if path.name.startswith(".") or path.suffix != ".json" or not path.is_file():
+            continue
+        key = _pack_key(path)
+        if key in files and _content(files[key]) != _content(path):
+            raise PackError(
+                f"{path.name} holds {key}, which {files[key].name} already holds with other content;"
+                " a released version is never edited: give the change a new version"
+            )
+        files[key] = path
     return files
+
+
+def _content(path: Path) -> object:
+    return json.loads(path.read_text("utf-8"))
+
+
+def _pack_key(path: Path) -> str:
+    """``id@version`` of the pack in ``path``; a clear error if it is not a pack."""
+    try:
+        document = _content(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PackError(f"{path.name} is not a readable JSON file: {type(error).__name__}") from error
+    if not isinstance(document, dict):
+        raise PackError(f"{path.name} is not a rule pack: not a JSON object")
+    pack_id, version = document.get("id"), document.get("version")
+    if not isinstance(pack_id, str) or not isinstance(version, str):
+        raise PackError(f"{path.name} is not a rule pack: it has no string 'id' and 'version'")
+    return f"{pack_id}@{version}"
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,13 @@ class Governance:
         governance._thread.start()
         return governance
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop maintenance and flush the feedback writer, within about ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
-        self.feedback.stop()
+            self._thread.join(timeout / 2)
+        self.feedback.stop(max(0.5, deadline - time.monotonic()))
 
     def catalogue(self) -> Catalogue:
         return Catalogue.discover(self.settings.rules_dir)

@@ -1,0 +1,218 @@
+"""Prometheus metrics: what the service counts, and the small API other modules call to count it.
+
+Every metric is named ``calf_cds_*``. Other modules never touch a metric object; they call one of
+the functions below, so names, labels and their cardinality are decided here, in one place:
+
+    observe_request(endpoint, method, status, seconds)   the HTTP middleware, every request
+    observe_hook_call(service, cards, rule_errors, pack)  the hook route, after each call
+    observe_fetch(seconds, outcome)                       the FHIR fetch (``outcome`` "ok" or a reason)
+    count_auth_rejection(reason)                          JWT verification (``AuthenticationError.reason``)
+    observe_audit_queue(table, queued, spooled)           an audit writer's thread, every loop
+    count_audit_records(table, written=, spooled=)        an audit writer, per batch
+    set_rule_packs(active, shadows)                       start-up
+
+**Several worker processes.** ``calf-cds serve --workers N`` runs N processes; each counts its own
+calls. prometheus-client's multiprocess mode keeps every process's values in memory-mapped files
+in ``PROMETHEUS_MULTIPROC_DIR`` and adds them up when ``/metrics`` is scraped, whichever worker
+answers. The variable must be set before ``prometheus_client`` is first imported in a process:
+:func:`prepare_multiprocess_dir` does that in the parent (``calf-cds serve``) before it starts the
+workers, which inherit it. With one worker the values live in the process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Hook calls take milliseconds; the CDS Hooks budget is 500 ms end to end; FHIR fetches take longer.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.:@/{}-]")
+
+REQUEST_SECONDS = Histogram(
+    "calf_cds_request_duration_seconds",
+    "Time to answer an HTTP request, by endpoint (a route, with the CDS service id), method and status.",
+    ["endpoint", "method", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+CARDS = Counter(
+    "calf_cds_cards_total",
+    "Cards returned, by CDS service, card topic and indicator.",
+    ["service", "topic", "indicator"],
+)
+RULE_ERRORS = Counter(
+    "calf_cds_rule_errors_total",
+    "Rules that failed to evaluate (the call still answers), by pack, version and rule id.",
+    ["pack", "version", "rule"],
+)
+FETCH_SECONDS = Histogram(
+    "calf_cds_fhir_fetch_duration_seconds",
+    "Time to fetch missing prefetch from the EHR's FHIR server, by outcome (ok or a failure reason).",
+    ["outcome"],
+    buckets=_FETCH_BUCKETS,
+)
+FETCH_FAILURES = Counter(
+    "calf_cds_fhir_fetch_failures_total",
+    "FHIR fetches that failed, by reason.",
+    ["reason"],
+)
+AUTH_REJECTIONS = Counter(
+    "calf_cds_auth_rejections_total",
+    "Requests refused because their JWT did not authenticate, by reason.",
+    ["reason"],
+)
+AUDIT_QUEUE = Gauge(
+    "calf_cds_audit_queue_depth",
+    "Audit records queued in memory, not yet written or spooled, by table (summed over workers).",
+    ["table"],
+    multiprocess_mode="livesum",
+)
+AUDIT_SPOOL = Gauge(
+    "calf_cds_audit_spool_depth",
+    "Audit records spooled to local disk, waiting for the database, by table (summed over workers).",
+    ["table"],
+    multiprocess_mode="livesum",
+)
+AUDIT_RECORDS = Counter(
+    "calf_cds_audit_records_total",
+    "Audit records by table and where they went: written to the database, or spooled to disk.",
+    ["table", "outcome"],
+)
+RULE_PACK = Gauge(
+    "calf_cds_rule_pack_info",
+    "The rule packs this process serves (value 1), by role (active or shadow), id, version and hash.",
+    ["role", "pack", "version", "hash"],
+    multiprocess_mode="livemax",
+)
+
+
+def _label(value: object, limit: int = 64) -> str:
+    """A bounded, printable label value: labels are never free text from a request."""
+    return _LABEL_VALUE.sub("_", str(value))[:limit] or "_"
+
+
+# -- the API other modules call ------------------------------------------------------------
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    REQUEST_SECONDS.labels(endpoint, method, str(status)).observe(seconds)
+
+
+def observe_hook_call(
+    service: str,
+    cards: Iterable[Mapping[str, Any]],
+    rule_errors: Iterable[str],
+    pack: tuple[str | None, str | None],
+) -> None:
+    """Count one call's cards (each a mapping with ``topic`` and ``indicator``) and its rule errors.
+
+    ``rule_errors`` are the evaluator's ``"rule-id: ErrorType"`` strings; ``pack`` is (id, version).
+    """
+    for card in cards:
+        CARDS.labels(_label(service), _label(card.get("topic")), _label(card.get("indicator"))).inc()
+    pack_id, version = _label(pack[0]), _label(pack[1])
+    for error in rule_errors:
+        RULE_ERRORS.labels(pack_id, version, _label(error.partition(":")[0])).inc()
+
+
+def observe_fetch(seconds: float, outcome: str) -> None:
+    """One fetch from a FHIR server: ``outcome`` is ``"ok"`` or a short failure reason.
+
+    Use a small fixed set of reasons (for example ``timeout``, ``http-4xx``, ``http-5xx``,
+    ``transport``, ``invalid``, ``budget``): each distinct value is a time series.
+    """
+    reason = _label(outcome, 32)
+    FETCH_SECONDS.labels(reason).observe(seconds)
+    if reason != "ok":
+        FETCH_FAILURES.labels(reason).inc()
+
+
+def count_auth_rejection(reason: str) -> None:
+    """One request refused by JWT verification; ``reason`` is ``AuthenticationError.reason``."""
+    AUTH_REJECTIONS.labels(_label(reason, 32)).inc()
+
+
+def observe_audit_queue(table: str, queued: int, spooled: int) -> None:
+    """``table``: the audit table a writer fills (``hook_calls``, ``feedback``)."""
+    AUDIT_QUEUE.labels(table).set(queued)
+    AUDIT_SPOOL.labels(table).set(spooled)
+
+
+def count_audit_records(table: str, *, written: int = 0, spooled: int = 0) -> None:
+    if written:
+        AUDIT_RECORDS.labels(table, "written").inc(written)
+    if spooled:
+        AUDIT_RECORDS.labels(table, "spooled").inc(spooled)
+
+
+def set_rule_packs(active: tuple[str, str, str], shadows: Iterable[tuple[str, str, str]]) -> None:
+    """Publish (id, version, hash) of the active pack and each shadow pack (replacing any earlier)."""
+    if multiprocess_dir() is None:  # a worker process sets them once; clearing is single-process only
+        RULE_PACK.clear()
+    RULE_PACK.labels("active", *(_label(part, 80) for part in active)).set(1)
+    for shadow in shadows:
+        RULE_PACK.labels("shadow", *(_label(part, 80) for part in shadow)).set(1)
+
+
+# -- exposition and process bookkeeping -----------------------------------------------------
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder shared by worker processes, when running several of them."""
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Create (or empty) ``path`` and point this process and its future children at it.
+
+    Call it in the parent before any worker starts: values left by an earlier run would be added
+    to this one's. Only the ``*.db`` files prometheus-client writes are removed.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+
+
+def remove_multiprocess_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def render() -> bytes:
+    """The text exposition of every metric, added up over worker processes when there are several."""
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def worker_gone(pid: int) -> None:
+    """A worker process died without stopping cleanly: drop its live gauges (called by the parent)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def process_stopping() -> None:
+    """This worker is about to exit: drop its live gauges so the others' sums stay right."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
