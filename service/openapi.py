@@ -64,7 +64,7 @@ ERRORS: dict[int, str] = {
     412: "Prefetch is missing and cannot be fetched from fhirServer.",
     413: "The body is larger than the configured limit.",
     415: "The body is declared as something other than JSON.",
-    503: "Authentication is unavailable (the shared replay store cannot be reached); try again.",
+    503: "The service is still starting (authentication not ready); try again.",
 }
 
 
