@@ -45,6 +45,7 @@ from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
 from service.health import StoreProbe
+from service.http_body import BodyTooLargeError, read_body
 from service.jwks import new_jwks_http_client
 from service.middleware import RequestObserver, log_fields
 from service.openapi import install_openapi
@@ -67,10 +68,6 @@ JSON_MEDIA = "application/json"
 # the audit writer may take to write what is queued before it spools the rest to disk. Together
 # they fit Kubernetes' 30 s grace period, less its 5 s preStop pause.
 AUDIT_FLUSH_SECONDS = 8.0
-
-
-class BodyTooLargeError(Exception):
-    """The request body is larger than ``max_body_bytes``."""
 
 
 @dataclass
@@ -105,21 +102,6 @@ def outcome_response(
     status: int, diagnostics: str, *, code: IssueType, expression: str | None = None
 ) -> Response:
     return json_response(operation_outcome(diagnostics, code=code, expression=expression), status)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _pointer(error: ValidationError) -> str:

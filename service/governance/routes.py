@@ -24,6 +24,7 @@ from service.governance.feedback import feedback_records, parse_feedback
 from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
+from service.http_body import BodyTooLargeError, read_body
 from service.outcome import IssueType, operation_outcome
 
 log = logging.getLogger("calf_cds.feedback")
@@ -35,20 +36,6 @@ report_router = APIRouter(prefix="/governance", tags=["governance"])
 def _outcome(status: int, diagnostics: str, *, code: IssueType, expression: str | None = None) -> Response:
     body = operation_outcome(diagnostics, code=code, expression=expression)
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-async def _body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _client(request: Request) -> dict[str, Any]:
@@ -64,8 +51,9 @@ async def post_feedback(service_id: str, request: Request, governance: Governanc
     """CDS Hooks feedback: 200 with an empty body once the entries are queued for the audit trail."""
     if service_id != SERVICE_ID:
         return _outcome(404, f"no CDS service {service_id!r} here", code="not-found")
-    body = await _body(request, governance.settings.max_body_bytes)
-    if body is None:
+    try:
+        body = await read_body(request, governance.settings.max_body_bytes)
+    except BodyTooLargeError:
         return _outcome(413, "request body too large", code="too-long")
     try:
         document = orjson.loads(body)
