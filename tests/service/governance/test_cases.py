@@ -60,3 +60,12 @@ def test_malformed_case_file_is_reported(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "broken.json").write_text('{"id": "not a list"}')
     assert main(["rules", "test", "--cases", str(tmp_path)]) == 2
     assert "a case file is a JSON array of cases" in capsys.readouterr().err
+
+
+def test_the_active_pack_passes_every_clinical_case(capsys: pytest.CaptureFixture[str]) -> None:
+    """`calf-cds rules test` agrees with tests/rules/test_cases.py: the default pack passes all cases,
+    the overall pattern included (a pack that shows no card still names its pattern)."""
+    folder = Path(__file__).resolve().parents[2] / "rules" / "cases"
+    assert main(["rules", "test", "1.0.0", "--cases", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
