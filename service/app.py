@@ -23,9 +23,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.errors import (
     CdsHooksError,
-    FhirFetchError,
-    PrefetchMissingError,
-    RequestError,
 )
 from cds_hooks.models import HookRequest
 from service import metrics
@@ -49,7 +46,7 @@ from service.http_body import BodyTooLargeError, read_body
 from service.jwks import new_jwks_http_client
 from service.middleware import RequestObserver, log_fields
 from service.openapi import install_openapi
-from service.outcome import IssueType, operation_outcome
+from service.outcome import IssueType, error_outcome, operation_outcome
 from service.packs import PackRegistry
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
 from service.request_guard import (
@@ -303,18 +300,8 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     try:
         check_prefetch_subjects(hook_request)
         result = await rt.service.call(hook_request, record, fetcher=rt.fetcher)
-    except PrefetchMissingError as error:
-        record.error = str(error)
-        return outcome_response(412, str(error), code="incomplete")
-    except FhirFetchError as error:
-        record.error = f"{type(error).__name__}: {error}"
-        return outcome_response(
-            412, f"could not read the patient's data from fhirServer: {error}", code="incomplete"
-        )
-    except RequestError as error:
-        record.error = str(error)
-        return outcome_response(400, str(error), code="invalid", expression=error.pointer or None)
     except CdsHooksError as error:
-        record.error = type(error).__name__
-        return outcome_response(400, str(error), code="invalid")
+        record.error = f"{type(error).__name__}: {error}"
+        status, outcome = error_outcome(error)
+        return json_response(outcome, status)
     return json_response(check_response(result.response.to_json(), record))

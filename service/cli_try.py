@@ -31,17 +31,17 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.text import Text
 
-from cds_hooks.errors import CdsHooksError, FhirFetchError, PrefetchMissingError, RequestError
+from cds_hooks.errors import CdsHooksError
 from cds_hooks.models import HookRequest
 from rules.errors import RuleError
 from service.config import Settings
 from service.discovery import SERVICE_ID
-from service.outcome import operation_outcome
+from service.outcome import error_outcome, operation_outcome
 
 if TYPE_CHECKING:
     from service.patient_data import Fetcher
 
-__all__ = ["add_try_command", "build_request", "error_outcome", "render_cards", "run_try"]
+__all__ = ["add_try_command", "build_request", "render_cards", "run_try"]
 
 INDICATOR_STYLES: Mapping[str, str] = {"critical": "bold red", "warning": "yellow", "info": "blue"}
 SCOPE = "patient/Patient.read patient/Observation.read patient/Condition.read"
@@ -163,18 +163,6 @@ def _call_in_process(body: dict[str, Any], settings: Settings, fetcher: Fetcher 
         status, outcome = error_outcome(error)
         return status, outcome, record.notes
     return 200, result.response.to_json(), record.notes
-
-
-def error_outcome(error: CdsHooksError) -> tuple[int, dict[str, Any]]:
-    """The status and OperationOutcome the web service answers for ``error`` (see service.app)."""
-    if isinstance(error, PrefetchMissingError):
-        return 412, operation_outcome(str(error), code="incomplete")
-    if isinstance(error, FhirFetchError):
-        diagnostics = f"could not read the patient's data from fhirServer: {error}"
-        return 412, operation_outcome(diagnostics, code="incomplete")
-    if isinstance(error, RequestError):
-        return 400, operation_outcome(str(error), code="invalid", expression=error.pointer or None)
-    return 400, operation_outcome(str(error), code="invalid")
 
 
 def _dev_token(service: str, settings: Settings) -> str:
