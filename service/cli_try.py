@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ def _handler(args: argparse.Namespace) -> int:
         parser.error("--patient must not be empty")
     if args.jwt and not args.service:
         parser.error("--jwt is for --service; the in-process call needs no client token")
-    return run_try(args)
+    return run_try(args, clock=lambda: datetime.now(UTC))
 
 
 def build_request(fhir_server: str, patient_id: str, *, bearer: str | None, user_id: str) -> dict[str, Any]:
@@ -112,8 +112,9 @@ def run_try(
     transport: httpx.BaseTransport | None = None,
     console: Console | None = None,
     progress: Console | None = None,
+    clock: Callable[[], datetime],
 ) -> int:
-    """Run ``calf-cds try``; the keywords replace the environment, the network and the terminal."""
+    """Run ``calf-cds try`` at ``clock()``; the keywords replace the environment, the network and the terminal."""
     out = console or Console()
     err = progress or Console(stderr=True)
     body = build_request(args.fhir_server, args.patient, bearer=args.bearer, user_id=args.user)
@@ -124,7 +125,7 @@ def run_try(
             jwt = args.jwt or _dev_token(args.service, settings or Settings())
             status, answer, notes = _call_service(args.service, body, jwt=jwt, transport=transport)
         else:
-            status, answer, notes = _call_in_process(body, settings or Settings(), fetcher)
+            status, answer, notes = _call_in_process(body, settings or Settings(), fetcher, clock)
     elapsed = time.monotonic() - started
     if status != 200:
         render_outcome(err, status, answer)
@@ -139,7 +140,9 @@ def run_try(
     return 0
 
 
-def _call_in_process(body: dict[str, Any], settings: Settings, fetcher: Fetcher | None) -> Answer:
+def _call_in_process(
+    body: dict[str, Any], settings: Settings, fetcher: Fetcher | None, clock: Callable[[], datetime]
+) -> Answer:
     # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
     from service.fhir_fetcher import FhirFetcher
     from service.packs import PackRegistry
@@ -149,13 +152,13 @@ def _call_in_process(body: dict[str, Any], settings: Settings, fetcher: Fetcher 
         registry = PackRegistry.load(settings)
     except (RuleError, OSError, ValueError) as error:
         return 500, operation_outcome(f"cannot load the rule packs: {error}", code="exception"), []
-    service = registry.service(clock=lambda: datetime.now(UTC))
+    service = registry.service(clock=clock)
     try:
         request = HookRequest.model_validate(body)
     except ValidationError as error:
         outcome = operation_outcome(f"not a valid hook request: {error.errors()[0]['msg']}", code="invalid")
         return 400, outcome, []
-    record = new_record(request, service_id=SERVICE_ID, now=datetime.now(UTC))
+    record = new_record(request, service_id=SERVICE_ID, now=clock())
     fetcher = fetcher or FhirFetcher.from_settings(settings)
     try:
         result = asyncio.run(service.call(request, record, fetcher=fetcher))

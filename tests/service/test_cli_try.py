@@ -16,11 +16,10 @@ from service.cli import build_parser, main
 from service.cli_try import _card_panel, build_request, run_try
 from service.config import Settings
 from service.fhir_fetcher import FhirFetcher, fetch_policy
-from tests.fhir_builders import bundle, calf_pain, finding, patient, quantity
+from tests.fhir_builders import NOW, bundle, calf_pain, finding, patient, quantity
 
 FHIR = "https://fhir.example.org/r4"
 SERVICE = "http://127.0.0.1:8080"
-# Dated relative to the real clock: `try` runs the service on today's date.
 DVT = [calf_pain(days_ago=0), finding("calf-circumference-difference", quantity(3.4, "cm"), days_ago=0)]
 
 
@@ -62,6 +61,7 @@ def run_in_process(settings: Settings, fhir: respx.MockRouter, *argv: str) -> tu
         fetcher=fetcher,
         console=terminal.out,
         progress=terminal.err,
+        clock=lambda: NOW,
     )
     return code, terminal
 
@@ -142,6 +142,7 @@ def test_service_mode_posts_the_call_with_the_jwt() -> None:
         transport=httpx.MockTransport(service.handler),
         console=terminal.out,
         progress=terminal.err,
+        clock=lambda: NOW,
     )
     assert code == 0
     assert "topic: abi" in terminal.stdout
@@ -182,6 +183,7 @@ def test_service_mode_errors_exit_1(answer: httpx.Response, expected: str) -> No
         transport=httpx.MockTransport(service.handler),
         console=terminal.out,
         progress=terminal.err,
+        clock=lambda: NOW,
     )
     assert code == 1
     assert expected in terminal.stderr
@@ -196,6 +198,7 @@ def test_unreachable_service_exits_1() -> None:
         transport=httpx.MockTransport(service.handler),
         console=terminal.out,
         progress=terminal.err,
+        clock=lambda: NOW,
     )
     assert code == 1
     assert "could not reach" in terminal.stderr
