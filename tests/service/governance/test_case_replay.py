@@ -133,3 +133,34 @@ def test_cli_replay_names_the_candidate_and_counts(
     out = capsys.readouterr().out
     changed = len(run_replay(audit).changed)
     assert f"{len(AUDITED)} calls replayed; {changed} decisions would change" in out
+
+
+def test_1_0_runs_as_a_shadow_of_the_default_1_1(tmp_path: Path) -> None:
+    """The other way round, as deployed after the release: 1.1.0 answers, 1.0.0 runs in shadow and
+    its (different) decision is audited, never shown."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=SecretStr(f"sqlite:///{tmp_path / 'audit.sqlite3'}"),
+        active_pack=CANDIDATE,
+        shadow_packs=(ACTIVE,),
+        rules_dir=None,
+        db_migrate="upgrade",
+        dev=True,
+    )
+    (case,) = [c for c in CASES if c["id"] == "ven-d-dimer-feu-0.49-mg-per-l-negative-excluded"]
+    with dev_client(create_app(settings, clock=lambda: NOW), settings) as client:
+        post(client, case, "shadowed")
+    engine = create_engine(settings.resolved_database_url())
+    wait_for(lambda: count(engine, select(hook_calls)) >= 1)
+    with engine.connect() as connection:
+        version, cards, shadow = connection.execute(
+            select(hook_calls.c.pack_version, hook_calls.c.cards, hook_calls.c.shadow)
+        ).one()
+    engine.dispose()
+    stored = shadow if not isinstance(shadow, str) else json.loads(shadow)
+    shown = cards if not isinstance(cards, str) else json.loads(cards)
+    assert version == "1.1.0"
+    assert {card["topic"] for card in shown} == {"duplex-dvt"}
+    ((shadow_entry),) = stored
+    assert shadow_entry["pack_version"] == "1.0.0"
+    assert {r["topic"] for r in shadow_entry["recommendations"]} == {"conservative"}
