@@ -16,6 +16,7 @@ from service.cli import build_parser, main
 from service.cli_try import _card_panel, build_request, run_try
 from service.config import Settings
 from service.fhir_fetcher import FhirFetcher, fetch_policy
+from tests.fake_dns import FakeDns
 from tests.fhir_builders import NOW, bundle, calf_pain, finding, patient, quantity
 
 FHIR = "https://fhir.example.org/r4"
@@ -59,6 +60,7 @@ def run_in_process(settings: Settings, fhir: respx.MockRouter, *argv: str) -> tu
         args("--fhir-server", FHIR, *argv),
         settings=settings,
         fetcher=fetcher,
+        resolver=FakeDns(),
         console=terminal.out,
         progress=terminal.err,
         clock=lambda: NOW,
