@@ -40,7 +40,7 @@ from cds_hooks.errors import (
 )
 from cds_hooks.prefetch import BundleEntry, Resource, iter_entries, next_link
 
-__all__ = ["FetchPolicy", "FetchResult", "FhirClient"]
+__all__ = ["FetchPolicy", "FetchResult", "FhirClient", "is_under", "parse_base_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class FhirClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._base = _parse_base(base_url)
+        self._base = parse_base_url(base_url)
         if bearer_token is not None and not _BEARER.fullmatch(bearer_token):
             raise RequestError(
                 "fhirAuthorization.access_token is not a valid bearer token",
@@ -410,15 +410,7 @@ class FhirClient:
         return url
 
     def _is_own(self, url: httpx.URL) -> bool:
-        base = self._base
-        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
-            return False
-        if url.userinfo or url.fragment:
-            return False
-        if any(segment in (".", "..") for segment in url.path.split("/")):
-            return False  # percent-encoded dot segments, which httpx leaves in place
-        prefix = base.path.rstrip("/")
-        return url.path == prefix or url.path.startswith(prefix + "/")
+        return is_under(url, self._base)
 
     def _redact(self, url: httpx.URL) -> str:
         """``url`` without userinfo, credential query values or the token, for messages."""
@@ -437,7 +429,25 @@ class FhirClient:
         return text
 
 
-def _parse_base(base_url: str) -> httpx.URL:
+def is_under(url: httpx.URL, base: httpx.URL) -> bool:
+    """Whether ``url`` lies under the FHIR base ``base``: the same scheme, host and port, and a path
+    equal to base's or below it segment by segment (``/fhir`` covers ``/fhir/Patient``, never
+    ``/fhir2``). URLs with userinfo, a fragment or dot segments never do."""
+    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+        return False
+    if url.userinfo or url.fragment:
+        return False
+    if any(segment in (".", "..") for segment in url.path.split("/")):
+        return False  # percent-encoded dot segments, which httpx leaves in place
+    prefix = base.path.rstrip("/")
+    return url.path == prefix or url.path.startswith(prefix + "/")
+
+
+def parse_base_url(base_url: str) -> httpx.URL:
+    """A ``fhirServer`` as a base URL: absolute http(s), no credentials, query or fragment.
+
+    :raises RequestError: otherwise (pointer ``/fhirServer``).
+    """
     try:
         url = httpx.URL(base_url)
     except (httpx.InvalidURL, TypeError):

@@ -33,11 +33,13 @@ from service.client_auth import (
     build_authenticator,
     client_record,
     install_auth_errors,
+    trusted_issuers,
     warn_dev_mode,
 )
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
 from service.fhir_fetcher import FhirFetcher
+from service.fhir_server_guard import FhirServerGuard
 from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
@@ -48,6 +50,7 @@ from service.middleware import RequestObserver, log_fields
 from service.openapi import install_openapi
 from service.outcome import IssueType, error_outcome, operation_outcome
 from service.packs import PackRegistry
+from service.pinned_transport import Resolver, system_resolver
 from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
 from service.request_guard import (
     JsonLimits,
@@ -75,6 +78,7 @@ class Runtime:
     service: CalfPainService
     audit: AuditWriter
     fetcher: Fetcher | None
+    guard: FhirServerGuard
     store_probe: StoreProbe | None = None
 
 
@@ -121,11 +125,13 @@ def create_app(
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     fetcher: Fetcher | None = None,
+    resolver: Resolver = system_resolver,
 ) -> FastAPI:
-    """Build the app. ``clock`` and ``fetcher`` are injectable for tests.
+    """Build the app. ``clock``, ``fetcher`` and ``resolver`` (DNS) are injectable for tests.
 
     Without a ``fetcher``, missing prefetch is fetched from the request's ``fhirServer`` with a
-    :class:`FhirFetcher` on the settings' limits, unless ``settings.fhir_fetch`` is off.
+    :class:`FhirFetcher` on the settings' limits, unless ``settings.fhir_fetch`` is off. Any
+    fetcher reads only a ``fhirServer`` the :class:`FhirServerGuard` approves for the caller.
     """
     if fetcher is None and settings.fhir_fetch:
         fetcher = FhirFetcher.from_settings(settings)
@@ -152,6 +158,7 @@ def create_app(
             service=registry.service(clock=clock),
             audit=writer,
             fetcher=fetcher,
+            guard=FhirServerGuard.from_settings(settings, trusted_issuers(settings), resolver=resolver),
             store_probe=probe,
         )
         metrics.set_rule_packs(
@@ -299,7 +306,10 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
     try:
         check_prefetch_subjects(hook_request)
-        result = await rt.service.call(hook_request, record, fetcher=rt.fetcher)
+        fetcher = None
+        if rt.fetcher is not None:  # the one place a fetcher meets the caller's identity
+            fetcher = rt.guard.bind(rt.fetcher, issuer=record.client.get("iss"), notes=record.notes)
+        result = await rt.service.call(hook_request, record, fetcher=fetcher)
     except CdsHooksError as error:
         record.error = f"{type(error).__name__}: {error}"
         status, outcome = error_outcome(error)

@@ -3,12 +3,14 @@
 ::
 
     calf-cds try --fhir-server URL --patient ID [--bearer TOKEN] [--user REF]
-                 [--service URL [--jwt TOKEN]] [--json]
+                 [--service URL [--jwt TOKEN]] [--dev] [--json]
 
 The call carries no prefetch, so the service reads the patient from ``--fhir-server`` itself (with
 ``--bearer`` as ``fhirAuthorization``). Without ``--service`` it runs in this process: the same
 :class:`~service.pipeline.CalfPainService` and :class:`~service.fhir_fetcher.FhirFetcher` the web
-service uses, on the same ``CALF_CDS_*`` settings. With ``--service`` it is POSTed to a running
+service uses, on the same ``CALF_CDS_*`` settings, reading only a FHIR server the
+:class:`~service.fhir_server_guard.FhirServerGuard` approves (``--dev``: as ``calf-cds serve --dev``
+does, plain http and loopback servers too). With ``--service`` it is POSTed to a running
 service (``--jwt`` is sent as its client token). Exit codes: 0 cards shown (possibly none),
 1 the call failed (the OperationOutcome's diagnostics are printed), 2 usage.
 """
@@ -37,6 +39,7 @@ from rules.errors import RuleError
 from service.config import Settings
 from service.discovery import SERVICE_ID
 from service.outcome import error_outcome, operation_outcome
+from service.pinned_transport import Resolver, system_resolver
 
 if TYPE_CHECKING:
     from service.patient_data import Fetcher
@@ -68,6 +71,11 @@ def add_try_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--service", metavar="URL", help="a running calf-cds (default: run in this process)")
     parser.add_argument("--jwt", metavar="TOKEN", help="client JWT for --service (see `calf-cds token`)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode for the in-process call: accept plain http and loopback FHIR servers",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw CDS Hooks response instead")
     parser.set_defaults(handler=_handler, parser=parser)
 
@@ -81,6 +89,8 @@ def _handler(args: argparse.Namespace) -> int:
         parser.error("--patient must not be empty")
     if args.jwt and not args.service:
         parser.error("--jwt is for --service; the in-process call needs no client token")
+    if args.dev and args.service:
+        parser.error("--dev is for the in-process call; a running service has its own settings")
     return run_try(args, clock=lambda: datetime.now(UTC))
 
 
@@ -110,11 +120,16 @@ def run_try(
     settings: Settings | None = None,
     fetcher: Fetcher | None = None,
     transport: httpx.BaseTransport | None = None,
+    resolver: Resolver = system_resolver,
     console: Console | None = None,
     progress: Console | None = None,
     clock: Callable[[], datetime],
 ) -> int:
-    """Run ``calf-cds try`` at ``clock()``; the keywords replace the environment, the network and the terminal."""
+    """Run ``calf-cds try`` at ``clock()``; the keywords replace the environment, the network (and
+    DNS) and the terminal."""
+    settings = settings or Settings()
+    if getattr(args, "dev", False):
+        settings = settings.model_copy(update={"dev": True})
     out = console or Console()
     err = progress or Console(stderr=True)
     body = build_request(args.fhir_server, args.patient, bearer=args.bearer, user_id=args.user)
@@ -122,10 +137,10 @@ def run_try(
     started = time.monotonic()
     with err.status(f"Patient/{args.patient}: reading {body['fhirServer']} in {where}…"):
         if args.service:
-            jwt = args.jwt or _dev_token(args.service, settings or Settings())
+            jwt = args.jwt or _dev_token(args.service, settings)
             status, answer, notes = _call_service(args.service, body, jwt=jwt, transport=transport)
         else:
-            status, answer, notes = _call_in_process(body, settings or Settings(), fetcher, clock)
+            status, answer, notes = _call_in_process(body, settings, fetcher, resolver, clock)
     elapsed = time.monotonic() - started
     if status != 200:
         render_outcome(err, status, answer)
@@ -141,10 +156,15 @@ def run_try(
 
 
 def _call_in_process(
-    body: dict[str, Any], settings: Settings, fetcher: Fetcher | None, clock: Callable[[], datetime]
+    body: dict[str, Any],
+    settings: Settings,
+    fetcher: Fetcher | None,
+    resolver: Resolver,
+    clock: Callable[[], datetime],
 ) -> Answer:
     # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
     from service.fhir_fetcher import FhirFetcher
+    from service.fhir_server_guard import FhirServerGuard
     from service.packs import PackRegistry
     from service.pipeline import new_record
 
@@ -159,7 +179,8 @@ def _call_in_process(
         outcome = operation_outcome(f"not a valid hook request: {error.errors()[0]['msg']}", code="invalid")
         return 400, outcome, []
     record = new_record(request, service_id=SERVICE_ID, now=clock())
-    fetcher = fetcher or FhirFetcher.from_settings(settings)
+    guard = FhirServerGuard.from_settings(settings, resolver=resolver)  # no client: no fhir_servers
+    fetcher = guard.bind(fetcher or FhirFetcher.from_settings(settings), issuer=None, notes=record.notes)
     try:
         result = asyncio.run(service.call(request, record, fetcher=fetcher))
     except CdsHooksError as error:

@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     fhir_max_retries: int = Field(
         default=2, ge=0, le=10, description="Retries of a FHIR GET on 5xx or no answer."
     )
+    # -- which FHIR servers may be read (README "Security"; service/fhir_server_guard.py) ---------
+    fhir_allow_private: bool = Field(
+        default=False,
+        description="Read a fhirServer in a private range (10/8, 172.16/12, 192.168/16, 100.64/10, "
+        "fc00::/7) for clients without a fhir_servers list.",
+    )
+    fhir_allow_loopback: bool = Field(
+        default=False,
+        description="Read a loopback fhirServer (127/8, ::1) for clients without a fhir_servers list.",
+    )
+    fhir_allow_http_loopback: bool = Field(
+        default=False,
+        description="Outside development mode, accept plain http for a fhirServer on loopback (only).",
+    )
     log_level: str = Field(default="INFO")
     workers: int = Field(
         default=1, ge=1, le=64, description="Worker processes for `calf-cds serve` (its --workers default)."

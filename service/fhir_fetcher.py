@@ -31,6 +31,7 @@ from cds_hooks.prefetch import json_pointer
 from service import metrics
 from service.config import Settings
 from service.patient_data import Fetched, FetchPlan
+from service.pinned_transport import PinnedTransport
 
 __all__ = ["FhirFetcher", "fetch_policy"]
 
@@ -48,7 +49,9 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
 class FhirFetcher:
     """Fetches a :class:`FetchPlan` from the request's ``fhirServer``.
 
-    ``transport`` replaces the network (tests); by default httpx's, with TLS verification on.
+    ``transport`` replaces the network (tests); by default a
+    :class:`~service.pinned_transport.PinnedTransport` (TLS verified), which connects only to the
+    addresses :class:`~service.fhir_server_guard.FhirServerGuard` approved for this call.
     """
 
     policy: FetchPolicy
@@ -89,9 +92,8 @@ class FhirFetcher:
         token = authorization.access_token if authorization is not None else None
         values: dict[str, Any] = {}
         notes: list[str] = []
-        client = FhirClient(
-            request.fhir_server, bearer_token=token, policy=self.policy, transport=self.transport
-        )
+        transport = self.transport if self.transport is not None else PinnedTransport()
+        client = FhirClient(request.fhir_server, bearer_token=token, policy=self.policy, transport=transport)
         async with client:
             try:
                 async with asyncio.timeout(self.policy.total_budget), asyncio.TaskGroup() as group:

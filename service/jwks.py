@@ -38,6 +38,7 @@ from jwt.exceptions import PyJWTError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
+from service.fhir_server_guard import check_fhir_server_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class TrustedIssuer(BaseModel):
     jwks_url: str | None = None
     jku_allowlist: tuple[str, ...] = ()
     tenants: tuple[str, ...] | None = None
+    fhir_servers: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -185,6 +187,8 @@ class TrustedIssuer(BaseModel):
             _check_fetch_url(url)
         if self.tenants is not None and not self.tenants:
             raise ValueError(f"issuer {self.iss!r}: tenants must be null (any) or a non-empty list")
+        if self.fhir_servers is not None:
+            check_fhir_server_prefixes(self.iss, self.fhir_servers)
         return self
 
 
@@ -215,6 +219,8 @@ def load_trusted_issuers(path: Path) -> list[TrustedIssuer]:
     - `jku_allowlist` (optional): the exact URLs a token's `jku` header may name. A token naming any
       other `jku` is refused; one naming a listed URL is verified with the keys fetched from it.
     - `tenants` (optional): when given, the token's `tenant` claim must be one of them.
+    - `fhir_servers` (optional): the FHIR base URLs this client's `fhirServer` must lie under
+      (`service.fhir_server_guard`); https, plain http only on loopback.
 
     Unknown fields and duplicate issuers are errors (`pydantic.ValidationError`, `ValueError`).
     """

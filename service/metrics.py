@@ -7,6 +7,7 @@ the functions below, so names, labels and their cardinality are decided here, in
     observe_hook_call(service, cards, rule_errors, pack)  the hook route, after each call
     observe_fetch(seconds, outcome)                       the FHIR fetch (``outcome`` "ok" or a reason)
     count_auth_rejection(reason)                          JWT verification (``AuthenticationError.reason``)
+    count_fhir_server_refusal(reason)                     a ``fhirServer`` the service will not read
     observe_audit_queue(table, queued, spooled)           an audit writer's thread, every loop
     count_audit_records(table, written=, spooled=)        an audit writer, per batch
     set_rule_packs(active, shadows)                       start-up
@@ -79,6 +80,11 @@ AUTH_REJECTIONS = Counter(
     "Requests refused because their JWT did not authenticate, by reason.",
     ["reason"],
 )
+FHIR_SERVER_REFUSALS = Counter(
+    "calf_cds_fhir_server_refusals_total",
+    "Calls refused because their fhirServer may not be read (nothing fetched, no token sent), by rule.",
+    ["reason"],
+)
 AUDIT_QUEUE = Gauge(
     "calf_cds_audit_queue_depth",
     "Audit records queued in memory, not yet written or spooled, by table (summed over workers).",
@@ -148,6 +154,11 @@ def observe_fetch(seconds: float, outcome: str) -> None:
 def count_auth_rejection(reason: str) -> None:
     """One request refused by JWT verification; ``reason`` is ``AuthenticationError.reason``."""
     AUTH_REJECTIONS.labels(_label(reason, 32)).inc()
+
+
+def count_fhir_server_refusal(reason: str) -> None:
+    """One ``fhirServer`` refused; ``reason`` is ``FhirServerRefusedError.reason`` (a fixed word)."""
+    FHIR_SERVER_REFUSALS.labels(_label(reason, 32)).inc()
 
 
 def observe_audit_queue(table: str, queued: int, spooled: int) -> None:

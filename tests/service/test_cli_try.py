@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from service.cli import build_parser, main
 from service.cli_try import _card_panel, build_request, run_try
 from service.config import Settings
 from service.fhir_fetcher import FhirFetcher, fetch_policy
+from tests.fake_dns import FakeDns
 from tests.fhir_builders import NOW, bundle, calf_pain, finding, patient, quantity
 
 FHIR = "https://fhir.example.org/r4"
@@ -59,6 +61,7 @@ def run_in_process(settings: Settings, fhir: respx.MockRouter, *argv: str) -> tu
         args("--fhir-server", FHIR, *argv),
         settings=settings,
         fetcher=fetcher,
+        resolver=FakeDns(),
         console=terminal.out,
         progress=terminal.err,
         clock=lambda: NOW,
@@ -123,6 +126,30 @@ def test_json_prints_the_raw_response(settings: Settings, fhir: respx.MockRouter
     assert code == 0
     cards = json.loads(terminal.stdout)["cards"]
     assert [card["source"]["topic"]["code"] for card in cards] == ["duplex-dvt"]
+
+
+def test_in_process_refuses_plain_http_outside_development(tmp_path: Path, fhir: respx.MockRouter) -> None:
+    """Without `--dev`, a plain-http FHIR server is refused (400) and nothing is fetched."""
+    production = Settings(data_dir=tmp_path / "data")
+    fhir.route().mock(return_value=fhir_json(bundle([])))
+    code, terminal = run_in_process(
+        production, fhir, "--fhir-server", "http://fhir.example.org/r4", "--patient", "p1"
+    )
+    assert code == 1
+    assert "HTTP 400" in terminal.stderr
+    assert "must be https outside development mode" in terminal.stderr
+    assert not fhir.calls
+
+
+def test_in_process_dev_reads_plain_http(tmp_path: Path, fhir: respx.MockRouter) -> None:
+    """`--dev` reads a plain-http FHIR server, as `calf-cds serve --dev` would."""
+    production = Settings(data_dir=tmp_path / "data")
+    fhir.get("http://fhir.example.org/r4/Patient/p1").mock(return_value=fhir_json(patient("p1")))
+    fhir.route().mock(return_value=fhir_json(bundle(DVT)))
+    argv = ("--fhir-server", "http://fhir.example.org/r4", "--patient", "p1", "--dev")
+    code, terminal = run_in_process(production, fhir, *argv)
+    assert code == 0, terminal.stderr
+    assert "topic: duplex-dvt" in terminal.stdout
 
 
 def test_service_mode_posts_the_call_with_the_jwt() -> None:
@@ -213,8 +240,17 @@ def test_unreachable_service_exits_1() -> None:
         ["try", "--fhir-server", FHIR, "--patient", " "],
         ["try", "--fhir-server", FHIR, "--patient", "p1", "--jwt", "x"],
         ["try", "--fhir-server", FHIR, "--patient", "p1", "--service", "localhost:8080"],
+        ["try", "--fhir-server", FHIR, "--patient", "p1", "--service", SERVICE, "--dev"],
     ],
-    ids=["no-server", "no-patient", "not-http", "blank-patient", "jwt-without-service", "service-not-url"],
+    ids=[
+        "no-server",
+        "no-patient",
+        "not-http",
+        "blank-patient",
+        "jwt-without-service",
+        "service-not-url",
+        "dev-with-service",
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:

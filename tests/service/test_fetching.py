@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.fhir_fetcher import FhirFetcher, fetch_policy
+from tests.fake_dns import FakeDns
 from tests.fhir_builders import (
     NOW,
     SNOMED,
@@ -72,14 +73,17 @@ def fhir() -> respx.MockRouter:
 
 
 def serve_patient(
-    router: respx.MockRouter, observations: list[dict[str, Any]], conditions: list[dict[str, Any]]
+    router: respx.MockRouter,
+    observations: list[dict[str, Any]],
+    conditions: list[dict[str, Any]],
+    base: str = BASE,
 ) -> dict[str, respx.Route]:
     return {
-        "patient": router.get(f"{BASE}/Patient/p1").mock(return_value=fhir_json(patient("p1"))),
-        "observations": router.get(f"{BASE}/Observation", params={"patient": "p1"}).mock(
+        "patient": router.get(f"{base}/Patient/p1").mock(return_value=fhir_json(patient("p1"))),
+        "observations": router.get(f"{base}/Observation", params={"patient": "p1"}).mock(
             return_value=fhir_json(bundle(observations))
         ),
-        "conditions": router.get(f"{BASE}/Condition", params={"patient": "p1"}).mock(
+        "conditions": router.get(f"{base}/Condition", params={"patient": "p1"}).mock(
             return_value=fhir_json(bundle(conditions))
         ),
     }
@@ -89,7 +93,9 @@ def serve_patient(
 def app(settings: Settings, fhir: respx.MockRouter) -> Iterator[TestClient]:
     """The service with its FHIR fetcher on the settings' limits, talking to ``fhir``."""
     fetcher = FhirFetcher(fetch_policy(settings), transport=httpx.MockTransport(fhir.async_handler))
-    with dev_client(create_app(settings, clock=lambda: NOW, fetcher=fetcher), settings) as client:
+    with dev_client(
+        create_app(settings, clock=lambda: NOW, fetcher=fetcher, resolver=FakeDns()), settings
+    ) as client:
         yield client
 
 
@@ -288,13 +294,20 @@ def test_fetching_can_be_switched_off(settings: Settings) -> None:
     assert "no fhirServer" in outcome["issue"][0]["diagnostics"]
 
 
-def test_default_app_fetches_over_http(settings: Settings) -> None:
-    """`create_app(settings)` fetches with httpx on its own (here intercepted by respx)."""
+def test_default_app_fetches_from_the_address_it_approved(settings: Settings) -> None:
+    """`create_app(settings)` fetches with its own transport (intercepted by respx below it):
+    `ehr.example.org` is resolved once, and every request goes to that address with the name kept
+    in `Host` and as the TLS server name."""
+    dns = FakeDns()
     with respx.mock(assert_all_mocked=True) as mock:
-        serve_patient(mock, [PAIN, *DVT_SIGNS], [])
-        with dev_client(create_app(settings, clock=lambda: NOW), settings) as client:
+        serve_patient(mock, [PAIN, *DVT_SIGNS], [], base="https://203.0.113.10/fhir")
+        with dev_client(create_app(settings, clock=lambda: NOW, resolver=dns), settings) as client:
             assert topics(call(client, fetching_request())) == ["duplex-dvt"]
         assert len(mock.calls) == 3
+        for request, _ in mock.calls:
+            assert request.headers["Host"] == "ehr.example.org"
+            assert request.extensions["sni_hostname"] == "ehr.example.org"
+    assert dns.lookups == [("ehr.example.org", 443)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,7 +350,9 @@ def test_slow_server_is_412_within_the_budget(fhir: respx.MockRouter, settings: 
     fhir.route().mock(side_effect=hang)
     tight = settings.model_copy(update={"fhir_request_timeout": 0.2, "fhir_total_budget": 0.5})
     fetcher = FhirFetcher(fetch_policy(tight), transport=httpx.MockTransport(fhir.async_handler))
-    with dev_client(create_app(tight, clock=lambda: NOW, fetcher=fetcher), tight) as client:
+    with dev_client(
+        create_app(tight, clock=lambda: NOW, fetcher=fetcher, resolver=FakeDns()), tight
+    ) as client:
         started = time.monotonic()
         outcome = assert_outcome(call(client, fetching_request()), 412)
         elapsed = time.monotonic() - started

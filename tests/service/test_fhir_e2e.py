@@ -39,6 +39,7 @@ from tests.fhir_builders import (
     patient,
     quantity,
 )
+from tests.service.jwt_factory import ISSUER, SigningKey, claims, jwks
 from tests.signing import dev_client
 
 pytestmark = pytest.mark.e2e
@@ -281,18 +282,21 @@ def test_stopped_fhir_server_is_412_quickly(tmp_path: Path, service: TestClient)
     assert elapsed < 3  # refused connections are retried twice with 0.1 s and 0.2 s back-off
 
 
-def run_cli(*argv: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"CALF_CDS_DATA_DIR": str(data_dir), "COLUMNS": "160"}
+def run_cli(
+    *argv: str, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = os.environ | {"CALF_CDS_DATA_DIR": str(data_dir), "COLUMNS": "160"} | (env or {})
     return subprocess.run(
-        [str(CALF_CDS), *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+        [str(CALF_CDS), *argv], env=environment, capture_output=True, text=True, timeout=120, check=False
     )
 
 
 def test_try_prints_the_cards(fhir_server: FhirServer, tmp_path: Path) -> None:
-    """`calf-cds try` against the loopback FHIR server prints each patient's cards (README)."""
+    """`calf-cds try --dev` against the loopback FHIR server prints each patient's cards (README)."""
     for patient_id, (_, topics) in PATIENTS.items():
         result = run_cli(
             "try",
+            "--dev",
             "--fhir-server",
             fhir_server.base,
             "--patient",
@@ -313,11 +317,73 @@ def test_try_prints_the_cards(fhir_server: FhirServer, tmp_path: Path) -> None:
 def test_try_reports_a_refused_token(fhir_server: FhirServer, tmp_path: Path) -> None:
     """A refused token: exit 1 with the OperationOutcome's diagnostics."""
     result = run_cli(
-        "try", "--fhir-server", fhir_server.base, "--patient", "dvt", "--bearer", "wrong", data_dir=tmp_path
+        "try",
+        "--dev",
+        "--fhir-server",
+        fhir_server.base,
+        "--patient",
+        "dvt",
+        "--bearer",
+        "wrong",
+        data_dir=tmp_path,
     )
     assert result.returncode == 1
     assert "HTTP 412" in result.stderr
     assert "refused the token" in " ".join(result.stderr.split())
+
+
+def test_try_refuses_plain_http_outside_development(fhir_server: FhirServer, tmp_path: Path) -> None:
+    """Without `--dev`, the loopback server's plain http is refused (400) and the token not sent."""
+    result = run_cli(
+        "try", "--fhir-server", fhir_server.base, "--patient", "dvt", "--bearer", TOKEN, data_dir=tmp_path
+    )
+    assert result.returncode == 1
+    assert "HTTP 400" in result.stderr
+    assert "must be https outside development mode" in " ".join(result.stderr.split())
+
+
+def test_try_reads_loopback_http_when_the_operator_allows_it(fhir_server: FhirServer, tmp_path: Path) -> None:
+    """`CALF_CDS_FHIR_ALLOW_HTTP_LOOPBACK=true` accepts plain http to a loopback server (only)."""
+    result = run_cli(
+        "try",
+        "--fhir-server",
+        fhir_server.base,
+        "--patient",
+        "pad",
+        "--bearer",
+        TOKEN,
+        data_dir=tmp_path,
+        env={"CALF_CDS_FHIR_ALLOW_HTTP_LOOPBACK": "true"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "topic: abi" in result.stdout
+
+
+@pytest.mark.parametrize(("allow_http_loopback", "status"), [(False, 400), (True, 200)])
+def test_production_service_reads_a_registered_loopback_server_only_when_allowed(
+    fhir_server: FhirServer, tmp_path: Path, allow_http_loopback: bool, status: int
+) -> None:
+    """Outside development mode, an EHR that registers its loopback http FHIR server is read only
+    with CALF_CDS_FHIR_ALLOW_HTTP_LOOPBACK; without it the call is a 400 and nothing is fetched."""
+    key = SigningKey.es384()
+    issuers = {"issuers": [{"iss": ISSUER, "jwks": jwks(key), "fhir_servers": [fhir_server.base]}]}
+    (tmp_path / "issuers.json").write_text(json.dumps(issuers))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        trusted_issuers_file=tmp_path / "issuers.json",
+        public_base_url="https://cds.example.org",
+        fhir_allow_http_loopback=allow_http_loopback,
+    )
+    token = key.sign(claims(time.time(), aud="https://cds.example.org/cds-services/calf-pain"))
+    with TestClient(create_app(settings), base_url="https://cds.example.org") as client:
+        response = client.post(
+            "/cds-services/calf-pain",
+            json=fetching_call(fhir_server.base, "pad"),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert [card["source"]["topic"]["code"] for card in response.json()["cards"]] == ["abi"]
 
 
 @pytest.fixture(scope="module")

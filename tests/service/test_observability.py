@@ -249,12 +249,13 @@ def test_fhir_fetches_are_timed_by_outcome(tmp_path: Path) -> None:
     from service.app import create_app
     from service.config import Settings
     from service.fhir_fetcher import FhirFetcher, fetch_policy
+    from tests.fake_dns import FakeDns
     from tests.service.test_fetching import fetching_request, fhir_json, serve_patient
 
     settings = Settings(data_dir=tmp_path / "data", fhir_max_retries=0, dev=True)
     router = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
     fetcher = FhirFetcher(fetch_policy(settings), transport=httpx.MockTransport(router.async_handler))
-    with dev_client(create_app(settings, fetcher=fetcher), settings) as client:
+    with dev_client(create_app(settings, fetcher=fetcher, resolver=FakeDns()), settings) as client:
         ok = value(client, "calf_cds_fhir_fetch_duration_seconds_count", outcome="ok")
         failed = value(client, "calf_cds_fhir_fetch_failures_total", reason="unavailable")
         routes = serve_patient(router, [], [])
