@@ -29,7 +29,8 @@ def documented(ok: str, *errors: int) -> dict[int | str, dict[str, object]]:
     responses: dict[int | str, dict[str, object]] = {
         200: {"description": ok, "content": {FHIR_JSON: {"schema": _RESOURCE}}}
     }
-    for status in (*errors, "4XX"):
+    statuses: list[int | str] = [*errors, "4XX"]
+    for status in statuses:
         responses[status] = {"description": "OperationOutcome", "content": {FHIR_JSON: {"schema": _OUTCOME}}}
     return responses
 
