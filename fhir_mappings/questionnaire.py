@@ -59,6 +59,7 @@ class Question:
     code: Mapping[str, str]
     category: Category
     answers: tuple[Answer, ...] = ()
+    signed: bool = False  # a quantity that may be negative (a difference); others are at least 0
 
     @property
     def link_id(self) -> str:
@@ -235,7 +236,7 @@ class _Builder:
         if spec.type == "number":
             if spec.unit is None:
                 raise VocabularyError("a number fact needs a UCUM unit to be asked", fact=spec.name)
-            return Question(spec, text, "quantity", code, category)
+            return Question(spec, text, "quantity", code, category, signed=bool(entry.get("signed")))
         if spec.type == "code":
             answers = tuple(self.answer(key, target, spec.name) for key, target in spec.answers.items())
             if not answers:

@@ -238,7 +238,7 @@ def create_app(
     signed = [Depends(authenticated_client)]  # the same client JWT as the hook itself
     app.include_router(feedback_router, dependencies=signed)  # CDS Hooks feedback
     app.include_router(report_router, dependencies=signed)  # GET /governance/report
-    app.include_router(assessment_router(clock))  # the assessment: /fhir/..., $extract, /app/
+    app.include_router(assessment_router(settings, clock))  # the assessment: /fhir/..., $extract, /app/
 
     @app.post("/cds-services/{service_id}")
     async def call_service(

@@ -10,11 +10,15 @@ from collections.abc import Callable
 from datetime import datetime
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhir_mappings.conformance import PUBLISHED_TYPES, published
+from service.assessment.extract import extract_body
+from service.config import Settings
+from service.http_body import BodyTooLargeError, read_body
 from service.outcome import operation_outcome
+from service.request_guard import is_json_media_type
 
 FHIR_JSON = "application/fhir+json"
 _OUTCOME = {"$ref": "#/components/schemas/OperationOutcome"}
@@ -39,9 +43,28 @@ def fhir_response(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON)
 
 
-def assessment_router(clock: Callable[[], datetime]) -> APIRouter:
+def assessment_router(settings: Settings, clock: Callable[[], datetime]) -> APIRouter:
     """The assessment's routes; ``clock`` dates extracted Observations when a response has no ``authored``."""
     router = APIRouter(tags=["assessment"])
+
+    @router.post(
+        "/fhir/QuestionnaireResponse/$extract",
+        responses=documented("The transaction Bundle: the response and its Observations.", 400, 413, 415),
+    )
+    async def extract_observations(request: Request) -> Response:
+        """SDC `$extract`: a QuestionnaireResponse (or Parameters) to a transaction Bundle.
+
+        Public, like the Questionnaire: a pure function of the body that stores and logs nothing;
+        the SMART app calls it from the browser, then writes the Bundle to the EHR itself.
+        """
+        if not is_json_media_type(request.headers.get("content-type")):
+            return fhir_response(operation_outcome("the body must be FHIR JSON", code="not-supported"), 415)
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+        except BodyTooLargeError:
+            return fhir_response(operation_outcome("request body too large", code="too-long"), 413)
+        status, answer = extract_body(body, settings, clock())
+        return fhir_response(answer, status)
 
     @router.get("/fhir/{resource_type}/{resource_id}", responses=documented("The resource.", 404))
     async def read_resource(resource_type: str, resource_id: str) -> Response:
