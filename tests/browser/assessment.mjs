@@ -26,6 +26,7 @@ try {
   await page.goto(plan.url);
   await page.waitForSelector("body[data-ready=true], #status.error", { timeout: 60000 });
   report.status = await page.locator("#status").textContent();
+  report.needed = await page.locator("#needed-list li").allTextContents();
   if (await page.locator("body[data-ready=true]").count()) {
     await page.screenshot({ path: `${artifacts}/${plan.shot}-1-opened.png`, fullPage: true });
     await walk(page);
