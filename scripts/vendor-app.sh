@@ -22,7 +22,12 @@ FILES=(
   LICENSE.md
 )
 
-(cd webapp && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+# npm ci (lockfile only, no install scripts), skipped when node_modules was installed from this very lockfile.
+stamp=webapp/node_modules/.calf-cds-lockfile.sha256
+if ! sha256sum --status -c "$stamp" 2>/dev/null; then
+  (cd webapp && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  sha256sum webapp/package-lock.json > "$stamp"
+fi
 version=$(node -p 'require("./webapp/node_modules/lforms/package.json").version')
 
 target=$VENDOR
