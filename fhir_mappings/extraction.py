@@ -42,7 +42,7 @@ MAX_ITEMS = 500
 MAX_DEPTH = 4
 MAX_QUANTITY = 1e6
 CLOCK_SKEW = timedelta(minutes=5)
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_LINK_ID = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 _SUBJECT = re.compile(r"Patient/[A-Za-z0-9\-.]{1,64}")
 _AUTHOR = re.compile(r"(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})")
@@ -170,7 +170,7 @@ def _answers(response: Mapping[str, Any], assessment: Assessment) -> list[Answer
         if count >= MAX_ITEMS:
             raise ExtractionError("too many items", path=path)
         link_id = item.get("linkId")
-        if not isinstance(link_id, str) or not _ID.fullmatch(link_id.replace("_", "-")):
+        if not isinstance(link_id, str) or not _LINK_ID.fullmatch(link_id):
             raise ExtractionError("every item needs a linkId of this Questionnaire", path=f"{path}.linkId")
         if link_id in seen:
             raise ExtractionError(f"question {link_id} appears twice", path=f"{path}.linkId")

@@ -211,6 +211,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "answer on a group": (damaged(lambda b: b["item"][1].update(answer=[{"valueBoolean": True}])), "item[1].answer"),
     "items under a question": (damaged(lambda b: b["item"][1]["item"][1].update(item=[{"linkId": "x"}])), "item[1].item[1].item"),
     "items not a list": (damaged(lambda b: b.update(item={"linkId": "calf_pain"})), "item"),
+    "Parameters without a response": ({"resourceType": "Parameters", "parameter": [{"name": "other"}]}, "Parameters.parameter"),
     "hostile linkId": (damaged(lambda b: b["item"][1]["item"][0].update(linkId="<script>")), "item[1].item[0].linkId"),
 }  # fmt: skip
 

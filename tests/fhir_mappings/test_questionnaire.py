@@ -18,6 +18,7 @@ from fhir_mappings.facts import vocabulary
 from fhir_mappings.mapper import Mapper
 from fhir_mappings.questionnaire import (
     OBSERVATION_EXTRACT,
+    OBSERVATION_LINK_PERIOD,
     UNIT_OPTION,
     Question,
     build_assessment,
@@ -91,6 +92,17 @@ def test_every_question_is_coded_and_marked_for_observation_extraction() -> None
         assert item["code"][0]["system"]
         assert item["code"][0]["display"]
         assert {"url": OBSERVATION_EXTRACT, "valueBoolean": True} in item["extension"]
+
+
+def test_prefill_looks_back_as_far_as_the_mapper() -> None:
+    """Each question's observationLinkPeriod is its fact's look-back window, in days."""
+    for link_id, item in questions_by_link_id().items():
+        window = vocabulary().specs[link_id].window_hours
+        periods = [e["valueDuration"] for e in item["extension"] if e["url"] == OBSERVATION_LINK_PERIOD]
+        if window is None:
+            assert periods == []
+        else:
+            assert [(p["value"], p["code"]) for p in periods] == [(max(1, round(window / 24)), "d")]
 
 
 def test_answer_types_follow_the_fact_types() -> None:

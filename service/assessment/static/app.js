@@ -10,6 +10,7 @@ const SNOMED = "http://snomed.info/sct";
 const SIDES = { "32153003": "left", "62175007": "right" };
 const READ_STATUSES = new Set(["final", "amended", "corrected"]);
 const MAX_PAGES = 10;
+let QUESTIONNAIRE_URL = ""; // the canonical URL, from the Questionnaire as served
 
 const $ = (id) => document.getElementById(id);
 
@@ -138,8 +139,6 @@ function response(ctx) {
   if (ctx.user) out.author = { reference: ctx.user };
   return out;
 }
-
-let QUESTIONNAIRE_URL = "";
 
 async function submit(ctx) {
   $("submit").disabled = true;
