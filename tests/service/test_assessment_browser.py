@@ -224,3 +224,22 @@ def chart_findings(patient_id: str) -> list[dict[str, Any]]:
             "valueBoolean": True,
         },
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/app/?code=stolen&state=never-issued", "unknown or used launch state"),
+        ("/app/launch.html?launch=abc", "iss is not a URL"),
+        ("/app/?fhirServiceUrl=javascript:alert(1)&patient=p1", "fhirServiceUrl must be an http(s) URL"),
+        ("/app/", "open this app from the EHR"),
+    ],
+    ids=["replayed code", "no iss", "script URL", "no launch"],
+)
+def test_a_bad_launch_says_why_and_calls_nothing(service: str, path: str, message: str) -> None:
+    """A code the app never asked for, a launch without an EHR, or a non-http server: the app stops
+    with the reason, and makes no request beyond its own files."""
+    report = drive({"url": service + path, "shot": "bad-launch", "submit": False, "answers": {}})
+    assert message in report["status"], report["status"]
+    check_network(report)
+    assert all(r["url"].startswith(service + "/app/") for r in report["requests"]), report["requests"]
