@@ -5,6 +5,7 @@
     MappingError
     ├── VocabularyError     the fact vocabulary or value sets are inconsistent (found at load)
     └── ResourceError       a resource is malformed where we must read it (carries the element path)
+        └── ExtractionError a QuestionnaireResponse cannot be extracted (fhir_mappings.extraction)
 
 Tolerance is the rule: a resource we cannot read is skipped and reported, not raised.
 """

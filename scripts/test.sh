@@ -32,6 +32,20 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
 fi
 [ -x /usr/bin/chromium ] && export CALF_CDS_TEST_REQUIRE_BROWSER=1 || echo "Chromium is missing: browser tests will be skipped"
 
+# --- JavaScript: the assessment app (webapp/package-lock.json) -------------------------------
+# npm ci installs lforms (vendored into service/assessment/static/vendor, committed) and
+# playwright-core (drives Chromium in tests/service/test_assessment_browser.py); --check fails
+# when the committed copy of lforms is not byte for byte what the lockfile installs.
+step "JavaScript for the assessment app (npm ci; vendored LHC-Forms matches the lockfile)"
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if command -v npm >/dev/null 2>&1; then
+  bash scripts/vendor-app.sh --check
+else
+  echo "npm is missing: the app's browser tests will be skipped (or fail under CALF_CDS_TEST_REQUIRE_BROWSER)"
+fi
+
 step "ruff (lint and format)"
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .

@@ -26,6 +26,7 @@ from cds_hooks.errors import (
 )
 from cds_hooks.models import HookRequest
 from service import metrics
+from service.assessment.routes import assessment_router
 from service.audit import AuditWriter, make_engine
 from service.client_auth import (
     AuthenticatedClient,
@@ -244,6 +245,7 @@ def create_app(
     signed = [Depends(authenticated_client)]  # the same client JWT as the hook itself
     app.include_router(feedback_router, dependencies=signed)  # CDS Hooks feedback
     app.include_router(report_router, dependencies=signed)  # GET /governance/report
+    app.include_router(assessment_router(settings, clock))  # the assessment: /fhir/..., $extract, /app/
 
     @app.post("/cds-services/{service_id}")
     async def call_service(

@@ -1,0 +1,1 @@
+"""The calf-pain assessment on the web: its FHIR resources, ``$extract``, and the SMART app under ``/app/``."""

@@ -1,0 +1,39 @@
+"""One front door for SDC ``$extract``: bytes in, (status, FHIR JSON) out, for the route and the CLI.
+
+The same guards as the hook route (size, JSON limits) come first; then
+:func:`fhir_mappings.extraction.extract`. Every failure is a 4xx OperationOutcome; nothing is stored
+and nothing of the response is logged (the findings are patient data).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from fhir_mappings.extraction import ExtractionError, extract
+from fhir_mappings.questionnaire import bundled_assessment
+from service.config import Settings
+from service.outcome import operation_outcome
+from service.request_guard import JsonLimits, LimitExceededError, check_json_limits
+
+
+def extract_body(body: bytes, settings: Settings, now: datetime) -> tuple[int, dict[str, Any]]:
+    """The transaction Bundle (200) or an OperationOutcome (400/413) for one request body."""
+    if len(body) > settings.max_body_bytes:
+        return 413, operation_outcome("request body too large", code="too-long")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 400, operation_outcome("the body is not valid JSON", code="structure")
+    if not isinstance(document, dict):
+        return 400, operation_outcome("the body must be a JSON object", code="structure")
+    try:
+        check_json_limits(document, JsonLimits.from_settings(settings), body_size=len(body))
+    except LimitExceededError as error:
+        return 400, operation_outcome(str(error), code="too-long", expression=error.pointer or None)
+    try:
+        return 200, extract(document, bundled_assessment(), now=now)
+    except ExtractionError as error:
+        return 400, operation_outcome(str(error), code="invalid", expression=error.path)
