@@ -89,7 +89,7 @@ def test_evaluation_is_total_and_every_card_renders(key: str, facts: Facts, opti
         assert recommendation.citation.guideline in card.source.label
         assert card.detail is not None
         assert "Source:" in card.detail
-        assert "**Pattern:**" in card.detail
+        assert "*Pattern: " in card.detail
 
 
 @pytest.mark.parametrize("key", KEYS)
