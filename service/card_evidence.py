@@ -37,7 +37,7 @@ COMPLAINT_FACTS = (
 )
 _ACRONYMS = {"dvt": "DVT", "abi": "ABI", "tbi": "TBI", "pe": "PE"}
 _PATTERN_PREFIX = re.compile(
-    r"^(?P<flag>Red flag, )?[A-Z][a-z]+ pattern(?: \((?P<paren>[^)]*)\))?(?:, (?P<comma>[^:]*))?: (?P<rest>.+)$"
+    r"^(?P<flag>Red flag, )?[A-Za-z]+ pattern(?: \((?P<paren>[^)]*)\))?(?:, (?P<comma>[^:]*))?: (?P<rest>.+)$"
 )
 
 

@@ -14,7 +14,8 @@ A card (issue 13; DESIGN "External contract"):
   dates and sources, guideline sections, the pack hash, the pattern) as a short-lived signed
   ``absolute`` link (:mod:`service.explanation`), then the guideline.
 - ``suggestions``: coded draft ServiceRequests (the pack's LOINC codes; ABI-family tests get a
-  project-local orderable code a site maps to its catalogue) with the card's side in ``bodySite``.
+  project-local orderable code a site maps to its catalogue) with the card's side in ``bodySite``
+  (both legs for ABI-family tests, which always measure both).
 - ``overrideReasons``: reasons that fit the card's topic ("Already ordered", "DVT already
   excluded", "Patient declined", "Not relevant to today's visit", …).
 """
@@ -203,7 +204,8 @@ def service_request(
     if "bodySite" in request:
         resource["bodySite"] = request["bodySite"]
     elif side in ("left", "right", "both"):
-        legs = ("left", "right") if side == "both" else (side,)
+        # An ABI-family test measures both legs against the arm whichever leg hurts (§3.1).
+        legs = ("left", "right") if side == "both" or topic == "abi" else (side,)
         resource["bodySite"] = [{"coding": [LOWER_LIMB[leg]]} for leg in legs]
     return resource
 
