@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 from service.audit import hook_calls, hook_cards, metadata
 from service.auth import auth_metadata
 from service.config import Settings
-from service.governance import database
 from service.explanation_store import explanation_metadata
+from service.governance import database
 from service.governance.errors import SchemaError
 from tests.service.governance.conftest import sqlalchemy_url
 from tests.signing import dev_client
