@@ -6,10 +6,13 @@ A card (issue 13; DESIGN "External contract"):
   items — D-dimer within 4 h; scan if positive"``. A pack 1.0.0 summary loses its leading
   "<Pattern> pattern:" and is cut at a word boundary with "…" when the side makes it too long.
 - ``detail``: at most about eight rendered lines of Markdown — the two or three findings that
-  decided it (value, side, date), one line naming what was not recorded that could change it, the
-  pack's own lines (the next step), and one last small line with the pattern and the guideline.
-  Every request-supplied string in it goes through :func:`service.markup.escape_markdown`.
-- ``source.label``: the guideline section and the pack's id, version and short hash.
+  decided it (value, side, date), one line naming what was not recorded that could change it, and
+  the pack's own lines (the next step first) within a character budget that keeps the card's
+  buttons in view in a half-screen card list. Every request-supplied string in it goes through
+  :func:`service.markup.escape_markdown`.
+- ``source.label``: the guideline, the pack's id@version and short content hash (the CDS Hooks
+  Sandbox shows it right under the summary); the guideline section, the pattern and the full
+  hash are on the explanation page.
 - ``links``: the card's explanation page (every criterion, the Wells table, all evidence with
   dates and sources, guideline sections, the pack hash, the pattern) as a short-lived signed
   ``absolute`` link (:mod:`service.explanation`), then the guideline.
@@ -22,6 +25,7 @@ A card (issue 13; DESIGN "External contract"):
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -91,7 +95,12 @@ ORDERABLES = {
 }
 SUMMARY_LIMIT = 139
 DETAIL_LINES = 8
+DETAIL_CHARACTERS = 640
 FINDINGS_SHOWN = 3
+SCORE_WIDTH = 120
+# A pack line with a safety message is always shown, whatever the budget (fail safe).
+SAFETY_LINE = re.compile(r"(?i)safety net|come back|rest-and-ice|takes precedence|do not elevate")
+MISSING_WIDTH = 90
 ExplanationLink = Callable[[str], str | None]
 
 
@@ -114,7 +123,7 @@ def card_summary(side_label: str | None, summary: str) -> str:
 def _finding_line(finding: Finding) -> str:
     parts = [f"{finding.label}: **{escape_markdown(finding.value)}**"]
     if finding.side:
-        parts.append(escape_markdown(finding.side))
+        parts.append(escape_markdown(finding.side.removesuffix(" leg")))
     if finding.date:
         parts.append(finding.date)
     return "- " + " · ".join(parts)
@@ -125,32 +134,33 @@ def _score_line(recommendation: Recommendation) -> str | None:
     if score is None:
         return None
     spread = "" if score.minimum == score.maximum else f" (could be {score.minimum} to {score.maximum})"
-    recorded = " on recorded items" if score.undocumented else ""
+    head = (
+        f"- {score_title(score.name)} **{score.points}**{' on recorded items' if score.undocumented else ''}"
+    )
     met = [f"{c.label} {c.points:+d}" for c in recommendation.criteria if c.points and c.state == "met"]
-    scored = f": {fit('; '.join(met), 110)}" if met else ""
-    return f"- {score_title(score.name)} score: **{score.points}**{recorded}{spread}{scored}"
+    return fit(f"{head}{spread}: {'; '.join(met)}", SCORE_WIDTH) if met else head + spread
 
 
-def _missing_line(labels: tuple[str, ...], *, width: int = 150) -> str | None:
+def _missing_line(labels: tuple[str, ...]) -> str | None:
     if not labels:
         return None
-    shown: list[str] = []
-    for label in labels:
-        if shown and len("; ".join([*shown, label])) > width:
+    shown = [labels[0]]
+    for label in labels[1:]:
+        if len("; ".join([*shown, label])) > MISSING_WIDTH:
             break
         shown.append(label)
     more = f" (+{len(labels) - len(shown)} more)" if len(labels) > len(shown) else ""
-    return "**Not recorded, could change this:** " + "; ".join(shown) + more
+    return "**Not recorded:** " + fit("; ".join(shown), MISSING_WIDTH) + more
 
 
-def render_detail(
-    recommendation: Recommendation,
-    evidence: CardEvidence,
-    overall_pattern: str | None = None,
-) -> str:
-    """The card's Markdown: decisive findings, what is missing, the pack's lines, pattern and source.
+def render_detail(recommendation: Recommendation, evidence: CardEvidence) -> str:
+    """The card's Markdown: decisive findings, what was not recorded, then the pack's own lines.
 
-    Each block is one rendered line (a list item or a paragraph): at most :data:`DETAIL_LINES`.
+    Each block is one rendered line (a list item or a paragraph), at most :data:`DETAIL_LINES`,
+    and the whole stays near :data:`DETAIL_CHARACTERS` so that, in a half-screen card list, the
+    card's buttons and links stay in view: the pack's first line (the next step) and every
+    safety line (:data:`SAFETY_LINE`: safety net, no rest-and-ice) always show, other lines only
+    within that budget; all of them are on the explanation page.
     """
     findings = [line for line in [_score_line(recommendation)] if line]
     room = FINDINGS_SHOWN - len(findings)
@@ -161,13 +171,16 @@ def render_detail(
         blocks.append("\n".join(findings))
     if missing:
         blocks.append(missing)
-    budget = DETAIL_LINES - len(findings) - (1 if missing else 0) - 1
-    blocks += list(recommendation.detail[: max(budget, 1)])
-    pattern = overall_pattern or recommendation.pattern
-    if pattern != recommendation.pattern:
-        pattern = f"{pattern} (this card: {recommendation.pattern})"
-    citation = recommendation.citation
-    blocks.append(f"*Pattern: {pattern} · Source: {citation.guideline}, {citation.section}*")
+    lines = len(findings) + len(blocks) - 1
+    detail = recommendation.detail
+    chosen = {0, *(n for n, line in enumerate(detail) if SAFETY_LINE.search(line))} & set(range(len(detail)))
+    used = sum(map(len, blocks)) + sum(len(detail[n]) for n in chosen)
+    for number, line in enumerate(detail):
+        if number in chosen or lines + len(chosen) >= DETAIL_LINES or used + len(line) > DETAIL_CHARACTERS:
+            continue
+        chosen.add(number)
+        used += len(line)
+    blocks += [detail[n] for n in sorted(chosen)]
     return "\n\n".join(blocks)
 
 
@@ -218,9 +231,9 @@ def override_reasons(topic: str) -> list[Coding]:
 
 
 def pack_label(assessment: Assessment) -> str:
-    """``calf-pain@1.0.0 (sha256 1a2b3c4d5e6f)``: the pack that produced a card."""
-    digest = assessment.pack_hash.removeprefix("sha256:")[:12]
-    return f"{assessment.pack_id}@{assessment.pack_version} (sha256 {digest})"
+    """``calf-pain@1.0.0 #1a2b3c4d``: the pack that produced a card, with its short content hash."""
+    digest = assessment.pack_hash.removeprefix("sha256:")[:8]
+    return f"{assessment.pack_id}@{assessment.pack_version} #{digest}"
 
 
 def build_cards(
@@ -277,10 +290,10 @@ def build_cards(
         card = Card(
             uuid=card_uuid,
             summary=card_summary(evidence.side_label, recommendation.summary),
-            detail=render_detail(recommendation, evidence, assessment.pattern),
+            detail=render_detail(recommendation, evidence),
             indicator="critical" if recommendation.red_flag else recommendation.indicator,
             source=Source(
-                label=f"{fit(f'{citation.guideline}, {citation.section}', 195 - len(label))} · {label}",
+                label=f"{citation.guideline} · {label}",
                 url=citation.url,
                 topic=Coding(
                     system=RECOMMENDATION_SYSTEM,

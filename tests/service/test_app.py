@@ -70,7 +70,7 @@ def test_dvt_signs_give_a_complete_duplex_card(client: TestClient, settings: Set
     assert settings.active_pack in card["source"]["label"]
     assert card["source"]["url"].startswith("https://")
     assert "Calf circumference difference: **3.4 cm**" in card["detail"]
-    assert "**Not recorded, could change this:**" in card["detail"]
+    assert "**Not recorded:** Active cancer" in card["detail"]
     assert card["selectionBehavior"] == "at-most-one"
     assert card["uuid"]
     assert all(reason["display"] for reason in card["overrideReasons"])
