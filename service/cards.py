@@ -97,7 +97,7 @@ SUMMARY_LIMIT = 139
 DETAIL_LINES = 8
 DETAIL_CHARACTERS = 640
 FINDINGS_SHOWN = 3
-SCORE_WIDTH = 120
+SCORE_WIDTH = 100
 # A pack line with a safety message is always shown, whatever the budget (fail safe).
 SAFETY_LINE = re.compile(r"(?i)safety net|come back|rest-and-ice|takes precedence|do not elevate")
 MISSING_WIDTH = 90
@@ -121,7 +121,8 @@ def card_summary(side_label: str | None, summary: str) -> str:
 
 
 def _finding_line(finding: Finding) -> str:
-    parts = [f"{finding.label}: **{escape_markdown(finding.value)}**"]
+    present = finding.present is True  # "Calf muscle strain · right · 2026-11-18": present goes unsaid
+    parts = [finding.label if present else f"{finding.label}: **{escape_markdown(finding.value)}**"]
     if finding.side:
         parts.append(escape_markdown(finding.side.removesuffix(" leg")))
     if finding.date:
@@ -162,19 +163,20 @@ def render_detail(recommendation: Recommendation, evidence: CardEvidence) -> str
     safety line (:data:`SAFETY_LINE`: safety net, no rest-and-ice) always show, other lines only
     within that budget; all of them are on the explanation page.
     """
-    findings = [line for line in [_score_line(recommendation)] if line]
-    room = FINDINGS_SHOWN - len(findings)
-    findings += [_finding_line(f) for f in decisive(evidence, recommendation.criteria, room)]
+    score = [line for line in [_score_line(recommendation)] if line]
+    shown = decisive(evidence, recommendation.criteria, FINDINGS_SHOWN - len(score))
     missing = None if recommendation.red_flag else _missing_line(evidence.missing_criteria)
-    blocks: list[str] = []
-    if findings:
-        blocks.append("\n".join(findings))
-    if missing:
-        blocks.append(missing)
-    lines = len(findings) + len(blocks) - 1
     detail = recommendation.detail
     chosen = {0, *(n for n, line in enumerate(detail) if SAFETY_LINE.search(line))} & set(range(len(detail)))
-    used = sum(map(len, blocks)) + sum(len(detail[n]) for n in chosen)
+    fixed = len(missing or "") + sum(len(detail[n]) for n in chosen)
+    findings = score + [_finding_line(f) for f in shown]
+    while len(findings) > 2 and fixed + sum(map(len, findings)) > DETAIL_CHARACTERS:
+        findings.pop()  # two findings rather than three when the pack's own lines are long
+    blocks = ["\n".join(findings)] if findings else []
+    if missing:
+        blocks.append(missing)
+    lines = len(findings) + (1 if missing else 0)
+    used = fixed + sum(map(len, findings))
     for number, line in enumerate(detail):
         if number in chosen or lines + len(chosen) >= DETAIL_LINES or used + len(line) > DETAIL_CHARACTERS:
             continue

@@ -72,7 +72,7 @@ def test_dvt_card_names_its_leg_and_shows_its_evidence() -> None:
     """The DVT card leads with the leg, and shows the findings (with side and date) that scored."""
     card = topic_card("duplex-dvt")
     assert card.summary.startswith("Left leg: DVT likely")
-    assert "Tenderness along the deep veins: **present** · left · 2026-11-20" in (card.detail or "")
+    assert "- Tenderness along the deep veins · left · 2026-11-20" in (card.detail or "")
     assert "Wells DVT **2** on recorded items (could be 0 to 9)" in (card.detail or "")
 
 
@@ -80,7 +80,7 @@ def test_an_evidence_label_is_not_doubled_with_the_resource_display() -> None:
     """The card uses the finding's own label, not "our label + the resource's display"."""
     case = topic_case_with_display()
     (card,) = cards_for(case)
-    assert "Leg pain brought on by walking or exercise: **present**" in (card.detail or "")
+    assert "- Leg pain brought on by walking or exercise · 2026-11-20" in (card.detail or "")
     assert "Leg pain on exertion" not in (card.detail or "")
 
 
