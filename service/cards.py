@@ -130,7 +130,7 @@ def _finding_line(finding: Finding) -> str:
     return "- " + " · ".join(parts)
 
 
-def _score_line(recommendation: Recommendation) -> str | None:
+def _score_line(recommendation: Recommendation, *, with_items: bool) -> str | None:
     score = recommendation.score
     if score is None:
         return None
@@ -139,7 +139,9 @@ def _score_line(recommendation: Recommendation) -> str | None:
         f"- {score_title(score.name)} **{score.points}**{' on recorded items' if score.undocumented else ''}"
     )
     met = [f"{c.label} {c.points:+d}" for c in recommendation.criteria if c.points and c.state == "met"]
-    return fit(f"{head}{spread}: {'; '.join(met)}", SCORE_WIDTH) if met else head + spread
+    if not met or not with_items:  # the findings below show what scored; the page lists every item
+        return head + spread
+    return fit(f"{head}{spread}: {'; '.join(met)}", SCORE_WIDTH)
 
 
 def _missing_line(labels: tuple[str, ...]) -> str | None:
@@ -163,8 +165,8 @@ def render_detail(recommendation: Recommendation, evidence: CardEvidence) -> str
     safety line (:data:`SAFETY_LINE`: safety net, no rest-and-ice) always show, other lines only
     within that budget; all of them are on the explanation page.
     """
-    score = [line for line in [_score_line(recommendation)] if line]
-    shown = decisive(evidence, recommendation.criteria, FINDINGS_SHOWN - len(score))
+    shown = decisive(evidence, recommendation.criteria, FINDINGS_SHOWN - (recommendation.score is not None))
+    score = [line for line in [_score_line(recommendation, with_items=not shown)] if line]
     missing = None if recommendation.red_flag else _missing_line(evidence.missing_criteria)
     detail = recommendation.detail
     chosen = {0, *(n for n, line in enumerate(detail) if SAFETY_LINE.search(line))} & set(range(len(detail)))
