@@ -139,7 +139,7 @@ def _score_line(recommendation: Recommendation, *, with_items: bool) -> str | No
         f"- {score_title(score.name)} **{score.points}**{' on recorded items' if score.undocumented else ''}"
     )
     met = [f"{c.label} {c.points:+d}" for c in recommendation.criteria if c.points and c.state == "met"]
-    if not met or not with_items:  # the findings below show what scored; the page lists every item
+    if not met or not with_items:  # the rule's findings below show what scored; the page lists all
         return head + spread
     return fit(f"{head}{spread}: {'; '.join(met)}", SCORE_WIDTH)
 
@@ -166,7 +166,8 @@ def render_detail(recommendation: Recommendation, evidence: CardEvidence) -> str
     within that budget; all of them are on the explanation page.
     """
     shown = decisive(evidence, recommendation.criteria, FINDINGS_SHOWN - (recommendation.score is not None))
-    score = [line for line in [_score_line(recommendation, with_items=not shown)] if line]
+    own = any(finding.fact in recommendation.evidence for finding in shown)  # not only the complaint
+    score = [line for line in [_score_line(recommendation, with_items=not own)] if line]
     missing = None if recommendation.red_flag else _missing_line(evidence.missing_criteria)
     detail = recommendation.detail
     chosen = {0, *(n for n, line in enumerate(detail) if SAFETY_LINE.search(line))} & set(range(len(detail)))

@@ -125,6 +125,10 @@ def chromium_shim(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def sandbox_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if CHROMIUM is None or not RUN_SH.exists():
+        if os.environ.get("CALF_CDS_TEST_REQUIRE_BROWSER"):
+            pytest.fail(
+                "scripts/test.sh installed Chromium, but chromium or ../shared/tools/sandbox-e2e is missing"
+            )
         pytest.skip("needs chromium and ../shared/tools/sandbox-e2e/run.sh")
     folder = tmp_path_factory.mktemp("sandbox-service")
     issuers = folder / "issuers.json"
@@ -160,6 +164,8 @@ def run_sandbox(base: str, topic: str, out: Path, card: Card) -> dict[str, Any]:
         "CARDS_PROBE_OUT": str(out / "layout.json"),
         "CARDS_SCREENSHOT": str(ARTIFACTS / f"{topic}.png"),
     }
+    if (ROOT / ".cache" / "sekmet-venv" / "bin" / "sekmet").exists():
+        env["SEKMET_VENV"] = str(ROOT / ".cache" / "sekmet-venv")  # scripts/test.sh made it
     command = ["bash", str(RUN_SH), "--service-url", base, "--service-id", "calf-pain", "--out", str(out),
                "--patient-json", *map(str, patient_files(topic, folder))]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
@@ -205,3 +211,8 @@ def test_card_in_the_sandbox(sandbox_service: str, topic: str, tmp_path: Path) -
     with urllib.request.urlopen(urls[0], timeout=10) as page:  # the link the Sandbox was given
         assert page.status == 200
         assert "Why this card" in page.read().decode()
+    assert CHROMIUM is not None
+    shot = ARTIFACTS / f"{topic}-explanation.png"
+    subprocess.run([CHROMIUM, *OFFLINE, f"--user-data-dir={tmp_path / 'page-profile'}", "--window-size=1280,800",
+                    f"--screenshot={shot}", urls[0]], capture_output=True, timeout=120, check=True)  # fmt: skip
+    assert shot.stat().st_size > 10_000
