@@ -31,6 +31,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -231,7 +232,11 @@ def _environment() -> Environment:
     return env
 
 
-_ENV = _environment()
+@cache
+def _env() -> Environment:
+    return _environment()
+
+
 REFUSALS = {
     "expired": (410, "This link has expired", "Explanation links last a few minutes. Open the card again."),
     "invalid": (403, "This link is not valid", "The link was changed or was not made by this service."),
@@ -241,13 +246,16 @@ REFUSALS = {
 
 def render_page(body: dict[str, Any]) -> str:
     """The explanation page's HTML."""
-    return _ENV.get_template("explanation.html").render(x=body)
+    return _env().get_template("explanation.html").render(x=body)
 
 
 def render_refusal(reason: str) -> tuple[int, str]:
     """Status and HTML of the page for a link that opens nothing."""
     status, title, text = REFUSALS[reason]
-    return status, _ENV.get_template("refusal.html").render(title=title, text=text, status=status)
+    return status, _env().get_template("refusal.html").render(title=title, text=text, status=status)
 
 
-STYLESHEET = _ENV.get_template("explanation.css").render()
+@cache
+def stylesheet() -> str:
+    """The pages' stylesheet."""
+    return _env().get_template("explanation.css").render()

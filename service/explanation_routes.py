@@ -9,8 +9,9 @@ FHIR OperationOutcome to a client that asks for JSON).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -24,19 +25,20 @@ from service.config import Settings
 from service.explanation import (
     HEADERS,
     PATH,
-    STYLESHEET,
     LinkError,
     LinkSigner,
     load_secret,
     render_page,
     render_refusal,
     stored,
+    stylesheet,
 )
 from service.explanation_store import ExplanationStore
 from service.outcome import IssueType, operation_outcome
 from service.pipeline import HookResult
 
 HTML = "text/html; charset=utf-8"
+SAVE_WAIT_SECONDS = 0.25
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Explanations:
     store: ExplanationStore
     clock: Callable[[], datetime]
     public_base_url: str | None = None
+    _saving: set[asyncio.Future[bool]] = field(default_factory=set)
 
     @classmethod
     def from_settings(
@@ -81,10 +84,19 @@ class Explanations:
         now: datetime,
         expires_at: datetime,
     ) -> None:
-        """Store the explanations of ``result``'s cards: in memory now, in the database off-loop."""
+        """Store the explanations of ``result``'s cards: in memory now, in the database off-loop.
+
+        The response waits for the database write at most :data:`SAVE_WAIT_SECONDS` (it is done
+        in milliseconds when the database is up); a slow or unreachable database finishes, or
+        fails, in the background and never holds the cards back.
+        """
         entries = stored(list(result.cards), assessment, facts, vocabulary, now=now, expires_at=expires_at)
         self.store.remember(entries)
-        await asyncio.to_thread(self.store.save, entries, now=now)
+        task = asyncio.ensure_future(asyncio.to_thread(self.store.save, entries, now=now))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), SAVE_WAIT_SECONDS)
 
 
 router = APIRouter(include_in_schema=False)
@@ -105,10 +117,10 @@ def _refusal(request: Request, reason: str) -> Response:
 
 
 @router.get(f"{PATH}/style.css")
-async def stylesheet() -> Response:
+async def stylesheet_file() -> Response:
     """The pages' only stylesheet (the CSP allows no inline style)."""
     return Response(
-        STYLESHEET, headers={**HEADERS, "Cache-Control": "public, max-age=3600"}, media_type="text/css"
+        stylesheet(), headers={**HEADERS, "Cache-Control": "public, max-age=3600"}, media_type="text/css"
     )
 
 

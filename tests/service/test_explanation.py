@@ -11,12 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import create_engine
 from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
 from service.dev_issuer import DevIssuer
 from service.explanation import SECRET_FILE, LinkError, LinkSigner, load_secret
+from service.explanation_store import ExplanationStore, StoredExplanation
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.signing import signed_client
 
@@ -191,3 +193,23 @@ def test_signer_refuses_a_non_numeric_expiry() -> None:
     with pytest.raises(LinkError) as caught:
         signer.check("card", "soon", "sig", NOW)
     assert caught.value.reason == "invalid"
+
+
+def test_a_database_that_is_down_leaves_the_memory_copy(tmp_path: Path) -> None:
+    """When the write fails, the worker that made the card still serves its explanation."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'missing' / 'audit.sqlite3'}")
+    store = ExplanationStore(engine, capacity=10)
+    entry = StoredExplanation("card-1", NOW + timedelta(minutes=15), {"card": {"uuid": "card-1"}})
+    store.remember([entry])
+    assert store.save([entry], now=NOW) is False
+    assert store.find("card-1", now=NOW) == entry
+    assert store.find("card-1", now=NOW + timedelta(minutes=16)) is None
+
+
+def test_memory_keeps_only_the_most_recent(tmp_path: Path) -> None:
+    """The in-process layer is bounded: the oldest explanations fall out first."""
+    store = ExplanationStore(None, capacity=2)
+    entries = [StoredExplanation(f"card-{n}", NOW + timedelta(minutes=15), {}) for n in range(3)]
+    store.remember(entries)
+    assert store.find("card-0", now=NOW) is None
+    assert store.find("card-2", now=NOW) == entries[2]
