@@ -159,7 +159,7 @@ def explanation(
             "card": recommendation.pattern,
             "all": list(assessment.patterns),
         },
-        "detail": list(recommendation.detail),
+        "detail": [line.replace("**", "") for line in recommendation.detail],  # the pack's emphasis, as text
         "criteria": [_criterion(c.label, c.state, None) for c in recommendation.criteria if c.points is None],
         "score": None
         if score is None
