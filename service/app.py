@@ -39,6 +39,9 @@ from service.client_auth import (
 )
 from service.config import Settings
 from service.discovery import SERVICE_ID, discovery
+from service.explanation_routes import Explanations
+from service.explanation_routes import router as explanation_router
+from service.explanation_store import ExplanationStore
 from service.fhir_fetcher import FhirFetcher
 from service.fhir_server_guard import FhirServerGuard
 from service.governance.database import prepare as prepare_database
@@ -153,6 +156,8 @@ def create_app(
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
         app.state.governance = Governance.start(settings, engine)
+        store = ExplanationStore(engine, capacity=settings.explanation_cache_size)
+        app.state.explanations = Explanations.from_settings(settings, store, clock)
         probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
         app.state.runtime = Runtime(
             settings=settings,
@@ -242,6 +247,8 @@ def create_app(
         """CDS Hooks discovery: the services offered here (needs a client JWT)."""
         return json_response(discovery().to_json())
 
+    # A card's explanation page: opened by the clinician's browser, the signed link is the credential.
+    app.include_router(explanation_router)
     signed = [Depends(authenticated_client)]  # the same client JWT as the hook itself
     app.include_router(feedback_router, dependencies=signed)  # CDS Hooks feedback
     app.include_router(report_router, dependencies=signed)  # GET /governance/report
@@ -311,9 +318,15 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         fetcher = None
         if rt.fetcher is not None:  # the one place a fetcher meets the caller's identity
             fetcher = rt.guard.bind(rt.fetcher, issuer=record.client.get("iss"), notes=record.notes)
-        result = await rt.service.call(hook_request, record, fetcher=fetcher)
+        explanations: Explanations = request.app.state.explanations
+        now = rt.service.clock()
+        link, expires_at = explanations.links(request, now)
+        result = await rt.service.call(hook_request, record, fetcher=fetcher, explanation_link=link)
     except CdsHooksError as error:
         record.error = f"{type(error).__name__}: {error}"
         status, outcome = error_outcome(error)
         return json_response(outcome, status)
+    await explanations.keep(
+        result, result.facts, rt.service.vocabulary, result.assessment, now=now, expires_at=expires_at
+    )
     return json_response(check_response(result.response.to_json(), record))

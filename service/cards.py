@@ -1,7 +1,31 @@
-"""Assessment → CDS Hooks cards: summary, evidence in markdown, source, suggestions, override reasons."""
+"""Assessment → CDS Hooks cards a clinician reads in five seconds.
+
+A card (issue 13; DESIGN "External contract"):
+
+- ``summary`` (< 140 characters): the side, then the action — ``"Left leg: DVT unlikely on recorded
+  items — D-dimer within 4 h; scan if positive"``. A pack 1.0.0 summary loses its leading
+  "<Pattern> pattern:" and is cut at a word boundary with "…" when the side makes it too long.
+- ``detail``: at most about eight rendered lines of Markdown — the two or three findings that
+  decided it (value, side, date), one line naming what was not recorded that could change it, and
+  the pack's own lines (the next step first) within a character budget that keeps the card's
+  buttons in view in a half-screen card list. Every request-supplied string in it goes through
+  :func:`service.markup.escape_markdown`.
+- ``source.label``: the guideline, the pack's id@version and short content hash (the CDS Hooks
+  Sandbox shows it right under the summary); the guideline section, the pattern and the full
+  hash are on the explanation page.
+- ``links``: the card's explanation page (every criterion, the Wells table, all evidence with
+  dates and sources, guideline sections, the pack hash, the pattern) as a short-lived signed
+  ``absolute`` link (:mod:`service.explanation`), then the guideline.
+- ``suggestions``: coded draft ServiceRequests (the pack's LOINC codes; ABI-family tests get a
+  project-local orderable code a site maps to its catalogue) with the card's side in ``bodySite``
+  (both legs for ABI-family tests, which always measure both).
+- ``overrideReasons``: reasons that fit the card's topic ("Already ordered", "DVT already
+  excluded", "Patient declined", "Not relevant to today's visit", …).
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -10,6 +34,15 @@ from typing import Any
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.facts import Facts, Vocabulary
 from rules.engine import Assessment, Recommendation
+from service.card_evidence import (
+    CardEvidence,
+    Finding,
+    card_evidence,
+    decisive,
+    lead_with_action,
+    score_title,
+)
+from service.markup import clean, escape_markdown
 
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
 TOPIC_DISPLAY = {
@@ -18,95 +51,168 @@ TOPIC_DISPLAY = {
     "conservative": "Conservative care with a safety net",
     "urgent-referral": "Urgent referral for a red flag",
 }
-NON_ADHERENCE_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+OVERRIDE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/override-reason"
+NON_ADHERENCE_SYSTEM = OVERRIDE_SYSTEM  # the name older callers import
 OVERRIDE_REASONS = (
-    ("cds-not-applicable", "CDS does not apply to patient"),
-    (
-        "recipient-disagrees-evidence",
-        "Recipient disagrees with recommendation because of issues with the evidence",
-    ),
-    ("recipient-concerns-outcomes", "Recipient has concerns regarding potential health outcomes"),
-    (
-        "does-not-align-preferences",
-        "Recommendation does not align with patient preferences or values",
-    ),
-    ("not-convenient-feasible", "Recommendation is not convenient or feasible"),
-    ("cds-suboptimal-context", "CDS delivered in suboptimal context"),
+    ("already-ordered", "Already ordered"),
+    ("dvt-excluded", "DVT already excluded"),
+    ("patient-declined", "Patient declined"),
+    ("not-relevant-today", "Not relevant to today's visit"),
+    ("already-referred", "Already referred or assessed in person"),
+    ("finding-not-present", "Finding not present on examination"),
+    ("advice-given", "Advice already given"),
+    ("dvt-not-excluded", "DVT not yet excluded"),
 )
+_REASONS_BY_TOPIC = {
+    "duplex-dvt": ("already-ordered", "dvt-excluded", "patient-declined", "not-relevant-today"),
+    "abi": ("already-ordered", "patient-declined", "not-relevant-today"),
+    "conservative": ("advice-given", "dvt-not-excluded", "patient-declined", "not-relevant-today"),
+    "urgent-referral": ("already-referred", "finding-not-present", "patient-declined"),
+}
 CALF_PAIN_REASON = {
     "coding": [{"system": "http://snomed.info/sct", "code": "300954003", "display": "Pain in calf"}]
 }
-_MARK = {"met": "met", "not met": "not met", "not documented": "**not documented**"}
+# Laterality of a draft order (SNOMED CT; fhir_mappings/data/valuesets.json, GUIDANCE.md body sites).
+LOWER_LIMB = {
+    "left": {
+        "system": "http://snomed.info/sct",
+        "code": "32153003",
+        "display": "Structure of left lower limb",
+    },
+    "right": {
+        "system": "http://snomed.info/sct",
+        "code": "62175007",
+        "display": "Structure of right lower limb",
+    },
+}
+# ABI-family tests have no verified LOINC or SNOMED order code (GUIDANCE.md): a local orderable
+# that a site maps to its order catalogue (README "Card suggestions").
+ORDERABLE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/orderable"
+ORDERABLES = {
+    "resting-abi": "Resting ankle-brachial index (ABI)",
+    "toe-brachial-index": "Toe pressures and toe-brachial index (TBI)",
+    "exercise-abi": "Exercise treadmill ankle-brachial index",
+}
+SUMMARY_LIMIT = 139
+DETAIL_LINES = 8
+DETAIL_CHARACTERS = 640
+FINDINGS_SHOWN = 3
+SCORE_WIDTH = 100
+# A pack line with a safety message is always shown, whatever the budget (fail safe).
+SAFETY_LINE = re.compile(r"(?i)safety net|come back|rest-and-ice|takes precedence|do not elevate")
+MISSING_WIDTH = 90
+ExplanationLink = Callable[[str], str | None]
 
 
-def _summary(text: str) -> str:
-    return text if len(text) < 140 else text[:138].rstrip() + "…"
+def fit(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    """``text`` cut at a word boundary with "…" to at most ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:—-") + "…"
 
 
-def _date(when: datetime | None) -> str:
-    return when.date().isoformat() if when else "undated"
+def card_summary(side_label: str | None, summary: str) -> str:
+    """The side, then the pack's summary (leading with its action), under 140 characters."""
+    text = lead_with_action(clean(summary, limit=1000))
+    return fit(f"{side_label}: {text}" if side_label else text)
 
 
-def render_detail(
-    recommendation: Recommendation,
-    facts: Facts,
-    vocabulary: Vocabulary,
-    pack_label: str,
-    overall_pattern: str | None = None,
-) -> str:
-    """The card's markdown: pattern, advice, criteria, evidence, what was not documented, source.
+def _finding_line(finding: Finding) -> str:
+    present = finding.present is True  # "Calf muscle strain · right · 2026-11-18": present goes unsaid
+    parts = [finding.label if present else f"{finding.label}: **{escape_markdown(finding.value)}**"]
+    if finding.side:
+        parts.append(escape_markdown(finding.side.removesuffix(" leg")))
+    if finding.date:
+        parts.append(finding.date)
+    return "- " + " · ".join(parts)
 
-    The pattern line names the assessment's overall pattern and, where this card addresses another
-    one (an ABI card beside a neurogenic picture), that too.
+
+def _score_line(recommendation: Recommendation, *, with_items: bool) -> str | None:
+    score = recommendation.score
+    if score is None:
+        return None
+    spread = "" if score.minimum == score.maximum else f" (could be {score.minimum} to {score.maximum})"
+    head = (
+        f"- {score_title(score.name)} **{score.points}**{' on recorded items' if score.undocumented else ''}"
+    )
+    met = [f"{c.label} {c.points:+d}" for c in recommendation.criteria if c.points and c.state == "met"]
+    if not met or not with_items:  # the rule's findings below show what scored; the page lists all
+        return head + spread
+    return fit(f"{head}{spread}: {'; '.join(met)}", SCORE_WIDTH)
+
+
+def _missing_line(labels: tuple[str, ...]) -> str | None:
+    if not labels:
+        return None
+    shown = [labels[0]]
+    for label in labels[1:]:
+        if len("; ".join([*shown, label])) > MISSING_WIDTH:
+            break
+        shown.append(label)
+    more = f" (+{len(labels) - len(shown)} more)" if len(labels) > len(shown) else ""
+    return "**Not recorded:** " + fit("; ".join(shown), MISSING_WIDTH) + more
+
+
+def render_detail(recommendation: Recommendation, evidence: CardEvidence) -> str:
+    """The card's Markdown: decisive findings, what was not recorded, then the pack's own lines.
+
+    Each block is one rendered line (a list item or a paragraph), at most :data:`DETAIL_LINES`,
+    and the whole stays near :data:`DETAIL_CHARACTERS` so that, in a half-screen card list, the
+    card's buttons and links stay in view: the pack's first line (the next step) and every
+    safety line (:data:`SAFETY_LINE`: safety net, no rest-and-ice) always show, other lines only
+    within that budget; all of them are on the explanation page.
     """
-    pattern = overall_pattern or recommendation.pattern
-    if pattern != recommendation.pattern:
-        pattern = f"{pattern} (this card: {recommendation.pattern})"
-    lines = [
-        f"**Pattern:** {pattern} · **Rule:** `{recommendation.rule_id}` ({pack_label})",
-        "",
-    ]
-    lines += [*recommendation.detail, ""]
-    if recommendation.score is not None:
-        score = recommendation.score
-        range_note = "" if score.minimum == score.maximum else f" (could be {score.minimum}–{score.maximum})"
-        lines.append(
-            f"**{recommendation.score.name.replace('_', ' ').title()} score:** {score.points}{range_note}"
-        )
-    if recommendation.criteria:
-        lines.append("**Criteria:**")
-        for criterion in recommendation.criteria:
-            points = f" ({criterion.points:+d})" if criterion.points is not None else ""
-            lines.append(f"- {criterion.label}{points}: {_MARK[criterion.state]}")
-        lines.append("")
-    shown, missing = [], []
-    for name in recommendation.evidence:
-        fact = facts[name]
-        if not fact.documented:
-            missing.append(vocabulary.label(name))
-            continue
-        for evidence in fact.evidence:
-            side = f" ({evidence.laterality})" if evidence.laterality else ""
-            shown.append(
-                f"- {evidence.label}{side}: {evidence.value} — {_date(evidence.when)} — `{evidence.reference}`"
-            )
-    if shown:
-        lines += ["**Evidence:**", *dict.fromkeys(shown), ""]
+    shown = decisive(evidence, recommendation.criteria, FINDINGS_SHOWN - (recommendation.score is not None))
+    own = any(finding.fact in recommendation.evidence for finding in shown)  # not only the complaint
+    score = [line for line in [_score_line(recommendation, with_items=not own)] if line]
+    missing = None if recommendation.red_flag else _missing_line(evidence.missing_criteria)
+    detail = recommendation.detail
+    chosen = {0, *(n for n, line in enumerate(detail) if SAFETY_LINE.search(line))} & set(range(len(detail)))
+    fixed = len(missing or "") + sum(len(detail[n]) for n in chosen)
+    findings = score + [_finding_line(f) for f in shown]
+    while len(findings) > 2 and fixed + sum(map(len, findings)) > DETAIL_CHARACTERS:
+        findings.pop()  # two findings rather than three when the pack's own lines are long
+    blocks = ["\n".join(findings)] if findings else []
     if missing:
-        lines += ["**Not documented:** " + "; ".join(dict.fromkeys(missing)), ""]
-    citation = recommendation.citation
-    lines.append(f"Source: {citation.guideline}, {citation.section}.")
-    return "\n".join(lines).strip()
+        blocks.append(missing)
+    lines = len(findings) + (1 if missing else 0)
+    used = fixed + sum(map(len, findings))
+    for number, line in enumerate(detail):
+        if number in chosen or lines + len(chosen) >= DETAIL_LINES or used + len(line) > DETAIL_CHARACTERS:
+            continue
+        chosen.add(number)
+        used += len(line)
+    blocks += [detail[n] for n in sorted(chosen)]
+    return "\n\n".join(blocks)
 
 
-def service_request(request: Mapping[str, Any], *, patient_id: str, authored_on: datetime) -> dict[str, Any]:
-    """A draft ServiceRequest for a suggestion's ``request`` template."""
+def _orderable(code: Mapping[str, Any]) -> dict[str, Any]:
+    text = str(code.get("text", "")).lower()
+    key = "toe-brachial-index" if "toe" in text else "exercise-abi" if "exercise" in text else "resting-abi"
+    return {"system": ORDERABLE_SYSTEM, "code": key, "display": ORDERABLES[key]}
+
+
+def service_request(
+    request: Mapping[str, Any],
+    *,
+    patient_id: str,
+    authored_on: datetime,
+    side: str | None = None,
+    topic: str | None = None,
+) -> dict[str, Any]:
+    """A draft ServiceRequest for a suggestion's ``request`` template, coded and with laterality."""
+    code = dict(request["code"])
+    if not code.get("coding") and topic == "abi":
+        code["coding"] = [_orderable(code)]
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "proposal",
         "priority": request["priority"],
-        "code": request["code"],
+        "code": code,
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": authored_on.isoformat(),
         "reasonCode": [CALF_PAIN_REASON],
@@ -115,7 +221,24 @@ def service_request(request: Mapping[str, Any], *, patient_id: str, authored_on:
         resource["note"] = [{"text": request["note"]}]
     if "bodySite" in request:
         resource["bodySite"] = request["bodySite"]
+    elif side in ("left", "right", "both"):
+        # An ABI-family test measures both legs against the arm whichever leg hurts (§3.1).
+        legs = ("left", "right") if side == "both" or topic == "abi" else (side,)
+        resource["bodySite"] = [{"coding": [LOWER_LIMB[leg]]} for leg in legs]
     return resource
+
+
+def override_reasons(topic: str) -> list[Coding]:
+    """The dismissal reasons offered on a card of ``topic``."""
+    names = dict(OVERRIDE_REASONS)
+    codes = _REASONS_BY_TOPIC.get(topic, ("patient-declined", "not-relevant-today"))
+    return [Coding(system=OVERRIDE_SYSTEM, code=code, display=names[code]) for code in codes]
+
+
+def pack_label(assessment: Assessment) -> str:
+    """``calf-pain@1.0.0 #1a2b3c4d``: the pack that produced a card, with its short content hash."""
+    digest = assessment.pack_hash.removeprefix("sha256:")[:8]
+    return f"{assessment.pack_id}@{assessment.pack_version} #{digest}"
 
 
 def build_cards(
@@ -126,12 +249,18 @@ def build_cards(
     patient_id: str,
     now: datetime,
     new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    explanation_link: ExplanationLink | None = None,
 ) -> list[tuple[Card, Recommendation]]:
-    """One card per recommendation, most urgent first, each beside the recommendation it shows."""
-    pack_label = f"rules {assessment.pack_id}@{assessment.pack_version}"
+    """One card per recommendation, most urgent first, each beside the recommendation it shows.
+
+    ``explanation_link(card_uuid)`` gives the URL of the card's explanation page (none from the
+    CLI, which serves no pages).
+    """
+    label = pack_label(assessment)
     cards: list[tuple[Card, Recommendation]] = []
     for recommendation in assessment.recommendations:
         citation = recommendation.citation
+        evidence = card_evidence(recommendation, facts, vocabulary)
         suggestions = [
             Suggestion(
                 label=suggestion["label"],
@@ -142,23 +271,34 @@ def build_cards(
                         type="create",
                         description=suggestion["label"],
                         resource=service_request(
-                            suggestion["request"], patient_id=patient_id, authored_on=now
+                            suggestion["request"],
+                            patient_id=patient_id,
+                            authored_on=now,
+                            side=evidence.side,
+                            topic=recommendation.topic,
                         ),
                     )
                 ],
             )
             for suggestion in recommendation.suggestions
         ]
-        links = [Link(label=link["label"], url=link["url"], type="absolute") for link in recommendation.links]
+        card_uuid = new_uuid()
+        links: list[Link] = []
+        url = explanation_link(card_uuid) if explanation_link else None
+        if url:
+            links.append(Link(label="Why this card: criteria, evidence, sources", url=url, type="absolute"))
+        links += [
+            Link(label=link["label"], url=link["url"], type="absolute") for link in recommendation.links
+        ]
         if citation.url:
             links.append(Link(label=f"Guideline: {citation.guideline}", url=citation.url, type="absolute"))
         card = Card(
-            uuid=new_uuid(),
-            summary=_summary(recommendation.summary),
-            detail=render_detail(recommendation, facts, vocabulary, pack_label, assessment.pattern),
+            uuid=card_uuid,
+            summary=card_summary(evidence.side_label, recommendation.summary),
+            detail=render_detail(recommendation, evidence),
             indicator="critical" if recommendation.red_flag else recommendation.indicator,
             source=Source(
-                label=f"{citation.guideline} {citation.section} — {pack_label}"[:200],
+                label=f"{citation.guideline} · {label}",
                 url=citation.url,
                 topic=Coding(
                     system=RECOMMENDATION_SYSTEM,
@@ -168,10 +308,7 @@ def build_cards(
             ),
             suggestions=suggestions,
             selection_behavior="at-most-one" if suggestions else None,
-            override_reasons=[
-                Coding(system=NON_ADHERENCE_SYSTEM, code=code, display=display)
-                for code, display in OVERRIDE_REASONS
-            ],
+            override_reasons=override_reasons(recommendation.topic),
             links=links,
         )
         cards.append((card, recommendation))

@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     jwks_cache_seconds: float = Field(
         default=300.0, ge=30, le=3600, description="How long a fetched JWK Set is used before reloading."
     )
+    # -- card explanation pages (README "Cards") ---------------------------------------------------
+    explanation_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the cards' explanation links (>= 32 characters; the same on every "
+        "replica); default: a random key kept in data_dir/explanation.key.",
+    )
+    explanation_link_seconds: int = Field(
+        default=900, ge=60, le=86_400, description="How long a card's explanation link stays valid."
+    )
+    explanation_cache_size: int = Field(
+        default=2000, ge=10, description="Explanations each worker keeps in memory (the database keeps all)."
+    )
     # -- hostile input ---------------------------------------------------------------------------
     max_json_depth: int = Field(default=64, ge=8, le=512, description="Deepest JSON nesting accepted.")
     max_array_length: int = Field(
@@ -134,6 +146,13 @@ class Settings(BaseSettings):
                 f"{refused or 'an empty list'} refused: choose from {sorted(SUPPORTED_ALGORITHMS)} "
                 "(CDS Hooks forbids 'none' and HMAC)"
             )
+        return value
+
+    @field_validator("explanation_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("explanation_secret must be at least 32 characters")
         return value
 
     @field_validator("public_base_url")

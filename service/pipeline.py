@@ -18,7 +18,7 @@ from fhir_mappings.facts import Facts, Vocabulary
 from fhir_mappings.mapper import Mapper
 from rules.engine import Assessment, Recommendation, evaluate
 from rules.pack import RulePack
-from service.cards import build_cards
+from service.cards import ExplanationLink, build_cards
 from service.patient_data import Fetcher, gather_patient_data
 
 __all__ = ["CalfPainService", "CallRecord", "Fetcher", "HookResult", "new_record"]
@@ -63,6 +63,7 @@ class HookResult:
     record: CallRecord
     facts: Facts
     assessment: Assessment
+    cards: tuple[tuple[Card, Recommendation], ...] = ()
 
 
 class CalfPainService:
@@ -89,8 +90,12 @@ class CalfPainService:
         record: CallRecord,
         *,
         fetcher: Fetcher | None = None,
+        explanation_link: ExplanationLink | None = None,
     ) -> HookResult:
-        """Run the hook; raises ``CdsHooksError`` leaves for the web layer to map."""
+        """Run the hook; raises ``CdsHooksError`` leaves for the web layer to map.
+
+        ``explanation_link(card_uuid)`` gives each card's explanation-page link (web app only).
+        """
         started = time.perf_counter()
         context = _patient_view_context(request)
         record.patient_id, record.user_id = context.patient_id, context.user_id
@@ -110,14 +115,21 @@ class CalfPainService:
         )
         record.notes.extend(facts.notes)
         assessment = evaluate(self.active, facts)
-        pairs = build_cards(assessment, facts, self.vocabulary, patient_id=context.patient_id, now=now)
+        pairs = build_cards(
+            assessment,
+            facts,
+            self.vocabulary,
+            patient_id=context.patient_id,
+            now=now,
+            explanation_link=explanation_link,
+        )
         for shadow in self.shadows:
             shadow_assessment = evaluate(shadow, facts)
             record.shadow.append(_assessment_json(shadow_assessment))
         _fill(record, assessment, facts, pairs)
         record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         response = HookResponse(cards=[card for card, _ in pairs])
-        return HookResult(response, record, facts, assessment)
+        return HookResult(response, record, facts, assessment, tuple(pairs))
 
 
 def new_record(request: HookRequest | None, *, service_id: str, now: datetime) -> CallRecord:

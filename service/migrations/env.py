@@ -11,11 +11,12 @@ from sqlalchemy import Connection, MetaData, create_engine
 
 from service.audit import metadata as audit_metadata
 from service.auth import auth_metadata
+from service.explanation_store import explanation_metadata
 
 
 def target_metadata() -> list[MetaData]:
     """Every table the migrations manage, for autogenerate and the schema-drift test."""
-    return [audit_metadata, auth_metadata]
+    return [audit_metadata, auth_metadata, explanation_metadata]
 
 
 def _configure(connection: Connection) -> None:

@@ -69,8 +69,8 @@ def test_dvt_signs_give_a_complete_duplex_card(client: TestClient, settings: Set
     assert card["indicator"] == "warning"
     assert settings.active_pack in card["source"]["label"]
     assert card["source"]["url"].startswith("https://")
-    assert "Calf circumference difference: 3.4 cm" in card["detail"]
-    assert "not documented" in card["detail"]
+    assert "Calf circumference difference: **3.4 cm**" in card["detail"]
+    assert "**Not recorded:** Active cancer" in card["detail"]
     assert card["selectionBehavior"] == "at-most-one"
     assert card["uuid"]
     assert all(reason["display"] for reason in card["overrideReasons"])
@@ -174,4 +174,4 @@ def test_condition_only_record_is_read(client: TestClient) -> None:
     """Conditions coded in SNOMED CT count as evidence too."""
     body = hook_request([calf_pain(), condition(SNOMED, "128053003", clinical="resolved", days_ago=700)])
     (card,) = call(client, body).json()["cards"]
-    assert "Previously documented DVT (+1): met" in card["detail"]
+    assert "Previously documented DVT +1" in card["detail"]

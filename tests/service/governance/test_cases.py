@@ -24,7 +24,7 @@ def cases(tmp_path: Path) -> Path:
     claudication = [calf_pain(), finding("exertional-leg-pain"), finding("relief-standing-still")]
     (tmp_path / "venous.json").write_text(json.dumps([
         case("slight-swelling-needs-dvt-work-up", swelling,
-             {"topics": ["duplex-dvt"], "forbidden": ["conservative"], "mentions": {"duplex-dvt": ["not documented"]}}),
+             {"topics": ["duplex-dvt"], "forbidden": ["conservative"], "mentions": {"duplex-dvt": ["not recorded"]}}),
     ]))  # fmt: skip
     (tmp_path / "arterial.json").write_text(json.dumps([
         case("claudication-gets-resting-abi", claudication,

@@ -14,12 +14,13 @@ from sqlalchemy.exc import OperationalError
 from service.audit import hook_calls, hook_cards, metadata
 from service.auth import auth_metadata
 from service.config import Settings
+from service.explanation_store import explanation_metadata
 from service.governance import database
 from service.governance.errors import SchemaError
 from tests.service.governance.conftest import sqlalchemy_url
 from tests.signing import dev_client
 
-TABLES = {"hook_calls", "hook_cards", "feedback", "jwt_replay", "alembic_version"}
+TABLES = {"hook_calls", "hook_cards", "feedback", "jwt_replay", "card_explanations", "alembic_version"}
 
 
 def test_upgrade_creates_every_table(engine: Engine) -> None:
@@ -32,7 +33,7 @@ def test_migrations_match_the_table_declarations(engine: Engine) -> None:
     """Alembic's autogenerate finds nothing to do: declarations and migrations agree."""
     database.upgrade(engine)
     combined = MetaData()
-    for source in (metadata, auth_metadata):
+    for source in (metadata, auth_metadata, explanation_metadata):
         for table in source.tables.values():
             table.to_metadata(combined)
     with engine.connect() as connection:
@@ -181,6 +182,6 @@ def test_cli_db_upgrade_and_current(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     assert main(["db", "current"]) == 1
     assert "behind" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
-    assert "database at revision 0001" in capsys.readouterr().out
+    assert "database at revision 0002" in capsys.readouterr().out
     assert main(["db", "current"]) == 0
     assert "up to date" in capsys.readouterr().out
