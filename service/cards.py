@@ -98,8 +98,11 @@ DETAIL_LINES = 8
 DETAIL_CHARACTERS = 640
 FINDINGS_SHOWN = 3
 SCORE_WIDTH = 100
-# A pack line with a safety message is always shown, whatever the budget (fail safe).
-SAFETY_LINE = re.compile(r"(?i)safety net|come back|rest-and-ice|takes precedence|do not elevate")
+# A pack line with a safety message or a time-critical next step is always shown, whatever the
+# budget (fail safe): the safety net, no rest-and-ice, what makes it an emergency, a 4-hour scan.
+SAFETY_LINE = re.compile(
+    r"(?i)safety net|come back|rest-and-ice|takes precedence|do not elevate|emergency|within 4 hours"
+)
 MISSING_WIDTH = 90
 ExplanationLink = Callable[[str], str | None]
 
