@@ -321,7 +321,13 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         explanations: Explanations = request.app.state.explanations
         now = rt.service.clock()
         link, expires_at = explanations.links(request, now)
-        result = await rt.service.call(hook_request, record, fetcher=fetcher, explanation_link=link)
+        result = await rt.service.call(
+            hook_request,
+            record,
+            fetcher=fetcher,
+            explanation_link=link,
+            app_base_url=explanations.base_url(request),
+        )
     except CdsHooksError as error:
         record.error = f"{type(error).__name__}: {error}"
         status, outcome = error_outcome(error)

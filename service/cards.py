@@ -34,6 +34,7 @@ from typing import Any
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.facts import Facts, Vocabulary
 from rules.engine import Assessment, Recommendation
+from service.assessment.link import assessment_link
 from service.card_evidence import (
     CardEvidence,
     Finding,
@@ -253,11 +254,14 @@ def build_cards(
     now: datetime,
     new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     explanation_link: ExplanationLink | None = None,
+    app_base_url: str | None = None,
 ) -> list[tuple[Card, Recommendation]]:
     """One card per recommendation, most urgent first, each beside the recommendation it shows.
 
-    ``explanation_link(card_uuid)`` gives the URL of the card's explanation page (none from the
-    CLI, which serves no pages).
+    ``explanation_link(card_uuid)`` gives the URL of the card's explanation page, and
+    ``app_base_url`` the service's absolute base URL for the SMART assessment app (neither from the
+    CLI, which serves no pages). A card that is not a red flag and lacks findings the assessment asks
+    carries a ``smart`` link that opens the form on them; a red flag asks for action, not a form.
     """
     label = pack_label(assessment)
     cards: list[tuple[Card, Recommendation]] = []
@@ -295,6 +299,10 @@ def build_cards(
         ]
         if citation.url:
             links.append(Link(label=f"Guideline: {citation.guideline}", url=citation.url, type="absolute"))
+        if app_base_url and not recommendation.red_flag:
+            missing = [name for name in recommendation.evidence if not facts[name].documented]
+            if (form := assessment_link(missing, app_base_url)) is not None:
+                links.append(form)
         card = Card(
             uuid=card_uuid,
             summary=card_summary(evidence.side_label, recommendation.summary),

@@ -91,10 +91,12 @@ class CalfPainService:
         *,
         fetcher: Fetcher | None = None,
         explanation_link: ExplanationLink | None = None,
+        app_base_url: str | None = None,
     ) -> HookResult:
         """Run the hook; raises ``CdsHooksError`` leaves for the web layer to map.
 
-        ``explanation_link(card_uuid)`` gives each card's explanation-page link (web app only).
+        ``explanation_link(card_uuid)`` gives each card's explanation-page link and ``app_base_url``
+        the base of the assessment app that cards lacking findings link to (web app only).
         """
         started = time.perf_counter()
         context = _patient_view_context(request)
@@ -122,6 +124,7 @@ class CalfPainService:
             patient_id=context.patient_id,
             now=now,
             explanation_link=explanation_link,
+            app_base_url=app_base_url,
         )
         for shadow in self.shadows:
             shadow_assessment = evaluate(shadow, facts)

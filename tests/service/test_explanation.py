@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Iterator
 from datetime import timedelta
@@ -213,3 +214,24 @@ def test_memory_keeps_only_the_most_recent(tmp_path: Path) -> None:
     store.remember(entries)
     assert store.find("card-0", now=NOW) is None
     assert store.find("card-2", now=NOW) == entries[2]
+
+
+def test_card_lacking_findings_links_to_the_assessment(app_client: TestClient) -> None:
+    """A DVT card with Wells items not recorded opens the assessment form on them (a smart link)."""
+    response = app_client.post("/cds-services/calf-pain", json=hook_request(DVT))
+    (card,) = response.json()["cards"]
+    smart = [link for link in card["links"] if link["type"] == "smart"]
+    assert len(smart) == 1
+    assert smart[0]["url"] == "http://testserver/app/launch.html"
+    missing = json.loads(smart[0]["appContext"])["missing"]
+    assert "calf_tenderness" in missing
+    assert "calf_circumference_difference" not in missing  # recorded: not asked again
+
+
+def test_red_flag_card_carries_no_assessment_link(app_client: TestClient) -> None:
+    """A red flag asks for action now, not for a form."""
+    red_flag = [calf_pain(), finding("sudden-onset"), finding("cold-pale-limb")]
+    cards = app_client.post("/cds-services/calf-pain", json=hook_request(red_flag)).json()["cards"]
+    critical = [card for card in cards if card["indicator"] == "critical"]
+    assert critical
+    assert all(link["type"] != "smart" for card in critical for link in card.get("links", []))
