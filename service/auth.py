@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -188,9 +187,7 @@ class ReplayCache(Protocol):
 class MemoryReplayCache:
     """A replay cache for one process; expired entries are dropped now and then."""
 
-    def __init__(
-        self, *, clock: Callable[[], float] = time.time, prune_interval_seconds: float = 60.0
-    ) -> None:
+    def __init__(self, *, clock: Callable[[], float], prune_interval_seconds: float = 60.0) -> None:
         self._clock = clock
         self._prune_interval = prune_interval_seconds
         self._next_prune = 0.0
@@ -262,7 +259,7 @@ class SqlReplayCache:
         self,
         engine: sa.Engine,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         prune_interval_seconds: float = 300.0,
     ) -> None:
         self._engine = engine

@@ -20,7 +20,6 @@ a replay store outage answers 503. The reason goes to the log line (and never th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -127,7 +126,7 @@ def build_authenticator(
     engine: sa.Engine,
     http_client: httpx.AsyncClient,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float],
 ) -> ClientAuthenticator:
     """The authenticator of one app (the `jwt_replay` table comes with the database migrations)."""
     issuers = trusted_issuers(settings)

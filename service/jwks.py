@@ -18,11 +18,8 @@ Failures are the `service.auth` exceptions `JkuNotAllowedError`, `UnknownKeyIdEr
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +35,7 @@ from jwt.exceptions import PyJWTError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
+from service.jwk import InvalidJwksError
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +46,6 @@ _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class InvalidJwksError(ValueError):
-    """A JWK Set that cannot be used: not `{"keys": [...]}`, or a bad key in configuration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +127,6 @@ def _parse_jwk(jwk: object) -> VerificationKey | None:
     if not isinstance(public_key, EllipticCurvePublicKey | RSAPublicKey):
         raise InvalidJwksError(f"kid {kid!r}: not a public key")
     return VerificationKey(kid=kid, public_key=public_key, jwk_alg=jwk_alg)
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a public JWK (base64url, no padding)."""
-    required = {
-        "EC": ("crv", "kty", "x", "y"),
-        "RSA": ("e", "kty", "n"),
-        "OKP": ("crv", "kty", "x"),
-    }
-    members = required.get(jwk.get("kty", ""))
-    if members is None:
-        raise InvalidJwksError(f"no RFC 7638 thumbprint for kty {jwk.get('kty')!r}")
-    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True)
-    digest = hashlib.sha256(canonical.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _check_fetch_url(url: str) -> str:
@@ -263,7 +242,7 @@ class KeyStore:
         self,
         http_client: httpx.AsyncClient,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         ttl_seconds: float = 300.0,
         min_refresh_interval_seconds: float = 30.0,
         max_stale_seconds: float = 3600.0,

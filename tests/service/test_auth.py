@@ -7,6 +7,7 @@ comes from a `FakeClock`, HTTP from respx.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -309,8 +310,8 @@ def test_verifier_refuses_symmetric_or_no_algorithms(es_key: SigningKey, algorit
     with pytest.raises(ValueError, match="refused"):
         JwtVerifier(
             [TrustedIssuer(iss=ISSUER, jwks=jwks(es_key))],
-            key_store=KeyStore(httpx.AsyncClient()),
-            replay_cache=MemoryReplayCache(),
+            key_store=KeyStore(httpx.AsyncClient(), clock=time.time),
+            replay_cache=MemoryReplayCache(clock=time.time),
             clock=FakeClock(),
             algorithms=algorithms,
         )
@@ -361,8 +362,8 @@ def test_garbage_only_ever_raises_authentication_errors(token: str) -> None:
     key = SigningKey.es384()
     verifier = JwtVerifier(
         [TrustedIssuer(iss=ISSUER, jwks=jwks(key))],
-        key_store=KeyStore(httpx.AsyncClient()),
-        replay_cache=MemoryReplayCache(),
+        key_store=KeyStore(httpx.AsyncClient(), clock=time.time),
+        replay_cache=MemoryReplayCache(clock=time.time),
         clock=FakeClock(),
     )
 
@@ -502,7 +503,7 @@ async def test_spec_example_jwks_loads_as_trusted_issuer(http_client: httpx.Asyn
     spec_jwks = json.loads((DATA / "24-jwks-public.json").read_text())
     issuer = TrustedIssuer(iss="https://fhir-ehr.example.com/", jwks=spec_jwks)
 
-    key = await KeyStore(http_client).get_key(issuer, "example-kid")
+    key = await KeyStore(http_client, clock=time.time).get_key(issuer, "example-kid")
 
     assert key.allows("ES384")
     assert not key.allows("RS384")

@@ -11,7 +11,8 @@ import pytest
 
 from service.auth import JwtVerifier, MemoryReplayCache
 from service.dev_issuer import DEV_ISSUER, DevIssuer
-from service.jwks import KeyStore, jwk_thumbprint
+from service.jwk import jwk_thumbprint
+from service.jwks import KeyStore
 from tests.service.jwt_factory import AUDIENCE, NOW, FakeClock
 
 # RFC 7638 §3.1: the example RSA key and its SHA-256 thumbprint.
@@ -115,4 +116,4 @@ def test_token_lifetime_is_bounded(tmp_path: Path, lifetime: int) -> None:
     issuer = DevIssuer.load_or_create(tmp_path)
 
     with pytest.raises(ValueError, match="lifetime_seconds"):
-        issuer.token(AUDIENCE, lifetime_seconds=lifetime)
+        issuer.token(AUDIENCE, lifetime_seconds=lifetime, now=NOW)

@@ -145,7 +145,7 @@ class Traffic:
             try:
                 headers = {
                     "Content-Type": "application/json",
-                    "Authorization": f"Bearer {self.issuer.token(self.audience)}",
+                    "Authorization": f"Bearer {self.issuer.token(self.audience, now=time.time())}",
                 }
                 connection.request("POST", "/cds-services/calf-pain", body, headers)
                 response = connection.getresponse()
