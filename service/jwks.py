@@ -264,24 +264,33 @@ class KeyStore:
         self._locks: dict[_Source, anyio.Lock] = {}
 
     async def get_key(self, issuer: TrustedIssuer, kid: str, jku: str | None = None) -> VerificationKey:
-        """The key `kid` of `issuer`; from the JWK Set at `jku` if given (if allowlisted)."""
-        if jku is not None:
-            if jku not in issuer.jku_allowlist:
-                raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
-            source = _Source("url", jku)
-        elif issuer.jwks is not None:
+        """The key `kid` of `issuer`. Pinned keys win: an inline or file JWK Set that holds `kid`
+        answers without any fetch, whatever `jku` the token names; an allowlisted `jku` is fetched
+        only for a `kid` the pinned keys lack (or for an issuer whose keys are at a URL)."""
+        if jku is not None and jku not in issuer.jku_allowlist:
+            raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
+        if issuer.jwks is not None:
             cached = self._inline.get(issuer.iss)
             if cached is None or cached[0] is not issuer:  # a reloaded configuration
                 cached = self._inline[issuer.iss] = (issuer, parse_jwks(issuer.jwks, strict=True))
             keys = cached[1]
             if kid in keys:
                 return keys[kid]
-            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
         elif issuer.jwks_file is not None:
-            source = _Source("file", str(issuer.jwks_file))
-        else:
-            source = _Source("url", str(issuer.jwks_url))
+            pinned = _Source("file", str(issuer.jwks_file))
+            if jku is None:
+                return await self._key_from(pinned, issuer, kid)
+            try:
+                return await self._key_from(pinned, issuer, kid)
+            except (UnknownKeyIdError, JwksUnavailableError):
+                pass  # not pinned: the allowlisted jku may hold it (key rotation)
+        elif jku is None:
+            return await self._key_from(_Source("url", str(issuer.jwks_url)), issuer, kid)
+        if jku is None:  # inline keys without the kid, and no jku to look further
+            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
+        return await self._key_from(_Source("url", jku), issuer, kid)
 
+    async def _key_from(self, source: _Source, issuer: TrustedIssuer, kid: str) -> VerificationKey:
         entry = self._entries.get(source)
         if entry is None or self._clock() - entry.loaded_at >= self._ttl or kid not in entry.keys:
             entry = await self._refresh(source)

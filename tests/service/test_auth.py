@@ -401,6 +401,49 @@ async def test_allowlisted_jku_is_fetched_and_accepted(
     assert route.call_count == 1
 
 
+async def test_pinned_keys_win_over_an_allowlisted_jku(
+    make_verifier: MakeVerifier, es_key: SigningKey, respx_mock: respx.MockRouter
+) -> None:
+    """Inline keys that hold the token's kid verify it; the allowlisted jku is never fetched
+    (an offline deployment accepts the CDS Hooks Sandbox, whose jku is on the internet)."""
+    jku = "https://sandbox.example.org/.well-known/jwks.json"
+    route = respx_mock.get(jku).mock(return_value=httpx.Response(503))
+    verifier = make_verifier(TrustedIssuer(iss=ISSUER, jwks=jwks(es_key), jku_allowlist=(jku,)))
+
+    identity = await verifier.verify(es_key.sign(claims(), jku=jku), audience=AUDIENCE)
+
+    assert identity.kid == es_key.kid
+    assert route.call_count == 0
+
+
+async def test_pinned_key_file_wins_over_an_allowlisted_jku(
+    tmp_path: Path, make_verifier: MakeVerifier, es_key: SigningKey, respx_mock: respx.MockRouter
+) -> None:
+    """The same with a `jwks_file`: the file holds the kid, so the jku is not fetched."""
+    jku = "https://sandbox.example.org/.well-known/jwks.json"
+    route = respx_mock.get(jku).mock(return_value=httpx.Response(503))
+    (tmp_path / "sandbox.jwks.json").write_text(json.dumps(jwks(es_key)))
+    issuer = TrustedIssuer(iss=ISSUER, jwks_file=tmp_path / "sandbox.jwks.json", jku_allowlist=(jku,))
+    verifier = make_verifier(issuer)
+
+    identity = await verifier.verify(es_key.sign(claims(), jku=jku), audience=AUDIENCE)
+
+    assert identity.kid == es_key.kid
+    assert route.call_count == 0
+
+
+async def test_pinned_keys_do_not_make_an_unlisted_jku_acceptable(
+    make_verifier: MakeVerifier, es_key: SigningKey, respx_mock: respx.MockRouter
+) -> None:
+    """Pinned keys holding the kid do not excuse a jku that is not allowlisted."""
+    verifier = make_verifier(TrustedIssuer(iss=ISSUER, jwks=jwks(es_key)))
+    token = es_key.sign(claims(), jku="https://attacker.example/jwks.json")
+
+    with pytest.raises(JkuNotAllowedError):
+        await verifier.verify(token, audience=AUDIENCE)
+    assert not respx_mock.calls
+
+
 async def test_rotated_key_is_picked_up_after_refresh(
     make_verifier: MakeVerifier, clock: FakeClock, respx_mock: respx.MockRouter
 ) -> None:
