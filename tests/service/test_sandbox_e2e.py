@@ -42,6 +42,7 @@ SANDBOX_BUILD = SHARED / "cds-hooks-sandbox"
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+SEKMET_VENV = ROOT / ".cache" / "sekmet-venv"
 NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 
 
@@ -102,8 +103,12 @@ def sandbox_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxRun
                         pytest.fail("server did not start: " + log_path.read_text())
                     time.sleep(0.1)
             out = folder / "out"
+            run_env = clean_env(data_dir)
+            if (SEKMET_VENV / "bin" / "sekmet").is_file():  # scripts/test.sh's; else run.sh makes its own
+                run_env["SEKMET_VENV"] = str(SEKMET_VENV)
             done = subprocess.run(
                 ["bash", str(RUN_SH), "--service-url", base, "--service-id", "calf-pain", "--out", str(out)],
+                env=run_env,
                 capture_output=True,
                 text=True,
                 timeout=900,
