@@ -148,7 +148,9 @@ def start_profilers(
 ) -> list[subprocess.Popen[bytes]]:
     py_spy = shutil.which("py-spy")
     if py_spy is None:
-        raise SystemExit("--profile needs py-spy: uv run --frozen --group bench python bench/load.py --profile DIR")
+        raise SystemExit(
+            "--profile needs py-spy: uv run --frozen --group bench python bench/load.py --profile DIR"
+        )
     args.profile.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(
