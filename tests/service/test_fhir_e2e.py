@@ -334,7 +334,7 @@ def calf_cds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a guard against a server that never starts, on a busy machine
         while True:
             try:
                 httpx.get(base + "/healthz", timeout=1)

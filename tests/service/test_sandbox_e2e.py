@@ -93,7 +93,7 @@ def sandbox_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxRun
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90  # a guard against a server that never starts
             while True:
                 try:
                     urllib.request.urlopen(base + "/healthz", timeout=1)
