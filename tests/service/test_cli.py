@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt
@@ -136,3 +138,19 @@ def test_serve_refuses_a_missing_issuer_file(
     monkeypatch.setenv("CALF_CDS_TRUSTED_ISSUERS_FILE", str(tmp_path / "absent.json"))
     assert main(["serve"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_help_and_token_load_no_server_code() -> None:
+    """`calf-cds --help` and `calf-cds token` import neither the web stack, the database, the
+    settings nor the FHIR client: they start in a fraction of a second (measured with
+    `python -X importtime`, not here)."""
+    heavy = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "pydantic", "pydantic_settings",
+             "httpx", "rich", "fhir")  # fmt: skip
+    code = (
+        "import sys, service.cli, service.dev_issuer; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
