@@ -100,6 +100,11 @@ def run_try(
     with err.status(f"Patient/{args.patient}: reading {body['fhirServer']} in {where}…"):
         if args.service:
             jwt = args.jwt or _dev_token(args.service, settings or Settings(), now=clock().timestamp())
+            if jwt is None:
+                err.print(
+                    "note: no --jwt, and no development issuer in the data folder (CALF_CDS_DATA_DIR) "
+                    "to sign with: the call goes without a client JWT"
+                )
             status, answer, notes = _call_service(args.service, body, jwt=jwt, transport=transport)
         else:
             status, answer, notes = _call_in_process(body, settings or Settings(), fetcher, clock)
