@@ -37,13 +37,13 @@ install_chromium() {
 
 step "Python environment (uv, locked dependencies)"
 command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-uv sync --frozen --quiet
+uv sync --frozen
 
 step "sekmet-fhir, the loopback FHIR R4 server of the e2e tests (own venv: it pins fhir.resources 8)"
 SEKMET_VERSION=0.1.1
 if ! .cache/sekmet-venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('sekmet-fhir') != '$SEKMET_VERSION')" 2>/dev/null; then
   uv venv --quiet --allow-existing --python 3.11 .cache/sekmet-venv
-  uv pip install --quiet --python .cache/sekmet-venv/bin/python "sekmet-fhir==$SEKMET_VERSION"
+  uv pip install --python .cache/sekmet-venv/bin/python "sekmet-fhir==$SEKMET_VERSION"
 fi
 .cache/sekmet-venv/bin/sekmet --version
 
@@ -82,5 +82,5 @@ uv run --frozen pytest "$@"
 if [ "$#" -eq 0 ]; then
   step "pytest --year-ahead: clinical, CLI and in-process service suites, wall clock one year past the fixtures"
   # Same outcomes expected: only the injected clock may decide what is recent (tests/conftest.py).
-  uv run --frozen pytest --year-ahead -q -m "not e2e and not browser" tests/rules tests/fhir_mappings tests/service
+  uv run --frozen pytest --year-ahead -m "not e2e and not browser" tests/rules tests/fhir_mappings tests/service
 fi

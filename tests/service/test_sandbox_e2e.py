@@ -81,7 +81,12 @@ def sandbox_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxRun
         "jku_allowlist": [SANDBOX_JKU],
     }]}))  # fmt: skip
     data_dir = folder / "data"
-    env = clean_env(data_dir) | {"CALF_CDS_TRUSTED_ISSUERS_FILE": str(issuers)}
+    env = clean_env(data_dir) | {
+        "CALF_CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        # The Sandbox's FHIR server (run.sh's) is plain http on loopback: where the service guards
+        # its fhirServer targets, this is the one exception a test of a production-mode service needs.
+        "CALF_CDS_FHIR_ALLOW_HTTP_LOOPBACK": "true",
+    }
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = folder / "server.log"
