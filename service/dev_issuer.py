@@ -8,10 +8,16 @@ shape the CDS Hooks spec asks of a client: header `alg` ES384, `typ` JWT, `kid`;
 
 A `--dev` server trusts only this issuer (`DevIssuer.trusted_issuer()`, an inline JWK Set), so
 nothing here is ever trusted by a production configuration.
+
+Tokens are signed with `cryptography` directly (RFC 7515 compact JWS, RFC 7518 §3.4 ES384: the
+raw 48-byte r and s), not through PyJWT, so that `calf-cds token` starts without loading PyJWT and
+X.509; `service.auth` verifies them with PyJWT like any client's.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import stat
@@ -20,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from service.jwk import jwk_thumbprint
 
@@ -96,7 +101,13 @@ class DevIssuer:
     @property
     def public_jwk(self) -> dict[str, Any]:
         """The public key as a JWK, with `kid`, `use` and `alg`."""
-        jwk: dict[str, Any] = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        numbers = self.private_key.public_key().public_numbers()
+        jwk: dict[str, Any] = {
+            "kty": "EC",
+            "crv": "P-384",
+            "x": _b64url(numbers.x.to_bytes(_P384_BYTES, "big")),
+            "y": _b64url(numbers.y.to_bytes(_P384_BYTES, "big")),
+        }
         return {**jwk, "kid": jwk_thumbprint(jwk), "use": "sig", "alg": DEV_ALGORITHM}
 
     @property
@@ -135,12 +146,23 @@ class DevIssuer:
         }
         if tenant is not None:
             claims["tenant"] = tenant
-        return jwt.encode(
-            claims,
-            self.private_key,
-            algorithm=DEV_ALGORITHM,
-            headers={"typ": "JWT", "kid": self.kid},
-        )
+        header = {"alg": DEV_ALGORITHM, "typ": "JWT", "kid": self.kid}
+        signing_input = f"{_b64url(_compact_json(header))}.{_b64url(_compact_json(claims))}"
+        der = self.private_key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA384()))
+        r, s = decode_dss_signature(der)
+        signature = r.to_bytes(_P384_BYTES, "big") + s.to_bytes(_P384_BYTES, "big")
+        return f"{signing_input}.{_b64url(signature)}"
+
+
+_P384_BYTES = 48
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _compact_json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
 def _owner_only(path: Path, mode: int) -> None:

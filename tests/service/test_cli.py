@@ -145,7 +145,7 @@ def test_help_and_token_load_no_server_code() -> None:
     settings nor the FHIR client: they start in a fraction of a second (measured with
     `python -X importtime`, not here)."""
     heavy = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "pydantic", "pydantic_settings",
-             "httpx", "rich", "fhir")  # fmt: skip
+             "httpx", "rich", "fhir", "jwt")  # fmt: skip
     code = (
         "import sys, service.cli, service.dev_issuer; "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
