@@ -21,7 +21,7 @@ The load generator runs on the same machine and takes CPU from the server: its s
 report. It speaks HTTP/1.1 over asyncio streams itself (``bench/traffic.py``) and signs the client
 JWTs before the run (``bench/tokens.py``), to cost as little CPU per call as it can while it
 measures; ``bench/cpu.py`` accounts for the CPU. ``--profile DIR`` samples the workers with py-spy during the
-measured window (``uv run --with py-spy python bench/load.py --profile DIR``) and prints where the
+measured window (``uv run --frozen --group bench python bench/load.py --profile DIR``) and prints where the
 time goes (``bench/stacks.py``).
 """
 
@@ -148,7 +148,9 @@ def start_profilers(
 ) -> list[subprocess.Popen[bytes]]:
     py_spy = shutil.which("py-spy")
     if py_spy is None:
-        raise SystemExit("--profile needs py-spy: uv run --with py-spy python bench/load.py --profile DIR")
+        raise SystemExit(
+            "--profile needs py-spy: uv run --frozen --group bench python bench/load.py --profile DIR"
+        )
     args.profile.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(

@@ -53,7 +53,7 @@ def _sign(job: tuple[str, str, str, int, int]) -> list[str]:
     algorithm, key_place, audience, lifetime, count = job
     if algorithm == "ES384":
         issuer = DevIssuer.load_or_create(Path(key_place))
-        return [issuer.token(audience, lifetime_seconds=lifetime) for _ in range(count)]
+        return [issuer.token(audience, lifetime_seconds=lifetime, now=time.time()) for _ in range(count)]
     key = serialization.load_pem_private_key(Path(key_place).read_bytes(), password=None)
     tokens = []
     for _ in range(count):

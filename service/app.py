@@ -124,14 +124,27 @@ def app_from_env() -> FastAPI:
     return app
 
 
+def wall_clock() -> datetime:
+    """The real time. ``create_app`` is an entry point: only it (and ``service.cli.main``) reads it."""
+    return datetime.now(UTC)
+
+
 def create_app(
     settings: Settings,
     *,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], datetime] = wall_clock,
+    token_clock: Callable[[], float] = time.time,
     fetcher: Fetcher | None = None,
     resolver: Resolver = system_resolver,
 ) -> FastAPI:
-    """Build the app. ``clock``, ``fetcher`` and ``resolver`` (DNS) are injectable for tests.
+    """Build the app. ``clock``, ``token_clock``, ``fetcher`` and ``resolver`` (DNS) are injectable
+    for tests.
+
+    ``clock`` is "now" for everything clinical and for the audit trail (look-back windows,
+    received times, retention, the report); ``token_clock`` (seconds since the epoch) is what
+    client JWTs' ``exp``, ``nbf`` and ``iat`` and the JWK Set cache are checked against. Tests
+    fix the first at their fixtures' date and keep the second real, since their tokens are
+    signed now.
 
     Without a ``fetcher``, missing prefetch is fetched from the request's ``fhirServer`` with a
     :class:`FhirFetcher` on the settings' limits, unless ``settings.fhir_fetch`` is off. Any
@@ -148,14 +161,14 @@ def create_app(
         prepare_database(settings, engine)  # migrations: see service/governance/database.py
         jwks_client = new_jwks_http_client()
         try:
-            app.state.authenticator = build_authenticator(settings, engine, jwks_client)
+            app.state.authenticator = build_authenticator(settings, engine, jwks_client, clock=token_clock)
         except Exception:
             await jwks_client.aclose()
             engine.dispose()
             raise
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
-        app.state.governance = Governance.start(settings, engine)
+        app.state.governance = Governance.start(settings, engine, clock=clock)
         store = ExplanationStore(engine, capacity=settings.explanation_cache_size)
         app.state.explanations = Explanations.from_settings(settings, store, clock)
         probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
@@ -259,8 +272,7 @@ def create_app(
         service_id: str, request: Request, rt: RuntimeDep, client: AuthenticatedClient
     ) -> Response:
         """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
-        now = datetime.now(UTC)
-        record = new_record(None, service_id=service_id, now=now)
+        record = new_record(None, service_id=service_id, now=clock())
         record.client = client_record(client)
         try:
             response = await _handle(service_id, request, rt, record)

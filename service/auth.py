@@ -12,7 +12,8 @@ the issuer) -> `jku` allowlisted -> key found -> key fits `alg` -> signature, re
 `aud` -> `exp`, `nbf`, `iat` and lifetime against the injected clock -> `tenant` -> `jti` not seen
 before (stored last, so only fully valid tokens use up a `jti`).
 
-Exceptions (`.reason` is for metrics and audit only; answer 401 with no detail)::
+Exceptions (`.reason` is for metrics and logs; `.description`, the category, is what the 401's
+`WWW-Authenticate` says; the message, with values from the token, is for the log only)::
 
     AuthenticationError
      ├── MissingTokenError          "missing-token"      no `Authorization: Bearer` (service.client_auth)
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +75,9 @@ class AuthenticationError(Exception):
     """The request's JWT does not authenticate a trusted CDS Client."""
 
     reason: ClassVar[AuthFailureReason]
+    # What the 401 tells the client (RFC 6750 `error_description`): the category only, never a
+    # key, a claim value or the token.
+    description: ClassVar[str]
 
     def __init__(self, message: str, *, iss: str | None = None, kid: str | None = None) -> None:
         super().__init__(message)
@@ -84,42 +87,52 @@ class AuthenticationError(Exception):
 
 class MissingTokenError(AuthenticationError):
     reason = "missing-token"
+    description = "no bearer token"
 
 
 class MalformedTokenError(AuthenticationError):
     reason = "malformed"
+    description = "malformed token"
 
 
 class AlgorithmNotAllowedError(AuthenticationError):
     reason = "alg-not-allowed"
+    description = "algorithm not allowed"
 
 
 class TokenTypeError(AuthenticationError):
     reason = "typ"
+    description = "token type not allowed (typ must be JWT)"
 
 
 class UnknownIssuerError(AuthenticationError):
     reason = "unknown-issuer"
+    description = "untrusted issuer"
 
 
 class JkuNotAllowedError(AuthenticationError):
     reason = "jku-not-allowed"
+    description = "jku not on the issuer's allowlist"
 
 
 class UnknownKeyIdError(AuthenticationError):
     reason = "unknown-kid"
+    description = "unknown key (kid)"
 
 
 class JwksUnavailableError(AuthenticationError):
     reason = "jwks-unavailable"
+    description = "the issuer's keys are unavailable"
 
 
 class BadSignatureError(AuthenticationError):
     reason = "bad-signature"
+    description = "bad signature"
 
 
 class MissingClaimError(AuthenticationError):
     reason = "missing-claim"
+    description = "missing claim"
 
     def __init__(self, claim: str, *, iss: str | None = None, kid: str | None = None) -> None:
         super().__init__(f"required claim {claim!r} is missing", iss=iss, kid=kid)
@@ -128,30 +141,37 @@ class MissingClaimError(AuthenticationError):
 
 class AudienceError(AuthenticationError):
     reason = "audience"
+    description = "audience mismatch"
 
 
 class ExpiredTokenError(AuthenticationError):
     reason = "expired"
+    description = "expired"
 
 
 class NotYetValidError(AuthenticationError):
     reason = "not-yet-valid"
+    description = "not yet valid"
 
 
 class IssuedInFutureError(AuthenticationError):
     reason = "iat-in-future"
+    description = "not yet valid (issued in the future)"
 
 
 class LifetimeTooLongError(AuthenticationError):
     reason = "lifetime-too-long"
+    description = "lifetime too long"
 
 
 class TenantNotAllowedError(AuthenticationError):
     reason = "tenant"
+    description = "tenant not allowed"
 
 
 class ReplayedTokenError(AuthenticationError):
     reason = "replayed"
+    description = "replayed (jti already used)"
 
 
 class ReplayCacheUnavailableError(Exception):
@@ -188,9 +208,7 @@ class ReplayCache(Protocol):
 class MemoryReplayCache:
     """A replay cache for one process; expired entries are dropped now and then."""
 
-    def __init__(
-        self, *, clock: Callable[[], float] = time.time, prune_interval_seconds: float = 60.0
-    ) -> None:
+    def __init__(self, *, clock: Callable[[], float], prune_interval_seconds: float = 60.0) -> None:
         self._clock = clock
         self._prune_interval = prune_interval_seconds
         self._next_prune = 0.0
@@ -262,7 +280,7 @@ class SqlReplayCache:
         self,
         engine: sa.Engine,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         prune_interval_seconds: float = 300.0,
     ) -> None:
         self._engine = engine

@@ -1,29 +1,38 @@
 """``calf-cds``: the command line.
 
 calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N] [--dev]   run the service
-calf-cds token --aud URL [--tenant T] [--lifetime S]     print a JWT from the development issuer
+calf-cds token --aud URL [--tenant T] [--lifetime S] [--data-dir D]   print a JWT from the development issuer
 calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
 calf-cds extract RESPONSE.json [--now T]             a QuestionnaireResponse → Observations (SDC $extract)
 calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
+
+``main`` is the entry point: it alone reads the wall clock (``clock``, which a test may replace)
+and hands it to the command as ``args.clock``. Building the parser imports nothing heavy, so
+``--help`` and ``token`` start fast; each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging.config
 import os
-import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.assessment.cli import add_extract_command
-from service.cli_try import add_try_command
-from service.config import Settings
 from service.governance.cli import add_commands as add_governance_commands
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
+Clock = Callable[[], datetime]
+# The data folder when neither --data-dir nor CALF_CDS_DATA_DIR names one: the default of
+# ``Settings.data_dir`` (a test keeps the two equal; importing the settings here would cost
+# pydantic-settings' start-up on every `calf-cds token`).
+DATA_DIR_ENV = "CALF_CDS_DATA_DIR"
+DEFAULT_DATA_DIR = Path(".calf-cds")
 
 # On SIGTERM uvicorn stops accepting connections and lets in-flight calls finish for at most this
 # long; then the app's shutdown flushes the audit writer (``service.app.AUDIT_FLUSH_SECONDS``).
@@ -34,8 +43,16 @@ STOP_SECONDS = 24
 APP = "service.app:app_from_env"  # each process builds its app from CALF_CDS_* variables
 
 
+def wall_clock() -> datetime:
+    """The real time: what ``main`` gives every command unless a test supplies another clock."""
+    return datetime.now(UTC)
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import secrets
+
     from service.client_auth import AuthConfigError, trusted_issuers
+    from service.config import Settings
     from service.logging_setup import log_config
 
     # Every process reads its settings from the environment (service.app:app_from_env), so what
@@ -81,6 +98,9 @@ def _serve_in_process(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
 
 def _supervise(args: argparse.Namespace, settings: Settings, workers: int, config: dict[str, Any]) -> int:
+    import logging.config
+    import tempfile
+
     from service import metrics
     from service.audit import make_engine
     from service.governance.database import prepare as prepare_database
@@ -135,8 +155,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def data_dir_of(args: argparse.Namespace) -> Path:
+    """``--data-dir``, else ``CALF_CDS_DATA_DIR``, else the settings' default."""
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
 def _token(args: argparse.Namespace) -> int:
-    from service.dev_issuer import MAX_LIFETIME_SECONDS, DevIssuer
+    from service.dev_issuer import MAX_LIFETIME_SECONDS, DevIssuer, DevIssuerMissingError
 
     if not args.aud.startswith(("http://", "https://")):
         print("calf-cds token: --aud must be the full URL of the endpoint you will call", file=sys.stderr)
@@ -144,9 +171,26 @@ def _token(args: argparse.Namespace) -> int:
     if not 0 < args.lifetime <= MAX_LIFETIME_SECONDS:
         print(f"calf-cds token: --lifetime must be 1..{MAX_LIFETIME_SECONDS} seconds", file=sys.stderr)
         return 2
-    issuer = DevIssuer.load_or_create(Settings().data_dir)
-    print(issuer.token(args.aud, tenant=args.tenant, lifetime_seconds=args.lifetime))
+    try:
+        issuer = DevIssuer.load(data_dir_of(args))  # never creates a key: `serve --dev` does
+    except DevIssuerMissingError as error:
+        print(f"calf-cds token: {error}", file=sys.stderr)
+        return 1
+    now = args.clock().timestamp()
+    print(issuer.token(args.aud, tenant=args.tenant, lifetime_seconds=args.lifetime, now=now))
     return 0
+
+
+def _try(args: argparse.Namespace) -> int:
+    from service.cli_try import handle
+
+    return handle(args)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from service.assessment.cli import handle
+
+    return handle(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,15 +223,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--tenant", default=None, help="a tenant claim to include")
     token.add_argument("--lifetime", type=int, default=300, help="seconds until it expires (default 300)")
+    token.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help=f"the data folder of the `calf-cds serve --dev` to call (default: ${DATA_DIR_ENV}, or {DEFAULT_DATA_DIR})",
+    )
     token.set_defaults(handler=_token)
-    add_try_command(commands)
-    add_extract_command(commands)
+    _add_try_command(commands)
+    _add_extract_command(commands)
     add_governance_commands(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _add_try_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``calf-cds try`` (runs ``service.cli_try``)."""
+    parser = commands.add_parser(
+        "try",
+        help="call the service for one patient on a FHIR server and show the cards",
+        description=(
+            "Build a patient-view call for a patient on a FHIR server (no prefetch: the service "
+            "fetches the data), run it in process or against a running service, print the cards."
+        ),
+    )
+    parser.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
+    parser.add_argument("--patient", required=True, metavar="ID", help="Patient id on that server")
+    parser.add_argument(
+        "--bearer", metavar="TOKEN", help="access token for the FHIR server (fhirAuthorization)"
+    )
+    parser.add_argument(
+        "--user", default="Practitioner/calf-cds-try", metavar="REF", help="context.userId (Practitioner/…)"
+    )
+    parser.add_argument("--service", metavar="URL", help="a running calf-cds (default: run in this process)")
+    parser.add_argument("--jwt", metavar="TOKEN", help="client JWT for --service (see `calf-cds token`)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode for the in-process call: accept plain http and loopback FHIR servers",
+    )
+    parser.add_argument("--json", action="store_true", help="print the raw CDS Hooks response instead")
+    parser.set_defaults(handler=_try, parser=parser)
+
+
+def _add_extract_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``calf-cds extract`` (runs ``service.assessment.cli``)."""
+    parser = commands.add_parser(
+        "extract",
+        help="turn a QuestionnaireResponse to the calf-pain assessment into a transaction Bundle",
+        description="SDC observation-based extraction, as POST /fhir/QuestionnaireResponse/$extract does.",
+    )
+    parser.add_argument("response", metavar="FILE", help="the QuestionnaireResponse (JSON); - reads stdin")
+    parser.add_argument("--now", metavar="DATETIME", help="the time of extraction (default: now)")
+    parser.set_defaults(handler=_extract, parser=parser)
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock = wall_clock) -> int:
+    """Run one command; ``clock`` is the only source of "now" below this point."""
     args = build_parser().parse_args(argv)
+    args.clock = clock
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
 

@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -44,43 +44,15 @@ from service.pinned_transport import Resolver, system_resolver
 if TYPE_CHECKING:
     from service.patient_data import Fetcher
 
-__all__ = ["add_try_command", "build_request", "render_cards", "run_try"]
+__all__ = ["build_request", "handle", "render_cards", "run_try"]
 
 INDICATOR_STYLES: Mapping[str, str] = {"critical": "bold red", "warning": "yellow", "info": "blue"}
 SCOPE = "patient/Patient.read patient/Observation.read patient/Condition.read"
 Answer = tuple[int, dict[str, Any], list[str]]  # status, response or OperationOutcome, audit notes
 
 
-def add_try_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``calf-cds try`` on the top-level parser's sub-commands."""
-    parser = commands.add_parser(
-        "try",
-        help="call the service for one patient on a FHIR server and show the cards",
-        description=(
-            "Build a patient-view call for a patient on a FHIR server (no prefetch: the service "
-            "fetches the data), run it in process or against a running service, print the cards."
-        ),
-    )
-    parser.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
-    parser.add_argument("--patient", required=True, metavar="ID", help="Patient id on that server")
-    parser.add_argument(
-        "--bearer", metavar="TOKEN", help="access token for the FHIR server (fhirAuthorization)"
-    )
-    parser.add_argument(
-        "--user", default="Practitioner/calf-cds-try", metavar="REF", help="context.userId (Practitioner/…)"
-    )
-    parser.add_argument("--service", metavar="URL", help="a running calf-cds (default: run in this process)")
-    parser.add_argument("--jwt", metavar="TOKEN", help="client JWT for --service (see `calf-cds token`)")
-    parser.add_argument(
-        "--dev",
-        action="store_true",
-        help="development mode for the in-process call: accept plain http and loopback FHIR servers",
-    )
-    parser.add_argument("--json", action="store_true", help="print the raw CDS Hooks response instead")
-    parser.set_defaults(handler=_handler, parser=parser)
-
-
-def _handler(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """``calf-cds try`` as ``service.cli`` parsed it, at ``args.clock()``."""
     parser: argparse.ArgumentParser = args.parser
     for option, value in (("--fhir-server", args.fhir_server), ("--service", args.service)):
         if value is not None and not value.startswith(("http://", "https://")):
@@ -91,7 +63,7 @@ def _handler(args: argparse.Namespace) -> int:
         parser.error("--jwt is for --service; the in-process call needs no client token")
     if args.dev and args.service:
         parser.error("--dev is for the in-process call; a running service has its own settings")
-    return run_try(args, clock=lambda: datetime.now(UTC))
+    return run_try(args, clock=args.clock)
 
 
 def build_request(fhir_server: str, patient_id: str, *, bearer: str | None, user_id: str) -> dict[str, Any]:
@@ -137,7 +109,12 @@ def run_try(
     started = time.monotonic()
     with err.status(f"Patient/{args.patient}: reading {body['fhirServer']} in {where}…"):
         if args.service:
-            jwt = args.jwt or _dev_token(args.service, settings)
+            jwt = args.jwt or _dev_token(args.service, settings, now=clock().timestamp())
+            if jwt is None:
+                err.print(
+                    "note: no --jwt, and no development issuer in the data folder (CALF_CDS_DATA_DIR) "
+                    "to sign with: the call goes without a client JWT"
+                )
             status, answer, notes = _call_service(args.service, body, jwt=jwt, transport=transport)
         else:
             status, answer, notes = _call_in_process(body, settings, fetcher, resolver, clock)
@@ -189,12 +166,16 @@ def _call_in_process(
     return 200, result.response.to_json(), record.notes
 
 
-def _dev_token(service: str, settings: Settings) -> str:
-    """Without ``--jwt``: a token from the local development issuer (what `calf-cds serve --dev` trusts)."""
-    from service.dev_issuer import DevIssuer
+def _dev_token(service: str, settings: Settings, *, now: float) -> str | None:
+    """Without ``--jwt``: a token from the local development issuer (what `calf-cds serve --dev`
+    trusts), if the data folder has one; never a new key, which no running service would trust."""
+    from service.dev_issuer import DevIssuer, DevIssuerMissingError
 
     audience = service.rstrip("/") + f"/cds-services/{SERVICE_ID}"
-    return DevIssuer.load_or_create(settings.data_dir).token(audience)
+    try:
+        return DevIssuer.load(settings.data_dir).token(audience, now=now)
+    except DevIssuerMissingError:
+        return None
 
 
 def _call_service(

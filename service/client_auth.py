@@ -11,8 +11,12 @@ puts the check in front of the endpoints that need it:
 - `AuthenticatedClient`: the `Annotated` dependency for discovery, service and feedback routes.
   `/healthz`, `/readyz` and `/metrics` do not use it.
 
-Failures answer 401 with an OperationOutcome that says nothing more and `WWW-Authenticate: Bearer`;
-a replay store outage answers 503. The reason goes to the log line (and never the token).
+Failures answer 401 (RFC 6750 §3): without a token, the bare challenge `WWW-Authenticate: Bearer`;
+with one that does not verify, `Bearer error="invalid_token", error_description="<category>"`
+(expired, not yet valid, audience mismatch, replayed, unknown key, untrusted issuer, algorithm not
+allowed, …; in development mode an audience mismatch also names the `aud` expected). The
+OperationOutcome body says the same. Never a key, a claim value or the token: details go to the log
+line. A replay store outage answers 503.
 
     AuthConfigError         the service cannot start: no trusted issuer, or a bad issuer file
 """
@@ -20,9 +24,9 @@ a replay store outage answers 503. The reason goes to the log line (and never th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -34,6 +38,7 @@ from pydantic import ValidationError
 
 from service import metrics
 from service.auth import (
+    AudienceError,
     AuthenticationError,
     ClientIdentity,
     JwtVerifier,
@@ -50,9 +55,6 @@ from service.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
 log = logging.getLogger("calf_cds.auth")
 
 BEARER_SCHEME = "cdsClientJwt"
-_UNAUTHORIZED_BODY = orjson.dumps(
-    {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]}
-)
 _UNAVAILABLE_BODY = orjson.dumps(
     {
         "resourceType": "OperationOutcome",
@@ -104,9 +106,10 @@ def warn_dev_mode(settings: Settings) -> None:
 class ClientAuthenticator:
     """Checks the bearer JWT of a request against the trusted issuers."""
 
-    def __init__(self, verifier: JwtVerifier, *, public_base_url: str | None) -> None:
+    def __init__(self, verifier: JwtVerifier, *, public_base_url: str | None, dev: bool = False) -> None:
         self.verifier = verifier
         self.public_base_url = public_base_url
+        self.dev = dev  # development mode: a refusal may say more (the `aud` expected)
 
     def audience(self, request: Request) -> str:
         """The exact URL of the endpoint called, as the client must have put it in `aud`."""
@@ -127,7 +130,7 @@ def build_authenticator(
     engine: sa.Engine,
     http_client: httpx.AsyncClient,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float],
 ) -> ClientAuthenticator:
     """The authenticator of one app (the `jwt_replay` table comes with the database migrations)."""
     issuers = trusted_issuers(settings)
@@ -146,7 +149,7 @@ def build_authenticator(
             "CALF_CDS_PUBLIC_BASE_URL is not set: JWT audiences are checked against each request's "
             "own URL (its Host header). Set it to the URL clients call in production."
         )
-    return ClientAuthenticator(verifier, public_base_url=settings.public_base_url)
+    return ClientAuthenticator(verifier, public_base_url=settings.public_base_url, dev=settings.dev)
 
 
 _bearer = HTTPBearer(
@@ -187,13 +190,41 @@ def client_record(identity: ClientIdentity) -> dict[str, str]:
     return record
 
 
-def unauthorized() -> Response:
-    """401 with nothing a prober could learn from, and the challenge RFC 6750 asks for."""
+# RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E; anything else (a quote, a
+# backslash, a control or non-ASCII character from a Host header) is percent-encoded.
+_DESCRIPTION_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"\\%')
+
+
+def _description(error: AuthenticationError, expected_audience: str | None) -> str:
+    description = error.description
+    if expected_audience is not None and isinstance(error, AudienceError):
+        description += f"; expected aud {expected_audience}"
+    return quote(description, safe=_DESCRIPTION_SAFE)
+
+
+def challenge(error: AuthenticationError, *, expected_audience: str | None = None) -> str:
+    """The `WWW-Authenticate` value for ``error``: RFC 6750's bare challenge when no token came."""
+    if isinstance(error, MissingTokenError):
+        return "Bearer"
+    description = _description(error, expected_audience)
+    return f'Bearer error="invalid_token", error_description="{description}"'
+
+
+def unauthorized(error: AuthenticationError, *, expected_audience: str | None = None) -> Response:
+    """401 with the RFC 6750 challenge; the OperationOutcome says the same category, nothing more."""
+    if isinstance(error, MissingTokenError):
+        diagnostics = "no client JWT: send Authorization: Bearer <JWT>"
+    else:
+        diagnostics = "invalid client JWT: " + _description(error, expected_audience)
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "login", "diagnostics": diagnostics}],
+    }
     return Response(
-        _UNAUTHORIZED_BODY,
+        orjson.dumps(body),
         status_code=401,
         media_type="application/json",
-        headers={"WWW-Authenticate": "Bearer"},
+        headers={"WWW-Authenticate": challenge(error, expected_audience=expected_audience)},
     )
 
 
@@ -201,16 +232,21 @@ def install_auth_errors(app: FastAPI) -> None:
     """Map authentication failures to 401 and replay-store outages to 503."""
 
     async def refused(request: Request, error: Exception) -> Response:
-        if isinstance(error, AuthenticationError):
-            metrics.count_auth_rejection(error.reason)
-            log.warning(
-                "authentication refused on %s: %s (iss=%r kid=%r)",
-                request.url.path,
-                error.reason,
-                error.iss,
-                error.kid,
-            )
-        return unauthorized()
+        if not isinstance(error, AuthenticationError):  # registered for that type only
+            raise error
+        metrics.count_auth_rejection(error.reason)
+        log.warning(
+            "authentication refused on %s: %s (iss=%r kid=%r)",
+            request.url.path,
+            error.reason,
+            error.iss,
+            error.kid,
+        )
+        authenticator: ClientAuthenticator | None = getattr(request.app.state, "authenticator", None)
+        expected = (
+            authenticator.audience(request) if authenticator is not None and authenticator.dev else None
+        )
+        return unauthorized(error, expected_audience=expected)
 
     async def unavailable(request: Request, error: Exception) -> Response:
         log.error("authentication unavailable on %s: %s", request.url.path, error)

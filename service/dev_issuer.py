@@ -8,25 +8,32 @@ shape the CDS Hooks spec asks of a client: header `alg` ES384, `typ` JWT, `kid`;
 
 A `--dev` server trusts only this issuer (`DevIssuer.trusted_issuer()`, an inline JWK Set), so
 nothing here is ever trusted by a production configuration.
+
+Tokens are signed with `cryptography` directly (RFC 7515 compact JWS, RFC 7518 §3.4 ES384: the
+raw 48-byte r and s), not through PyJWT, so that `calf-cds token` starts without loading PyJWT and
+X.509; `service.auth` verifies them with PyJWT like any client's.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import stat
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from service.jwks import TrustedIssuer, jwk_thumbprint
+from service.jwk import jwk_thumbprint
+
+if TYPE_CHECKING:  # service.jwks (httpx, pydantic) is for the server; `calf-cds token` does without
+    from service.jwks import TrustedIssuer
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +45,36 @@ PRIVATE_KEY_FILE = "private-key.pem"
 MAX_LIFETIME_SECONDS = 3600
 
 
+class DevIssuerMissingError(FileNotFoundError):
+    """The data folder has no development issuer (`calf-cds serve --dev` creates it)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        super().__init__(
+            f"no development issuer in {data_dir.resolve()}/{KEY_DIRECTORY}/. Start "
+            "`calf-cds serve --dev` first (it creates one in its data folder), and ask for tokens "
+            "from the same folder, or name that data folder with --data-dir or CALF_CDS_DATA_DIR. "
+            "A new key here would be one the running service does not trust."
+        )
+
+
 @dataclass(frozen=True)
 class DevIssuer:
     """A local CDS Client identity that signs tokens for `calf-cds serve --dev`."""
 
     private_key: ec.EllipticCurvePrivateKey = field(repr=False)
     iss: str = DEV_ISSUER
+
+    @classmethod
+    def load(cls, data_dir: Path) -> DevIssuer:
+        """The key pair in `data_dir/dev-issuer/`; `DevIssuerMissingError` if there is none (never creates one)."""
+        path = data_dir / KEY_DIRECTORY / PRIVATE_KEY_FILE
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            raise DevIssuerMissingError(data_dir) from None
+        _owner_only(path, 0o600)
+        return cls._from_pem(pem, path)
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> DevIssuer:
@@ -58,6 +89,10 @@ class DevIssuer:
             pem = _create_private_key_file(path)
         else:
             _owner_only(path, 0o600)
+        return cls._from_pem(pem, path)
+
+    @classmethod
+    def _from_pem(cls, pem: bytes, path: Path) -> DevIssuer:
         key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
             raise ValueError(f"{path} is not an EC P-384 private key; delete it to make a new one")
@@ -66,7 +101,13 @@ class DevIssuer:
     @property
     def public_jwk(self) -> dict[str, Any]:
         """The public key as a JWK, with `kid`, `use` and `alg`."""
-        jwk: dict[str, Any] = ECAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        numbers = self.private_key.public_key().public_numbers()
+        jwk: dict[str, Any] = {
+            "kty": "EC",
+            "crv": "P-384",
+            "x": _b64url(numbers.x.to_bytes(_P384_BYTES, "big")),
+            "y": _b64url(numbers.y.to_bytes(_P384_BYTES, "big")),
+        }
         return {**jwk, "kid": jwk_thumbprint(jwk), "use": "sig", "alg": DEV_ALGORITHM}
 
     @property
@@ -76,6 +117,8 @@ class DevIssuer:
 
     def trusted_issuer(self) -> TrustedIssuer:
         """This issuer as the server should trust it: the public key inline, no network."""
+        from service.jwks import TrustedIssuer
+
         return TrustedIssuer(iss=self.iss, jwks={"keys": [self.public_jwk]})
 
     def token(
@@ -84,14 +127,15 @@ class DevIssuer:
         *,
         lifetime_seconds: int = 300,
         tenant: str | None = None,
-        now: float | None = None,
+        now: float,
     ) -> str:
-        """A signed token for `audience`, the exact URL of the endpoint it will be sent to."""
+        """A signed token for `audience`, the exact URL of the endpoint it will be sent to, issued
+        at `now` (seconds since the epoch, from the caller's clock)."""
         if not audience:
             raise ValueError("audience must be the URL of the CDS Service endpoint")
         if not 0 < lifetime_seconds <= MAX_LIFETIME_SECONDS:
             raise ValueError(f"lifetime_seconds must be 1..{MAX_LIFETIME_SECONDS}")
-        issued_at = int(time.time() if now is None else now)  # rounded down: never in the future
+        issued_at = int(now)  # rounded down: never in the future
         claims: dict[str, Any] = {
             "iss": self.iss,
             "sub": DEV_SUBJECT,
@@ -102,12 +146,23 @@ class DevIssuer:
         }
         if tenant is not None:
             claims["tenant"] = tenant
-        return jwt.encode(
-            claims,
-            self.private_key,
-            algorithm=DEV_ALGORITHM,
-            headers={"typ": "JWT", "kid": self.kid},
-        )
+        header = {"alg": DEV_ALGORITHM, "typ": "JWT", "kid": self.kid}
+        signing_input = f"{_b64url(_compact_json(header))}.{_b64url(_compact_json(claims))}"
+        der = self.private_key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA384()))
+        r, s = decode_dss_signature(der)
+        signature = r.to_bytes(_P384_BYTES, "big") + s.to_bytes(_P384_BYTES, "big")
+        return f"{signing_input}.{_b64url(signature)}"
+
+
+_P384_BYTES = 48
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _compact_json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
 def _owner_only(path: Path, mode: int) -> None:

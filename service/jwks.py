@@ -18,11 +18,8 @@ Failures are the `service.auth` exceptions `JkuNotAllowedError`, `UnknownKeyIdEr
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
 from service.fhir_server_guard import check_fhir_server_prefixes
+from service.jwk import InvalidJwksError
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +47,6 @@ _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class InvalidJwksError(ValueError):
-    """A JWK Set that cannot be used: not `{"keys": [...]}`, or a bad key in configuration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,21 +128,6 @@ def _parse_jwk(jwk: object) -> VerificationKey | None:
     if not isinstance(public_key, EllipticCurvePublicKey | RSAPublicKey):
         raise InvalidJwksError(f"kid {kid!r}: not a public key")
     return VerificationKey(kid=kid, public_key=public_key, jwk_alg=jwk_alg)
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a public JWK (base64url, no padding)."""
-    required = {
-        "EC": ("crv", "kty", "x", "y"),
-        "RSA": ("e", "kty", "n"),
-        "OKP": ("crv", "kty", "x"),
-    }
-    members = required.get(jwk.get("kty", ""))
-    if members is None:
-        raise InvalidJwksError(f"no RFC 7638 thumbprint for kty {jwk.get('kty')!r}")
-    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True)
-    digest = hashlib.sha256(canonical.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _check_fetch_url(url: str) -> str:
@@ -269,7 +248,7 @@ class KeyStore:
         self,
         http_client: httpx.AsyncClient,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         ttl_seconds: float = 300.0,
         min_refresh_interval_seconds: float = 30.0,
         max_stale_seconds: float = 3600.0,
@@ -291,24 +270,33 @@ class KeyStore:
         self._locks: dict[_Source, anyio.Lock] = {}
 
     async def get_key(self, issuer: TrustedIssuer, kid: str, jku: str | None = None) -> VerificationKey:
-        """The key `kid` of `issuer`; from the JWK Set at `jku` if given (if allowlisted)."""
-        if jku is not None:
-            if jku not in issuer.jku_allowlist:
-                raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
-            source = _Source("url", jku)
-        elif issuer.jwks is not None:
+        """The key `kid` of `issuer`. Pinned keys win: an inline or file JWK Set that holds `kid`
+        answers without any fetch, whatever `jku` the token names; an allowlisted `jku` is fetched
+        only for a `kid` the pinned keys lack (or for an issuer whose keys are at a URL)."""
+        if jku is not None and jku not in issuer.jku_allowlist:
+            raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
+        if issuer.jwks is not None:
             cached = self._inline.get(issuer.iss)
             if cached is None or cached[0] is not issuer:  # a reloaded configuration
                 cached = self._inline[issuer.iss] = (issuer, parse_jwks(issuer.jwks, strict=True))
             keys = cached[1]
             if kid in keys:
                 return keys[kid]
-            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
         elif issuer.jwks_file is not None:
-            source = _Source("file", str(issuer.jwks_file))
-        else:
-            source = _Source("url", str(issuer.jwks_url))
+            pinned = _Source("file", str(issuer.jwks_file))
+            if jku is None:
+                return await self._key_from(pinned, issuer, kid)
+            try:
+                return await self._key_from(pinned, issuer, kid)
+            except (UnknownKeyIdError, JwksUnavailableError):
+                pass  # not pinned: the allowlisted jku may hold it (key rotation)
+        elif jku is None:
+            return await self._key_from(_Source("url", str(issuer.jwks_url)), issuer, kid)
+        if jku is None:  # inline keys without the kid, and no jku to look further
+            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
+        return await self._key_from(_Source("url", jku), issuer, kid)
 
+    async def _key_from(self, source: _Source, issuer: TrustedIssuer, kid: str) -> VerificationKey:
         entry = self._entries.get(source)
         if entry is None or self._clock() - entry.loaded_at >= self._ttl or kid not in entry.keys:
             entry = await self._refresh(source)

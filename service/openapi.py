@@ -59,7 +59,7 @@ FHIR_RESOURCE: dict[str, Any] = {
 }
 ERRORS: dict[int, str] = {
     400: "The request is malformed, inconsistent (another patient, wrong hook, wrong resource types) or over a JSON limit.",
-    401: "No valid CDS Client JWT. The body says nothing more; `WWW-Authenticate: Bearer`.",
+    401: 'No valid CDS Client JWT: `WWW-Authenticate: Bearer` (no token) or `Bearer error="invalid_token", error_description="<category>"` (RFC 6750).',
     404: "No CDS service with this id.",
     412: "Prefetch is missing and cannot be fetched from fhirServer.",
     413: "The body is larger than the configured limit.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Generator
 
@@ -27,7 +28,9 @@ class DevIssuerAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if "authorization" not in request.headers:
-            request.headers["Authorization"] = f"Bearer {self.issuer.token(audience_of(request.url))}"
+            request.headers["Authorization"] = (
+                f"Bearer {self.issuer.token(audience_of(request.url), now=time.time())}"
+            )
         yield request
 
 

@@ -6,7 +6,7 @@
 
 Prints the Bundle (FHIR JSON) on stdout. A response that cannot be extracted prints the
 OperationOutcome on stderr and exits 1; a file that cannot be read exits 2. ``--now`` dates the
-findings of a response without ``authored`` (default: the wall clock, read here at the entry point).
+findings of a response without ``authored`` (default: the clock ``calf-cds`` hands the command).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -25,21 +25,10 @@ from service.assessment.extract import extract_body
 from service.config import Settings
 
 
-def add_extract_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``calf-cds extract`` on the top-level parser's sub-commands."""
-    parser = commands.add_parser(
-        "extract",
-        help="turn a QuestionnaireResponse to the calf-pain assessment into a transaction Bundle",
-        description="SDC observation-based extraction, as POST /fhir/QuestionnaireResponse/$extract does.",
-    )
-    parser.add_argument("response", metavar="FILE", help="the QuestionnaireResponse (JSON); - reads stdin")
-    parser.add_argument("--now", metavar="DATETIME", help="the time of extraction (default: now)")
-    parser.set_defaults(handler=_handler, parser=parser)
-
-
-def _handler(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """``calf-cds extract`` as ``service.cli`` parsed it, at ``args.clock()`` unless ``--now`` says."""
     parser: argparse.ArgumentParser = args.parser
-    now = datetime.now(UTC)
+    now: datetime = args.clock()
     if args.now is not None:
         given = parse_datetime(args.now)
         if given is None or "T" not in args.now:

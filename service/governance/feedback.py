@@ -17,11 +17,23 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection, and_, insert, select, update
 
-from cds_hooks.models import FeedbackEntry, FeedbackRequest
+from cds_hooks.models import FeedbackCoding, FeedbackEntry, FeedbackRequest
 from service.audit import AuditWriter, feedback, hook_cards
+from service.cards import NON_ADHERENCE_SYSTEM, OVERRIDE_REASONS
 from service.governance.errors import FeedbackError
 
 UNLINKED_NOTE = "card not in the audit trail when the feedback was written"
+_OUR_OVERRIDE_DISPLAYS = dict(OVERRIDE_REASONS)
+
+
+def override_display(reason: FeedbackCoding) -> str | None:
+    """The reason's display; when the client sent only a code (the CDS Hooks Sandbox does), the
+    display of that code among the ``overrideReasons`` our cards offer, if it is one of them."""
+    if reason.display:
+        return reason.display
+    if reason.system not in (None, NON_ADHERENCE_SYSTEM):
+        return None
+    return _OUR_OVERRIDE_DISPLAYS.get(reason.code)
 
 
 def _instant(text: str, pointer: str) -> datetime:
@@ -72,7 +84,7 @@ def feedback_records(
                 "accepted_suggestions": [s.id for s in entry.accepted_suggestions],
                 "override_reason_system": reason.system if reason else None,
                 "override_reason_code": reason.code if reason else None,
-                "override_reason_display": reason.display if reason else None,
+                "override_reason_display": override_display(reason) if reason else None,
                 "user_comment": entry.override_reason.user_comment if entry.override_reason else None,
                 "outcome_timestamp": _instant(entry.outcome_timestamp, "").isoformat(),
                 "client": dict(client),

@@ -66,7 +66,7 @@ async def post_feedback(service_id: str, request: Request, governance: Governanc
     except FeedbackError as error:
         return _outcome(400, str(error), code="invalid", expression=error.pointer)
     records = feedback_records(
-        entries, service_id=service_id, received_at=datetime.now(UTC), client=_client(request)
+        entries, service_id=service_id, received_at=governance.clock(), client=_client(request)
     )
     for record in records:
         governance.feedback.submit(record)
@@ -86,7 +86,7 @@ def get_report(governance: GovernanceDep, since: date | None = None) -> Response
             active=settings.active_pack,
             shadows=settings.shadow_packs,
             since=start,
-            now=datetime.now(UTC),
+            now=governance.clock(),
         )
     except SQLAlchemyError as error:
         log.warning("report: audit store unavailable: %s", type(error).__name__)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -32,17 +32,29 @@ class Governance:
     settings: Settings
     engine: Engine
     feedback: FeedbackWriter
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime]
     relink_seconds: float = 60.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     @classmethod
-    def start(cls, settings: Settings, engine: Engine, *, maintenance_seconds: float = 60.0) -> Governance:
+    def start(
+        cls,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime],
+        maintenance_seconds: float = 60.0,
+    ) -> Governance:
+        """Start the feedback writer and the maintenance thread; ``clock`` is the app's "now"."""
         writer = FeedbackWriter(engine, settings.data_dir / "spool")
         writer.start()
         governance = cls(
-            settings=settings, engine=engine, feedback=writer, relink_seconds=maintenance_seconds
+            settings=settings,
+            engine=engine,
+            feedback=writer,
+            clock=clock,
+            relink_seconds=maintenance_seconds,
         )
         governance._warn_about_packs()
         governance._thread = threading.Thread(target=governance._maintain, name="governance", daemon=True)

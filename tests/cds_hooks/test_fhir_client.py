@@ -445,16 +445,14 @@ class Hang:
 
 
 @pytest.mark.anyio
-async def test_slow_server_times_out_quickly(router: respx.MockRouter) -> None:
-    """A server that does not answer costs request_timeout per attempt, not a hang."""
+async def test_slow_server_times_out(router: respx.MockRouter) -> None:
+    """A server that does not answer: each attempt times out (else its answer would come after 30 s)."""
     hang = Hang()
     router.get(f"{BASE}/Observation").mock(side_effect=hang)
     policy = FetchPolicy(request_timeout=0.2, max_retries=1, backoff_base=0.01)
-    started = time.monotonic()
     async with make_client(router, policy=policy, sleep=asyncio.sleep) as client:
         with pytest.raises(FhirUnavailableError, match="timed out"):
             await client.search("Observation")
-    assert time.monotonic() - started < 5  # two 0.2 s attempts; the server would hang 30 s
     assert len(hang.requests) == 2
 
 
@@ -465,11 +463,9 @@ async def test_total_budget_caps_parallel_keys(router: respx.MockRouter) -> None
     router.route().mock(side_effect=hang)
     policy = FetchPolicy(request_timeout=10, total_budget=0.3)
     queries = {"patient": "Patient/1", "obs": "Observation?patient=1", "cond": "Condition"}
-    started = time.monotonic()
     async with make_client(router, policy=policy, sleep=asyncio.sleep) as client:
         with pytest.raises(FhirUnavailableError, match="budget"):
             await client.fetch_all(queries)
-    assert time.monotonic() - started < 5  # the budget is 0.3 s; each request would hang 30 s
     assert len(hang.requests) == 3
 
 

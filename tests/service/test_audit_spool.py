@@ -148,9 +148,8 @@ def test_stop_is_bounded_when_the_store_hangs_and_loses_nothing(tmp_path: Path, 
     time.sleep(0.2)  # the writer thread is now stuck in the database with its first batch
     thread = writer._thread
     assert thread is not None
-    started = time.monotonic()
     writer.stop(timeout=0.5)
-    assert time.monotonic() - started < 2
+    assert thread.is_alive()  # stop() returned while the write still hangs: it did not wait for it
     hanging.release.set()  # the stuck write fails at last; the thread spools its batch and ends
     thread.join(5)
     assert not thread.is_alive()

@@ -7,6 +7,7 @@ comes from a `FakeClock`, HTTP from respx.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -309,8 +310,8 @@ def test_verifier_refuses_symmetric_or_no_algorithms(es_key: SigningKey, algorit
     with pytest.raises(ValueError, match="refused"):
         JwtVerifier(
             [TrustedIssuer(iss=ISSUER, jwks=jwks(es_key))],
-            key_store=KeyStore(httpx.AsyncClient()),
-            replay_cache=MemoryReplayCache(),
+            key_store=KeyStore(httpx.AsyncClient(), clock=time.time),
+            replay_cache=MemoryReplayCache(clock=time.time),
             clock=FakeClock(),
             algorithms=algorithms,
         )
@@ -361,8 +362,8 @@ def test_garbage_only_ever_raises_authentication_errors(token: str) -> None:
     key = SigningKey.es384()
     verifier = JwtVerifier(
         [TrustedIssuer(iss=ISSUER, jwks=jwks(key))],
-        key_store=KeyStore(httpx.AsyncClient()),
-        replay_cache=MemoryReplayCache(),
+        key_store=KeyStore(httpx.AsyncClient(), clock=time.time),
+        replay_cache=MemoryReplayCache(clock=time.time),
         clock=FakeClock(),
     )
 
@@ -398,6 +399,49 @@ async def test_allowlisted_jku_is_fetched_and_accepted(
 
     assert identity.kid == es_key.kid
     assert route.call_count == 1
+
+
+async def test_pinned_keys_win_over_an_allowlisted_jku(
+    make_verifier: MakeVerifier, es_key: SigningKey, respx_mock: respx.MockRouter
+) -> None:
+    """Inline keys that hold the token's kid verify it; the allowlisted jku is never fetched
+    (an offline deployment accepts the CDS Hooks Sandbox, whose jku is on the internet)."""
+    jku = "https://sandbox.example.org/.well-known/jwks.json"
+    route = respx_mock.get(jku).mock(return_value=httpx.Response(503))
+    verifier = make_verifier(TrustedIssuer(iss=ISSUER, jwks=jwks(es_key), jku_allowlist=(jku,)))
+
+    identity = await verifier.verify(es_key.sign(claims(), jku=jku), audience=AUDIENCE)
+
+    assert identity.kid == es_key.kid
+    assert route.call_count == 0
+
+
+async def test_pinned_key_file_wins_over_an_allowlisted_jku(
+    tmp_path: Path, make_verifier: MakeVerifier, es_key: SigningKey, respx_mock: respx.MockRouter
+) -> None:
+    """The same with a `jwks_file`: the file holds the kid, so the jku is not fetched."""
+    jku = "https://sandbox.example.org/.well-known/jwks.json"
+    route = respx_mock.get(jku).mock(return_value=httpx.Response(503))
+    (tmp_path / "sandbox.jwks.json").write_text(json.dumps(jwks(es_key)))
+    issuer = TrustedIssuer(iss=ISSUER, jwks_file=tmp_path / "sandbox.jwks.json", jku_allowlist=(jku,))
+    verifier = make_verifier(issuer)
+
+    identity = await verifier.verify(es_key.sign(claims(), jku=jku), audience=AUDIENCE)
+
+    assert identity.kid == es_key.kid
+    assert route.call_count == 0
+
+
+async def test_pinned_keys_do_not_make_an_unlisted_jku_acceptable(
+    make_verifier: MakeVerifier, es_key: SigningKey, respx_mock: respx.MockRouter
+) -> None:
+    """Pinned keys holding the kid do not excuse a jku that is not allowlisted."""
+    verifier = make_verifier(TrustedIssuer(iss=ISSUER, jwks=jwks(es_key)))
+    token = es_key.sign(claims(), jku="https://attacker.example/jwks.json")
+
+    with pytest.raises(JkuNotAllowedError):
+        await verifier.verify(token, audience=AUDIENCE)
+    assert not respx_mock.calls
 
 
 async def test_rotated_key_is_picked_up_after_refresh(
@@ -502,7 +546,7 @@ async def test_spec_example_jwks_loads_as_trusted_issuer(http_client: httpx.Asyn
     spec_jwks = json.loads((DATA / "24-jwks-public.json").read_text())
     issuer = TrustedIssuer(iss="https://fhir-ehr.example.com/", jwks=spec_jwks)
 
-    key = await KeyStore(http_client).get_key(issuer, "example-kid")
+    key = await KeyStore(http_client, clock=time.time).get_key(issuer, "example-kid")
 
     assert key.allows("ES384")
     assert not key.allows("RS384")

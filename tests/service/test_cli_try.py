@@ -180,6 +180,28 @@ def test_service_mode_posts_the_call_with_the_jwt() -> None:
     assert "prefetch" not in body
 
 
+def test_service_mode_without_a_dev_issuer_creates_no_key(tmp_path: Path) -> None:
+    """No --jwt and no development issuer in the data folder: the call goes unsigned, with a
+    note, and no key pair is made (the running service would not trust it)."""
+    service = respx.MockRouter(assert_all_mocked=True)
+    route = service.post(f"{SERVICE}/cds-services/calf-pain").mock(
+        return_value=httpx.Response(200, json={"cards": []})
+    )
+    terminal = Terminal()
+    code = run_try(
+        args("--fhir-server", FHIR, "--patient", "p1", "--service", SERVICE),
+        settings=Settings(data_dir=tmp_path / "data"),
+        transport=httpx.MockTransport(service.handler),
+        console=terminal.out,
+        progress=terminal.err,
+        clock=lambda: NOW,
+    )
+    assert code == 0
+    assert "Authorization" not in route.calls[0].request.headers
+    assert "no development issuer" in terminal.stderr
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [

@@ -25,7 +25,10 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.audit import hook_calls
+from service.auth import AudienceError
+from service.client_auth import challenge
 from service.config import Settings
+from service.dev_issuer import DevIssuer
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.service.jwt_factory import (
     AUDIENCE,
@@ -106,18 +109,41 @@ def call(api: TestClient, token: str | None, body: Any = None) -> httpx.Response
     return api.post("/cds-services/calf-pain", json=body or hook_request(DVT), headers=headers)
 
 
+# What each refusal tells the client (RFC 6750 error_description): the category, nothing more.
+CATEGORIES = {
+    "malformed": "malformed token",
+    "alg-not-allowed": "algorithm not allowed",
+    "unknown-issuer": "untrusted issuer",
+    "jku-not-allowed": "jku not on the issuer's allowlist",
+    "unknown-kid": "unknown key (kid)",
+    "bad-signature": "bad signature",
+    "audience": "audience mismatch",
+    "expired": "expired",
+    "not-yet-valid": "not yet valid",
+    "tenant": "tenant not allowed",
+    "replayed": "replayed (jti already used)",
+}
+
+
 def assert_refused(
     response: httpx.Response, caplog: pytest.LogCaptureFixture | None = None, reason: str = ""
 ) -> None:
-    """401, the Bearer challenge, and an OperationOutcome that tells nothing; the log says why."""
+    """401 with RFC 6750's challenge: bare `Bearer` without a token, else `invalid_token` and the
+    category; the OperationOutcome says the same; the log says why."""
     assert response.status_code == 401
     if caplog is not None:
         assert f": {reason} (iss=" in caplog.text
-    assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json() == {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "login"}],
-    }
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == "login"
+    if reason == "missing-token":
+        assert response.headers["www-authenticate"] == "Bearer"
+    elif reason:
+        category = CATEGORIES[reason]
+        assert response.headers["www-authenticate"] == (
+            f'Bearer error="invalid_token", error_description="{category}"'
+        )
+        assert outcome["issue"][0]["diagnostics"] == f"invalid client JWT: {category}"
 
 
 def audit_rows(settings: Settings, expected: int) -> list[dict[str, Any]]:
@@ -241,6 +267,24 @@ def test_expired_token_is_refused(
     assert_refused(
         call(api, es_key.sign(now_claims(iat=int(now) - 400, exp=int(now) - 100))), caplog, "expired"
     )
+
+
+def test_token_not_yet_valid_is_refused(
+    api: TestClient, rs_key: SigningKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An `nbf` a minute ahead: the 401 says "not yet valid"."""
+    token = rs_key.sign(now_claims(sub="ehr-client-42", nbf=int(time.time()) + 60))
+    assert_refused(call(api, token), caplog, "not-yet-valid")
+
+
+def test_refusal_never_echoes_the_token_or_its_claims(api: TestClient, es_key: SigningKey) -> None:
+    """The challenge and the body name the category only: nothing from the token."""
+    token = es_key.sign(now_claims(aud="https://attacker.example.org/x"))
+    response = call(api, token)
+    assert_refused(response, None, "audience")
+    told = response.headers["www-authenticate"] + response.text
+    for secret in (token, token.split(".")[1], "attacker", "es384-key", BASE):
+        assert secret not in told
 
 
 def test_wrong_audience_is_refused(
@@ -379,3 +423,25 @@ def test_bad_trusted_issuer_file_does_not_start(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path / "data", trusted_issuers_file=path))
     with pytest.raises(AuthConfigError, match=str(path)), TestClient(app):
         pass  # pragma: no cover
+
+
+def test_dev_mode_names_the_expected_audience(client: TestClient, dev_issuer: DevIssuer) -> None:
+    """In development mode an audience mismatch also says which `aud` the service expected."""
+    token = dev_issuer.token("http://testserver/cds-services", now=time.time())
+    response = client.post(
+        "/cds-services/calf-pain", json=hook_request(DVT), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="invalid_token", '
+        'error_description="audience mismatch; expected aud http://testserver/cds-services/calf-pain"'
+    )
+
+
+def test_dev_mode_expected_audience_is_escaped() -> None:
+    """The expected `aud` comes from the Host header: a quote or backslash cannot end the challenge."""
+    header = challenge(AudienceError("aud mismatch"), expected_audience='http://evil"x\\y/cds-services')
+    assert header == (
+        'Bearer error="invalid_token", '
+        'error_description="audience mismatch; expected aud http://evil%22x%5Cy/cds-services"'
+    )

@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+from jwt.algorithms import ECAlgorithm
 
 from service.auth import JwtVerifier, MemoryReplayCache
 from service.dev_issuer import DEV_ISSUER, DevIssuer
-from service.jwks import KeyStore, jwk_thumbprint
+from service.jwk import jwk_thumbprint
+from service.jwks import KeyStore
 from tests.service.jwt_factory import AUDIENCE, NOW, FakeClock
 
 # RFC 7638 §3.1: the example RSA key and its SHA-256 thumbprint.
@@ -115,4 +118,28 @@ def test_token_lifetime_is_bounded(tmp_path: Path, lifetime: int) -> None:
     issuer = DevIssuer.load_or_create(tmp_path)
 
     with pytest.raises(ValueError, match="lifetime_seconds"):
-        issuer.token(AUDIENCE, lifetime_seconds=lifetime)
+        issuer.token(AUDIENCE, lifetime_seconds=lifetime, now=NOW)
+
+
+def test_public_jwk_is_what_pyjwt_makes_of_the_key(tmp_path: Path) -> None:
+    """The JWK (and so the kid) built without PyJWT is the one PyJWT derives from the same key."""
+    issuer = DevIssuer.load_or_create(tmp_path)
+    expected = ECAlgorithm.to_jwk(issuer.private_key.public_key(), as_dict=True)
+    assert {k: issuer.public_jwk[k] for k in ("kty", "crv", "x", "y")} == {
+        k: expected[k] for k in ("kty", "crv", "x", "y")
+    }
+
+
+def test_token_verifies_with_pyjwt(tmp_path: Path) -> None:
+    """The hand-built ES384 JWS is one PyJWT verifies, header and claims as signed."""
+    issuer = DevIssuer.load_or_create(tmp_path)
+    token = issuer.token(AUDIENCE, tenant="t", now=NOW)
+    claims = jwt.decode(
+        token,
+        issuer.private_key.public_key(),
+        algorithms=["ES384"],
+        audience=AUDIENCE,
+        options={"verify_exp": False},
+    )
+    assert (claims["iat"], claims["exp"], claims["tenant"]) == (int(NOW), int(NOW) + 300, "t")
+    assert jwt.get_unverified_header(token) == {"alg": "ES384", "typ": "JWT", "kid": issuer.kid}

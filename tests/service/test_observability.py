@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,7 +200,7 @@ def test_one_json_log_line_per_call_without_phi_or_tokens(
     }
     for resource in body["prefetch"]["observations"]["entry"]:
         resource["resource"]["subject"]["reference"] = "Patient/patient-7c1f9e"
-    jwt = dev_issuer.token("http://testserver/cds-services/calf-pain")
+    jwt = dev_issuer.token("http://testserver/cds-services/calf-pain", now=time.time())
     response = client.post(
         "/cds-services/calf-pain",
         json=body,

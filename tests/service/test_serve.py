@@ -145,7 +145,7 @@ class Traffic:
             try:
                 headers = {
                     "Content-Type": "application/json",
-                    "Authorization": f"Bearer {self.issuer.token(self.audience)}",
+                    "Authorization": f"Bearer {self.issuer.token(self.audience, now=time.time())}",
                 }
                 connection.request("POST", "/cds-services/calf-pain", body, headers)
                 response = connection.getresponse()
@@ -204,16 +204,13 @@ def test_sigterm_mid_traffic_keeps_every_answered_call_audited(tmp_path: Path) -
             while traffic.count() < 150 and time.monotonic() < deadline:
                 time.sleep(0.02)
             server.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            returncode = server.wait(timeout=25)
-            stopped_after = time.monotonic() - signalled
+            returncode = server.wait(timeout=25)  # a guard against a hang, not a measurement
             traffic.join(timeout=30)
         finally:
             if server.poll() is None:
                 server.kill()
     output = log_path.read_text()
     assert returncode in {0, -signal.SIGTERM}, output
-    assert stopped_after < 25
     assert set(traffic.answered.values()) == {200}
     engine = create_engine(f"sqlite:///{data / 'audit.sqlite3'}")
     with engine.connect() as connection:

@@ -17,6 +17,7 @@ from tests.service.governance.conftest import CLAUDICATION, DVT, call, count, wa
 from tests.signing import dev_client
 
 SPEC = Path(__file__).parents[2] / "data" / "cds-hooks-spec" / "examples-v2.0.1"
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 FEEDBACK_URL = "/cds-services/calf-pain/feedback"
 
 
@@ -106,6 +107,39 @@ def test_feedback_links_to_the_audited_card(gov_client: TestClient, gov_settings
     assert overridden["override_reason_code"] == "already-done"
     assert overridden["override_reason_display"] == "Already done"
     assert overridden["user_comment"] == "ABI done at the vascular clinic last week"
+
+
+@pytest.mark.parametrize(
+    ("reason", "display"),
+    [
+        ({"system": NON_ADHERENCE, "code": "cds-not-applicable"}, "CDS does not apply to patient"),
+        ({"code": "cds-not-applicable"}, "CDS does not apply to patient"),
+        ({"system": NON_ADHERENCE, "code": "not-one-of-ours"}, None),
+        ({"system": "http://example.org/other", "code": "cds-not-applicable"}, None),
+    ],
+    ids=["sandbox-code-and-system", "code-only", "unknown-code", "other-system"],
+)
+def test_override_reason_without_display_takes_ours(
+    gov_client: TestClient, gov_settings: Settings, reason: dict[str, str], display: str | None
+) -> None:
+    """The CDS Hooks Sandbox sends code (and system) only: the audit gets the display our card offered."""
+    (card,) = call(gov_client, CLAUDICATION)
+    offered = {r["code"]: r["display"] for r in card["overrideReasons"]}
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "overrideReason": {"reason": reason},
+                "outcomeTimestamp": "2026-11-20T09:06:00Z",
+            }
+        ]
+    }
+    assert gov_client.post(FEEDBACK_URL, json=body).status_code == 200
+    (row,) = rows(gov_settings, 1)
+    assert row["override_reason_code"] == reason["code"]
+    assert row["override_reason_display"] == display
+    assert display is None or offered[reason["code"]] == display
 
 
 def test_unknown_card_is_stored_with_a_note(gov_client: TestClient, gov_settings: Settings) -> None:

@@ -15,6 +15,7 @@ from service.cli import main
 from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.replay import rebuild_facts, replay
+from tests.fhir_builders import NOW
 from tests.service.governance.conftest import (
     CANDIDATE,
     CLAUDICATION,
@@ -73,7 +74,7 @@ def test_replay_since_leaves_older_calls_out(gov_client: TestClient, gov_setting
     audit_calls(gov_client, gov_settings)
     catalogue = Catalogue.discover(RULE_PACKS)
     engine = create_engine(gov_settings.resolved_database_url())
-    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    tomorrow = NOW + timedelta(days=1)  # the app recorded the calls at its clock, NOW
     report = replay(engine, catalogue.load(CANDIDATE), vocabulary(), since=tomorrow)
     engine.dispose()
     assert report.replayed == 0
@@ -89,8 +90,8 @@ def test_cli_replay_json(
     audit_calls(gov_client, gov_settings)
     monkeypatch.setenv("CALF_CDS_DATABASE_URL", gov_settings.resolved_database_url())
     monkeypatch.setenv("CALF_CDS_RULES_DIR", str(RULE_PACKS))
-    today = datetime.now(UTC).date().isoformat()
-    assert main(["rules", "replay", "--candidate", "0.1.1", "--since", today, "--json"]) == 0
+    day = NOW.date().isoformat()  # the app recorded the calls at its clock, NOW
+    assert main(["rules", "replay", "--candidate", "0.1.1", "--since", day, "--json"], clock=lambda: NOW) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["replayed"] == 5
     assert {c["patient_id"] for c in output["changed"]} == {"claudication", "cramp", "slight"}

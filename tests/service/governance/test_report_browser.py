@@ -3,17 +3,15 @@
 Chromium (Debian's `chromium`, installed by `scripts/test.sh`) opens the report twice: once with a
 probe script appended to a *copy* (the report itself has no script) that measures each chart and
 its marks after layout, and once to take screenshots, saved in `tests/artifacts/` for people to
-look at. The screenshot is then read back and the plots' colours counted.
+look at. The screenshot is then read back and the plots' colours counted. Chromium is confined to
+loopback and each run's net log is checked (``tests/browser.py``).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,13 @@ from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.report import ACCEPTED, OVERRIDDEN, TOPIC_COLOURS, render
 from service.governance.reportdata import collect
+from tests.browser import assert_stayed_on_loopback, require_chromium, run_chromium
 from tests.fhir_builders import NOW
 from tests.service.governance.conftest import CANDIDATE, RULE_PACKS
 from tests.service.governance.png import colour_pixels
 from tests.service.governance.sample import populate
 
 ARTIFACTS = Path(__file__).parents[2] / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PROBE = """<script>
 const charts = [...document.querySelectorAll('svg.chart')].map(svg => {
@@ -47,12 +45,11 @@ document.body.insertAdjacentHTML('beforeend', '<pre id="probe">' + JSON.stringif
 
 
 def chromium(profile: Path, *args: str) -> str:
-    assert CHROMIUM is not None
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--no-first-run", f"--user-data-dir={profile}", *args]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    return done.stdout
+    """One confined Chromium run; fails the test if it reached beyond loopback."""
+    net_log = profile.with_name(f"{profile.name}-netlog-{len(list(profile.parent.glob('*netlog*')))}.json")
+    output = run_chromium(profile, net_log, "--hide-scrollbars", *args)
+    assert_stayed_on_loopback(net_log)
+    return output
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +71,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.browser
 def test_report_plots_render_in_chromium(report: Path, tmp_path: Path) -> None:
     """Every plot is laid out at a readable size, with all its bars drawn and its labels set."""
-    if CHROMIUM is None:
-        if os.environ.get("CALF_CDS_TEST_REQUIRE_BROWSER"):
-            pytest.fail("scripts/test.sh installed Chromium, but it is not on PATH")
-        pytest.skip("chromium is not installed (scripts/test.sh installs it)")
+    require_chromium()
     probed = tmp_path / "probe.html"
     probed.write_text(report.read_text("utf-8").replace("</body>", PROBE + "</body>"), "utf-8")
     dom = chromium(

@@ -71,9 +71,9 @@ def test_cli_purge(engine: Engine, database_url: str, tmp_path: Path, monkeypatc
                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     fill(engine, tmp_path)
     monkeypatch.setenv("CALF_CDS_DATABASE_URL", database_url)
-    assert main(["db", "purge", "--days", "30", "--dry-run"]) == 0
+    assert main(["db", "purge", "--days", "30", "--dry-run"], clock=lambda: NOW) == 0
     assert "would delete 1 call, 1 card, 1 feedback entry older than" in capsys.readouterr().out
-    assert main(["db", "purge", "--days", "1"]) == 0
+    assert main(["db", "purge", "--days", "1"], clock=lambda: NOW) == 0
     assert "deleted 2 calls, 2 cards, 2 feedback entries" in capsys.readouterr().out
     assert left(engine)[:3] == (0, 0, 0)
 
@@ -82,8 +82,7 @@ def test_running_service_applies_retention(engine: Engine, database_url: str, tm
     """With CALF_CDS_RETENTION_DAYS set, the service's maintenance thread purges on its own."""
     fill(engine, tmp_path)
     settings = Settings(data_dir=tmp_path, database_url=SecretStr(database_url), retention_days=30)
-    governance = Governance.start(settings, engine, maintenance_seconds=0.05)
-    governance.clock = lambda: NOW
+    governance = Governance.start(settings, engine, clock=lambda: NOW, maintenance_seconds=0.05)
     try:
         wait_for(lambda: left(engine)[0] == 1)
     finally:
