@@ -8,7 +8,7 @@
 #   - sekmet-fhir (PyPI) in .cache/sekmet-venv: the loopback FHIR server of the end-to-end tests;
 #   - Debian's chromium (about 114 packages with its libraries and fonts, ~2 minutes, once): the
 #     governance report's browser test and the CDS Hooks Sandbox end-to-end test run in headless
-#     Chromium, confined to loopback (tests/browser.py).
+#     Chromium, confined to loopback (tests/browser/confinement.py).
 # Arguments are passed to the main pytest run; without any, the clinical, CLI and in-process
 # service suites run a second time with the wall clock a year ahead (tests/conftest.py).
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""The net-log check of tests/browser.py: what counts as leaving loopback, on small net logs."""
+"""The net-log check of tests/browser/confinement.py: what counts as leaving loopback, on small net logs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import assert_stayed_on_loopback, confinement
+from tests.browser.confinement import assert_stayed_on_loopback, confinement
 
 TYPES = {
     "URL_REQUEST_START_JOB": 1,

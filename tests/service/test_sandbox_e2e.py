@@ -31,7 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.audit import feedback, hook_calls
-from tests.browser import REQUIRE_ENV, require_chromium
+from tests.browser.confinement import REQUIRE_ENV, require_chromium
 from tests.service.test_e2e import CALF_CDS, ROOT, clean_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

@@ -4,7 +4,7 @@ Chromium (Debian's `chromium`, installed by `scripts/test.sh`) opens the report 
 probe script appended to a *copy* (the report itself has no script) that measures each chart and
 its marks after layout, and once to take screenshots, saved in `tests/artifacts/` for people to
 look at. The screenshot is then read back and the plots' colours counted. Chromium is confined to
-loopback and each run's net log is checked (``tests/browser.py``).
+loopback and each run's net log is checked (``tests/browser/confinement.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.report import ACCEPTED, OVERRIDDEN, TOPIC_COLOURS, render
 from service.governance.reportdata import collect
-from tests.browser import assert_stayed_on_loopback, require_chromium, run_chromium
+from tests.browser.confinement import assert_stayed_on_loopback, require_chromium, run_chromium
 from tests.fhir_builders import NOW
 from tests.service.governance.conftest import CANDIDATE, RULE_PACKS
 from tests.service.governance.png import colour_pixels
