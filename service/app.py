@@ -216,7 +216,13 @@ def create_app(
         if rt is None or rt.store_probe is None:
             return json_response({"status": "starting"}, 503)
         store = await rt.store_probe.status()
-        body = {"active_pack": rt.service.active.key, "audit": store.audit, "database": store.database}
+        body = {
+            "active_pack": rt.service.active.key,
+            "audit": store.audit,
+            "database": store.database,
+            "spooled": rt.audit.spool_depth(),  # this worker's; the metric sums every worker's
+            "dead_letters": store.dead_letters,  # refused records kept with their reason (None: unknown)
+        }
         if not store.ready:
             return json_response({"status": "not ready", **body}, 503)
         return json_response({"status": "ready", **body})

@@ -8,6 +8,7 @@
     calf-cds rules release ID@VERSION [--date DATE]      record a release in the manifest
     calf-cds rules retire ID@VERSION --reason TEXT [--date DATE]
     calf-cds db upgrade [--sql] | db current | db purge [--days N] [--dry-run]
+    calf-cds db dead-letters list [--json] | db dead-letters redrive [ID...]
     calf-cds report [--out FILE] [--since DATE]
     calf-cds trail CARD_UUID|CALL_ID         one card's (or call's) audit trail, end to end
 
@@ -32,7 +33,7 @@ from rules.errors import RuleError
 from rules.pack import content_hash
 from service.audit import feedback, hook_calls, hook_cards, make_engine
 from service.config import Settings
-from service.governance import database
+from service.governance import database, dead_letters
 from service.governance.cases import run_cases
 from service.governance.catalogue import Catalogue
 from service.governance.diff import diff_packs
@@ -408,6 +409,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     purge = command("purge", _db_purge, "delete audit rows older than the retention period", db_sub)
     purge.add_argument("--days", type=int, help="retention in days (default: CALF_CDS_RETENTION_DAYS)")
     purge.add_argument("--dry-run", action="store_true", help="count, do not delete")
+    dead_letters.add_commands(db_sub, _guarded)
 
     report = commands.add_parser("report", help="write the governance report (HTML)")
     report.add_argument("--out", type=Path, default=Path("governance-report.html"), help="output file")

@@ -181,6 +181,6 @@ def test_cli_db_upgrade_and_current(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     assert main(["db", "current"]) == 1
     assert "behind" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
-    assert "database at revision 0001" in capsys.readouterr().out
+    assert "database at revision 0002" in capsys.readouterr().out
     assert main(["db", "current"]) == 0
     assert "up to date" in capsys.readouterr().out
