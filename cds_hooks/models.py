@@ -3,6 +3,10 @@
 Requests are parsed leniently (unknown fields ignored, as the spec requires of services);
 responses are built strictly and serialised without null or empty values.
 Prefetch values stay plain JSON (``dict``): FHIR resources are parsed by ``fhir_mappings``.
+
+String lengths: a request string that the service keeps (in its audit trail) has a maximum length,
+the length it is stored with; a longer one is refused (400), never cut (see the README, "What the
+audit trail stores").
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class FhirAuthorization(_Incoming):
 class PatientViewContext(_Incoming):
     """Context of the ``patient-view`` hook."""
 
-    user_id: str = Field(alias="userId", min_length=1)
+    user_id: str = Field(alias="userId", min_length=1, max_length=256)
     patient_id: str = Field(alias="patientId", min_length=1, max_length=64)
     encounter_id: str | None = Field(default=None, alias="encounterId")
 
@@ -71,9 +75,9 @@ class PatientViewContext(_Incoming):
 class HookRequest(_Incoming):
     """The body a CDS client POSTs to a service endpoint."""
 
-    hook: str = Field(min_length=1)
+    hook: str = Field(min_length=1, max_length=64)
     hook_instance: str = Field(alias="hookInstance", min_length=1, max_length=128)
-    fhir_server: str | None = Field(default=None, alias="fhirServer")
+    fhir_server: str | None = Field(default=None, alias="fhirServer", max_length=2048)
     fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
@@ -178,9 +182,9 @@ class DiscoveryResponse(_Outgoing):
 
 
 class FeedbackCoding(_Incoming):
-    system: str | None = None
-    code: str = Field(min_length=1)
-    display: str | None = None
+    system: str | None = Field(default=None, max_length=256)
+    code: str = Field(min_length=1, max_length=128)
+    display: str | None = Field(default=None, max_length=512)
 
 
 class OverrideReason(_Incoming):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,7 +53,9 @@ from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
 from service.request_guard import (
     JsonLimits,
     LimitExceededError,
+    NulCharacterError,
     check_json_limits,
+    check_no_nul,
     check_prefetch_subjects,
     is_json_media_type,
 )
@@ -250,7 +253,7 @@ def create_app(
     ) -> Response:
         """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
         now = datetime.now(UTC)
-        record = new_record(None, service_id=service_id, now=now)
+        record = new_record(None, service_id=_storable_service_id(service_id), now=now)
         record.client = client_record(client)
         try:
             response = await _handle(service_id, request, rt, record)
@@ -271,9 +274,17 @@ def create_app(
     return app
 
 
+def _storable_service_id(service_id: str) -> str:
+    """The path's service id as the audit column can hold it: ours as is; another one (404) escaped and
+    cut to the column's 64 characters (``_handle`` keeps it in full in the record's ``error``)."""
+    if service_id == SERVICE_ID:
+        return service_id
+    return json.dumps(service_id)[1:-1][:64]
+
+
 async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRecord) -> Response:
     if service_id != SERVICE_ID:
-        record.error = "unknown service"
+        record.error = f"unknown service {json.dumps(service_id)}"  # the id as sent, in full (escaped)
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
     if not is_json_media_type(request.headers.get("content-type")):
         record.error = "not JSON"
@@ -296,6 +307,11 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     except LimitExceededError as error:
         record.error = f"JSON limit: {error.limit}"
         return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+    try:
+        check_no_nul(document, body)
+    except NulCharacterError as error:
+        record.error = "NUL character"
+        return outcome_response(400, str(error), code="invalid", expression=error.pointer or None)
     try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:

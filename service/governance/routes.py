@@ -26,6 +26,7 @@ from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
 from service.http_body import BodyTooLargeError, read_body
 from service.outcome import IssueType, operation_outcome
+from service.request_guard import NulCharacterError, check_no_nul
 
 log = logging.getLogger("calf_cds.feedback")
 
@@ -61,6 +62,10 @@ async def post_feedback(service_id: str, request: Request, governance: Governanc
         return _outcome(400, "the body is not valid JSON", code="structure")
     if not isinstance(document, dict):
         return _outcome(400, "the body must be a JSON object", code="structure")
+    try:
+        check_no_nul(document, body)
+    except NulCharacterError as error:
+        return _outcome(400, str(error), code="invalid", expression=error.pointer or None)
     try:
         entries = parse_feedback(document)
     except FeedbackError as error:
