@@ -53,9 +53,7 @@ from service.pipeline import CalfPainService, CallRecord, Fetcher, new_record
 from service.request_guard import (
     JsonLimits,
     LimitExceededError,
-    NulCharacterError,
     check_json_limits,
-    check_no_nul,
     check_prefetch_subjects,
     is_json_media_type,
 )
@@ -196,7 +194,9 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
         code: IssueType = "not-found" if error.status_code == 404 else "not-supported"
-        return outcome_response(error.status_code, str(error.detail), code=code)
+        response = outcome_response(error.status_code, str(error.detail), code=code)
+        response.headers.update(error.headers or {})  # e.g. a 405's `Allow` (RFC 9110)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> Response:
@@ -307,11 +307,6 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     except LimitExceededError as error:
         record.error = f"JSON limit: {error.limit}"
         return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
-    try:
-        check_no_nul(document, body)
-    except NulCharacterError as error:
-        record.error = "NUL character"
-        return outcome_response(400, str(error), code="invalid", expression=error.pointer or None)
     try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:

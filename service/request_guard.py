@@ -6,13 +6,9 @@ the parsed document once, level by level, touching each value once: nesting dept
 (and members per object) and the length of string values. The walk is the only Python pass over the whole body,
 so it is written for speed; the JSON pointer of a violation is found afterwards, on the slow path
 only. `check_prefetch_subjects` refuses prefetched Observations and Conditions that name another
-patient as their subject. `check_no_nul` refuses a string (value or member name) holding U+0000:
-FHIR forbids it, and PostgreSQL cannot store it in a text column, so such a call could be answered
-but not audited (the decision for every stored field is in the README, "What the audit trail
-stores").
+patient as their subject.
 
     LimitExceededError      a JSON limit is exceeded; `.limit` names it, `.pointer` locates it
-    NulCharacterError       a string holds U+0000; `.pointer` locates it
 """
 
 from __future__ import annotations
@@ -42,39 +38,6 @@ class LimitExceededError(ValueError):
         super().__init__(f"the request {text} (at {pointer or '/'})")
         self.limit = limit
         self.pointer = pointer
-
-
-class NulCharacterError(ValueError):
-    """A string in the document holds U+0000 (NUL)."""
-
-    def __init__(self, pointer: str) -> None:
-        super().__init__(f"the request has a NUL character (U+0000) in a string (at {pointer or '/'})")
-        self.pointer = pointer
-
-
-def check_no_nul(document: object, body: bytes) -> None:
-    """Raise `NulCharacterError` if any string or member name of `document` holds U+0000.
-
-    JSON can carry a NUL only as the escape ``\\u0000`` (orjson refuses a raw control character),
-    so a body without that byte sequence needs no walk at all.
-    """
-    if b"\\u0000" not in body:
-        return
-    stack: list[tuple[object, str]] = [(document, "")]
-    while stack:
-        node, pointer = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node:
-                raise NulCharacterError(pointer)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                name = key.replace("\x00", "\\u0000")  # the pointer itself stays printable
-                here = f"{pointer}/{_escape(name)}"
-                if "\x00" in key:
-                    raise NulCharacterError(here)
-                stack.append((value, here))
-        elif isinstance(node, list):
-            stack.extend((value, f"{pointer}/{index}") for index, value in enumerate(node))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ UNLINKED_NOTE = "card not in the audit trail when the feedback was written"
 
 def _instant(text: str, pointer: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))  # RFC 3339 allows t and z
     except ValueError:
         raise FeedbackError("outcomeTimestamp is not an ISO 8601 instant", pointer=pointer) from None
     if value.tzinfo is None:
