@@ -146,6 +146,8 @@ def create_app(
             raise
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
+        if isinstance(fetcher, FhirFetcher):
+            await fetcher.open()  # one HTTP client per worker, in its event loop
         app.state.governance = Governance.start(settings, engine)
         probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
         app.state.runtime = Runtime(
@@ -169,6 +171,8 @@ def create_app(
             writer.stop(AUDIT_FLUSH_SECONDS)  # the calls' records first
             app.state.governance.stop(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))
             await jwks_client.aclose()
+            if isinstance(fetcher, FhirFetcher):
+                await fetcher.aclose()
             probe.close()
             engine.dispose()
             metrics.process_stopping()
