@@ -189,13 +189,13 @@ def run(src: Path, database: str, url: str, folder: Path) -> Outcome:
                 connection.execute(text(statement))
         engine.dispose()
         traffic = Traffic(port, data, outcome)
-        traffic.until(80)
+        traffic.until(60)
         take_down(database)  # an outage mid-traffic: cards go on, records spool
-        traffic.until(len(outcome.answered) + 80)
+        traffic.until(len(outcome.answered) + 60)
         bring_back(database)
-        traffic.until(len(outcome.answered) + 80)
+        traffic.until(len(outcome.answered) + 60)
         take_down(database)  # down again, and the server stops: its workers spool at shutdown
-        traffic.until(len(outcome.answered) + 40)
+        traffic.until(len(outcome.answered) + 30)
         server.send_signal(signal.SIGTERM)
         server.wait(40)
         traffic.finish()
