@@ -1,8 +1,11 @@
 """An async FHIR client for what prefetch lacks: paged, retried, within a budget, token kept safe.
 
 One :class:`FhirClient` serves one hook call: it holds that call's ``fhirServer`` and bearer token,
-and its :class:`FetchPolicy` budget runs from ``async with`` to the last page. Errors come from
-:mod:`cds_hooks.errors`::
+and its :class:`FetchPolicy` budget runs from ``async with`` to the last page. The HTTP connections
+underneath are a shared ``httpx.AsyncClient`` (:func:`new_http_client`, one per worker process:
+one TLS context, pooled connections, no cookie jar, no default credentials) when the caller passes
+one, else a client of its own; either way the token goes on each request, never on the client.
+Errors come from :mod:`cds_hooks.errors`::
 
     FhirFetchError                (every one carries ``url``: the URL without credentials)
     ├── FhirAuthError             401 or 403 (never retried)
@@ -24,6 +27,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote
@@ -40,7 +44,7 @@ from cds_hooks.errors import (
 )
 from cds_hooks.prefetch import BundleEntry, Resource, iter_entries, next_link
 
-__all__ = ["FetchPolicy", "FetchResult", "FhirClient", "is_under", "parse_base_url"]
+__all__ = ["FetchPolicy", "FetchResult", "FhirClient", "is_under", "new_http_client", "parse_base_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +117,39 @@ class FetchResult:
         return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
 
 
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing: a shared client must never carry one call's session to another."""
+
+    def __init__(self) -> None:
+        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def new_http_client(
+    policy: FetchPolicy, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The HTTP client FHIR fetches share (one per worker, made at start-up, closed at shutdown).
+
+    Building one costs a TLS context (tens of milliseconds of CPU): once per worker, not per call.
+    TLS certificates are verified, redirects are not followed, no environment variable (proxy,
+    netrc, CA bundle) is read, cookies are never kept, and it carries no credentials of its own.
+    """
+    return httpx.AsyncClient(
+        headers={"Accept": FHIR_JSON},
+        timeout=httpx.Timeout(policy.request_timeout),
+        follow_redirects=False,
+        verify=True,
+        trust_env=False,
+        cookies=_NoCookies(),
+        transport=transport,
+    )
+
+
 class FhirClient:
     """Reads and searches one FHIR server for one hook call. Use as ``async with``.
 
-    ``transport`` replaces the network (tests, proxies); ``sleep`` and ``monotonic`` replace
-    the clock. TLS certificates are verified, redirects are not followed, and no environment
-    variable (proxy, netrc, CA bundle) is read: pass a transport for those.
+    ``http`` is a shared client from :func:`new_http_client` (left open on exit); without one,
+    the client makes its own (``transport`` replaces the network: tests, proxies) and closes it.
+    ``sleep`` and ``monotonic`` replace the clock.
 
     :raises RequestError: for a ``base_url`` that is not an absolute http(s) URL without
         credentials, query or fragment (pointer ``/fhirServer``), or a token that is not a
@@ -132,6 +163,7 @@ class FhirClient:
         bearer_token: str | None,
         policy: FetchPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -144,6 +176,7 @@ class FhirClient:
         self._token = bearer_token
         self._policy = policy
         self._transport = transport
+        self._shared = http
         self._sleep = sleep
         self._monotonic = monotonic
         self._client: httpx.AsyncClient | None = None
@@ -158,14 +191,7 @@ class FhirClient:
         return str(self._base).rstrip("/")
 
     async def __aenter__(self) -> Self:
-        self._client = httpx.AsyncClient(
-            headers={"Accept": FHIR_JSON},
-            timeout=httpx.Timeout(self._policy.request_timeout),
-            follow_redirects=False,
-            verify=True,
-            trust_env=False,
-            transport=self._transport,
-        )
+        self._client = self._shared or new_http_client(self._policy, self._transport)
         self._deadline = self._monotonic() + self._policy.total_budget
         return self
 
@@ -175,9 +201,9 @@ class FhirClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._client is not None:
+        if self._client is not None and self._client is not self._shared:
             await self._client.aclose()
-            self._client = None
+        self._client = None
 
     # ----------------------------------------------------------------------------------------
     # Public operations
@@ -361,7 +387,9 @@ class FhirClient:
         client = self._client
         if client is None:
             raise RuntimeError("use FhirClient as 'async with FhirClient(...) as client'")
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        headers = {"Accept": FHIR_JSON}
+        if self._token:  # per request: the shared client holds no credentials
+            headers["Authorization"] = f"Bearer {self._token}"
         request = client.build_request("GET", url, headers=headers)
         response = await client.send(request, stream=True)
         try:

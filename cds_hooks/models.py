@@ -3,6 +3,11 @@
 Requests are parsed leniently (unknown fields ignored, as the spec requires of services);
 responses are built strictly and serialised without null or empty values.
 Prefetch values stay plain JSON (``dict``): FHIR resources are parsed by ``fhir_mappings``.
+
+Stored strings: a request string that the service keeps in a text column of its audit trail has
+the column's maximum length and may not hold U+0000 (NUL), which PostgreSQL cannot store in text;
+such a string is refused (400), never cut or changed (see the README, "What the audit trail
+stores"). Strings kept only inside JSON columns (prefetched resources) are stored as they came.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Indicator = Literal["info", "warning", "critical"]
 INDICATOR_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+NO_NUL = r"^[^\x00]*$"  # a stored string: PostgreSQL text cannot hold U+0000
 
 
 class _Incoming(BaseModel):
@@ -49,7 +55,7 @@ class FhirAuthorization(_Incoming):
 
     access_token: str = Field(min_length=1)
     token_type: Literal["Bearer"]
-    expires_in: int
+    expires_in: int = Field(strict=True)  # an integer, as the spec says: not "3600", not true
     scope: str
     subject: str
     patient: str | None = None
@@ -63,17 +69,17 @@ class FhirAuthorization(_Incoming):
 class PatientViewContext(_Incoming):
     """Context of the ``patient-view`` hook."""
 
-    user_id: str = Field(alias="userId", min_length=1)
-    patient_id: str = Field(alias="patientId", min_length=1, max_length=64)
+    user_id: str = Field(alias="userId", min_length=1, max_length=256, pattern=NO_NUL)
+    patient_id: str = Field(alias="patientId", min_length=1, max_length=64, pattern=NO_NUL)
     encounter_id: str | None = Field(default=None, alias="encounterId")
 
 
 class HookRequest(_Incoming):
     """The body a CDS client POSTs to a service endpoint."""
 
-    hook: str = Field(min_length=1)
-    hook_instance: str = Field(alias="hookInstance", min_length=1, max_length=128)
-    fhir_server: str | None = Field(default=None, alias="fhirServer")
+    hook: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
+    hook_instance: str = Field(alias="hookInstance", min_length=1, max_length=128, pattern=NO_NUL)
+    fhir_server: str | None = Field(default=None, alias="fhirServer", max_length=2048, pattern=NO_NUL)
     fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
@@ -178,14 +184,14 @@ class DiscoveryResponse(_Outgoing):
 
 
 class FeedbackCoding(_Incoming):
-    system: str | None = None
-    code: str = Field(min_length=1)
-    display: str | None = None
+    system: str | None = Field(default=None, max_length=256, pattern=NO_NUL)
+    code: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
+    display: str | None = Field(default=None, max_length=512, pattern=NO_NUL)
 
 
 class OverrideReason(_Incoming):
     reason: FeedbackCoding | None = None
-    user_comment: str | None = Field(default=None, alias="userComment", max_length=4000)
+    user_comment: str | None = Field(default=None, alias="userComment", max_length=4000, pattern=NO_NUL)
 
     @model_validator(mode="after")
     def _reason_or_comment(self) -> OverrideReason:
@@ -200,7 +206,7 @@ class AcceptedSuggestion(_Incoming):
 
 
 class FeedbackEntry(_Incoming):
-    card: str = Field(min_length=1, max_length=128)
+    card: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
     outcome: Literal["accepted", "overridden"]
     accepted_suggestions: list[AcceptedSuggestion] = Field(
         default_factory=list, alias="acceptedSuggestions", max_length=50

@@ -346,9 +346,10 @@ def iter_entries(bundle: Mapping[str, object], *, pointer: str = "") -> Iterator
     """
     if bundle.get("resourceType") != "Bundle":
         raise RequestError("expected a Bundle", pointer=pointer + "/resourceType")
-    if bundle.get("type") not in BUNDLE_TYPES:
+    bundle_type = bundle.get("type")
+    if not isinstance(bundle_type, str) or bundle_type not in BUNDLE_TYPES:  # a list is unhashable
         raise RequestError(
-            f"expected a Bundle of type searchset or collection, got {bundle.get('type')!r}",
+            f"expected a Bundle of type searchset or collection, got {repr(bundle_type)[:80]}",
             pointer=pointer + "/type",
         )
     entries = bundle.get("entry", [])

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -168,6 +169,8 @@ def create_app(
             raise
         writer = AuditWriter(engine, settings.data_dir / "spool")
         writer.start()
+        if isinstance(fetcher, FhirFetcher):
+            await fetcher.open()  # one HTTP client per worker, in its event loop
         app.state.governance = Governance.start(settings, engine, clock=clock)
         store = ExplanationStore(engine, capacity=settings.explanation_cache_size)
         app.state.explanations = Explanations.from_settings(settings, store, clock)
@@ -194,6 +197,8 @@ def create_app(
             writer.stop(AUDIT_FLUSH_SECONDS)  # the calls' records first
             app.state.governance.stop(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))
             await jwks_client.aclose()
+            if isinstance(fetcher, FhirFetcher):
+                await fetcher.aclose()
             probe.close()
             engine.dispose()
             metrics.process_stopping()
@@ -219,7 +224,9 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
         code: IssueType = "not-found" if error.status_code == 404 else "not-supported"
-        return outcome_response(error.status_code, str(error.detail), code=code)
+        response = outcome_response(error.status_code, str(error.detail), code=code)
+        response.headers.update(error.headers or {})  # e.g. a 405's `Allow` (RFC 9110)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> Response:
@@ -242,7 +249,13 @@ def create_app(
         if rt is None or rt.store_probe is None:
             return json_response({"status": "starting"}, 503)
         store = await rt.store_probe.status()
-        body = {"active_pack": rt.service.active.key, "audit": store.audit, "database": store.database}
+        body = {
+            "active_pack": rt.service.active.key,
+            "audit": store.audit,
+            "database": store.database,
+            "spooled": rt.audit.spool_depth(),  # this worker's; the metric sums every worker's
+            "dead_letters": store.dead_letters,  # refused records kept with their reason (None: unknown)
+        }
         if not store.ready:
             return json_response({"status": "not ready", **body}, 503)
         return json_response({"status": "ready", **body})
@@ -272,7 +285,7 @@ def create_app(
         service_id: str, request: Request, rt: RuntimeDep, client: AuthenticatedClient
     ) -> Response:
         """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
-        record = new_record(None, service_id=service_id, now=clock())
+        record = new_record(None, service_id=_storable_service_id(service_id), now=clock())
         record.client = client_record(client)
         try:
             response = await _handle(service_id, request, rt, record)
@@ -293,9 +306,17 @@ def create_app(
     return app
 
 
+def _storable_service_id(service_id: str) -> str:
+    """The path's service id as the audit column can hold it: ours as is; another one (404) escaped and
+    cut to the column's 64 characters (``_handle`` keeps it in full in the record's ``error``)."""
+    if service_id == SERVICE_ID:
+        return service_id
+    return json.dumps(service_id)[1:-1][:64]
+
+
 async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRecord) -> Response:
     if service_id != SERVICE_ID:
-        record.error = "unknown service"
+        record.error = f"unknown service {json.dumps(service_id)}"  # the id as sent, in full (escaped)
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
     if not is_json_media_type(request.headers.get("content-type")):
         record.error = "not JSON"

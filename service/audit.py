@@ -1,13 +1,25 @@
 """The audit trail: one row per hook call, written off the response path, never lost.
 
 ``AuditWriter`` takes records from the request handlers through a queue and writes them in
-batches from one background thread. When the database refuses a batch, the batch is appended
-to a spool file (JSON lines) in the data folder and written again once the database answers;
-records left at shutdown are flushed or spooled, never dropped.
+batches from one background thread. It tells two failures apart:
+
+- the database is **down** (no connection, a dropped one, a pool timeout, a schema not yet
+  migrated): the batch is appended to a spool file (JSON lines) in the data folder and written
+  again once the database answers;
+- the database **refuses a record** (``DataError``, ``IntegrityError``, a value it cannot even be
+  sent, a malformed spooled record): it would refuse it on every retry, so the batch is split in
+  halves until the refused record is alone, the others are written, and the refused one is kept,
+  intact, as a row of ``audit_dead_letters`` with the reason (counted by
+  ``calf_cds_audit_records_total{outcome="dead_lettered"}``, shown by ``/readyz`` and by
+  ``calf-cds db dead-letters``, which also re-drives them once the cause is fixed).
+
+Records left at shutdown are flushed or spooled, never dropped; spool files of stopped processes
+are adopted (moved into the running writer's own spool) at start-up and every retry.
 
 Tables: ``hook_calls`` (one row per call), ``hook_cards`` (one row per card shown, written in the
 same transaction as its call, so that feedback can find a card by its uuid) and ``feedback`` (one
-row per feedback entry; written by ``service.governance.feedback``). The schema is managed by the
+row per feedback entry; written by ``service.governance.feedback``), and ``audit_dead_letters``
+(records of either kind the database refused, each with its reason). The schema is managed by the
 Alembic migrations in ``service/migrations``; a test keeps these declarations and the migrations
 in step.
 """
@@ -23,177 +35,68 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    insert,
-    select,
-)
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from service import metrics
+from service.audit_schema import (
+    card_rows,
+    dead_letters,
+    feedback,
+    hook_calls,
+    hook_cards,
+    make_engine,
+    metadata,
+    row_of_call,
+)
+from service.spool import UNREADABLE, read_spool, rewrite_spool_file, write_spool_file
+
+__all__ = [
+    "AuditWriter",
+    "card_rows",
+    "dead_letters",
+    "feedback",
+    "hook_calls",
+    "hook_cards",
+    "is_refusal",
+    "make_engine",
+    "metadata",
+    "refusal_reason",
+]
 
 log = logging.getLogger("calf_cds.audit")
-metadata = MetaData()
 SPOOL_CHUNK = 500  # records per transaction when replaying a spool
 
-hook_calls = Table(
-    "hook_calls",
-    metadata,
-    Column("call_id", String(36), primary_key=True),
-    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("hook", String(64), nullable=False),
-    Column("hook_instance", String(128), nullable=False, index=True),
-    Column("service_id", String(64), nullable=False),
-    Column("patient_id", String(64), index=True),
-    Column("user_id", String(256)),
-    Column("fhir_server", String(2048)),
-    Column("status_code", Integer, nullable=False),
-    Column("error", Text),
-    Column("pack_id", String(64)),
-    Column("pack_version", String(32), index=True),
-    Column("pack_hash", String(80)),
-    Column("facts", JSON, nullable=False),
-    Column("notes", JSON, nullable=False),
-    Column("cards", JSON, nullable=False),
-    Column("suppressed", JSON, nullable=False),
-    Column("rule_errors", JSON, nullable=False),
-    Column("shadow", JSON, nullable=False),
-    Column("prefetch_states", JSON, nullable=False),
-    Column("client", JSON, nullable=False),
-    Column("duration_ms", Float, nullable=False),
-)
 
+def is_refusal(error: BaseException) -> bool:
+    """True when the database refused the data (it would again), False when it is down or unready.
 
-hook_cards = Table(
-    "hook_cards",
-    metadata,
-    Column("card_uuid", String(128), primary_key=True),
-    Column("call_id", String(36), nullable=False, index=True),
-    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("pack_id", String(64)),
-    Column("pack_version", String(32)),
-    Column("pack_hash", String(80)),
-    Column("rule_id", String(64)),
-    Column("topic", String(32), index=True),
-    Column("indicator", String(16)),
-    Column("fallback", Boolean, nullable=False),
-    Column("suggestions", JSON, nullable=False),  # the uuids of the card's suggestions
-)
-
-
-feedback = Table(
-    "feedback",
-    metadata,
-    Column("feedback_id", String(36), primary_key=True),
-    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("service_id", String(64)),
-    Column("card_uuid", String(128), nullable=False, index=True),
-    Column("call_id", String(36), index=True),  # the hook call whose card this is, when known
-    Column("pack_id", String(64)),
-    Column("rule_id", String(64)),
-    Column("pack_version", String(32)),
-    Column("topic", String(32)),
-    Column("outcome", String(16), nullable=False),  # accepted | overridden
-    Column("accepted_suggestions", JSON, nullable=False),
-    Column("override_reason_system", String(256)),
-    Column("override_reason_code", String(128)),
-    Column("override_reason_display", String(512)),
-    Column("user_comment", Text),
-    Column("outcome_timestamp", DateTime(timezone=True), nullable=False),
-    Column("client", JSON, nullable=False),
-    Column("note", Text),  # e.g. the card was not in the audit trail when the feedback was written
-)
-
-
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for the audit store; SQLite gets WAL so readers never block the writer.
-
-    A server database gets a fixed pool of ``pool_size`` connections and no overflow: under load a
-    caller waits a moment for a pooled connection rather than opening one of its own and closing
-    it again (measured with bench/load.py: SQLAlchemy's default 5 + 10 overflow opened a PostgreSQL
-    session for one call in seven, and those backends took a third of a core). It waits at most
-    ``pool_timeout`` seconds, then fails like an unreachable database (the audit spools, the JWT
-    replay check falls back to this process's memory).
+    Refusals: ``DataError`` (NUL in text, a string over its column, a bad value),
+    ``IntegrityError``, a ``StatementError`` raised before the statement reached the database (a
+    value that cannot be sent), and a malformed record (``ValueError``, ``TypeError``, ``KeyError``
+    while building its row). Everything else (``OperationalError``, ``InterfaceError``, a pool
+    timeout, ``ProgrammingError`` from a schema that is not migrated yet, a connection invalidated
+    mid-statement) is an outage: retrying later can succeed.
     """
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 15}, json_serializer=_json)
-
-        from sqlalchemy import event
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(connection: Any, _: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    # A database that does not answer must not hold the writer (or a readiness ping) for minutes.
-    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_timeout=5,
-        connect_args=connect_args,
-        json_serializer=_json,
-    )
+    if isinstance(error, DBAPIError):
+        return not error.connection_invalidated and isinstance(error, DataError | IntegrityError)
+    if isinstance(error, SQLAlchemyError):
+        return isinstance(error, StatementError)
+    return isinstance(error, ValueError | TypeError | KeyError | AttributeError)
 
 
-def _json(value: Any) -> str:
-    """JSON columns, encoded by orjson: a third of the writer's time per row with the standard library."""
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _instant(value: Any) -> Any:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _row(record: Mapping[str, Any]) -> dict[str, Any]:
-    row = dict(record)
-    row["received_at"] = _instant(row["received_at"])
-    return {c.name: row.get(c.name) for c in hook_calls.columns}
-
-
-def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One ``hook_cards`` row per card the call showed."""
-    return [
-        {
-            "card_uuid": card["uuid"],
-            "call_id": record["call_id"],
-            "received_at": _instant(record["received_at"]),
-            "pack_id": record.get("pack_id"),
-            "pack_version": record.get("pack_version"),
-            "pack_hash": record.get("pack_hash"),
-            "rule_id": card.get("rule_id"),
-            "topic": card.get("topic"),
-            "indicator": card.get("indicator"),
-            "fallback": bool(card.get("fallback", False)),
-            "suggestions": list(card.get("suggestions", ())),
-        }
-        for card in record.get("cards", ())
-        if card.get("uuid")
-    ]
+def refusal_reason(error: BaseException) -> str:
+    """Why the database refused a record: the error class and the database's message, never the SQL
+    or its parameters (the record itself is kept beside the reason)."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    if isinstance(error, StatementError) and not isinstance(error, DBAPIError):
+        cause = error.orig or error
+    message = str(cause).split("\n", 1)[0].replace("\x00", "\\x00")
+    return f"{type(error).__name__}: {message}"[:1000]
 
 
 class AuditWriter:
@@ -206,8 +109,8 @@ class AuditWriter:
     ``spool_name`` and locked (``flock``) while the writer runs, so processes sharing the data
     folder never read or delete each other's records. A spool file of the same kind that no
     running writer holds (its process stopped or died) is adopted by the next writer that finds
-    it: written to the database, then deleted. Replays are idempotent (by ``key``), so a record
-    spooled twice is written once.
+    it: its records move into that writer's own spool (counted in its spool depth), and the file
+    is deleted. Replays are idempotent (by ``key``), so a record spooled twice is written once.
     """
 
     key = "call_id"
@@ -227,7 +130,6 @@ class AuditWriter:
         self.spool_dir = spool_dir
         self.spool_kind = Path(self.spool_name).stem  # "audit-spool": also the file of earlier releases
         self.spool_path = spool_dir / f"{self.spool_kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        spool_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
         # After the first record, wait this long for more before writing: at a few hundred calls a
@@ -242,13 +144,17 @@ class AuditWriter:
         self._abandoned = threading.Event()  # stop() gave up waiting: the thread ends when it can
         self._spooled = 0
         self.written = 0
+        self.dead_lettered = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
             self._lock_file = self.spool_path.open("ab")
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.adopt_orphans()  # before any traffic: the spool depth counts them from the start
+            self.report_metrics()
             self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
             self._thread.start()
             atexit.register(self.stop, 2.0)
@@ -276,7 +182,7 @@ class AuditWriter:
                 log.warning("audit store did not answer within %.1f s at shutdown; spooling", timeout)
                 leftover = [*self._inflight, *self._drain()]
                 if leftover:
-                    _write_spool_file(self.spool_path.with_suffix(".shutdown.jsonl"), leftover)
+                    write_spool_file(self.spool_path.with_suffix(".shutdown.jsonl"), leftover)
                     metrics.count_audit_records(self.table.name, spooled=len(leftover))
                 metrics.observe_audit_queue(self.table.name, 0, 0)
                 if self._lock_file is not None:
@@ -309,7 +215,7 @@ class AuditWriter:
         metrics.observe_audit_queue(self.table.name, self._queue.qsize(), self._spooled)
 
     def spool_depth(self) -> int:
-        """Records in this writer's spool file, waiting for the database to come back."""
+        """Records in this writer's spool file (its own and adopted ones), waiting for the database."""
         return self._spooled
 
     # -- the writer thread -----------------------------------------------------------------
@@ -329,15 +235,16 @@ class AuditWriter:
         stopping = False
         while not stopping and not self._abandoned.is_set():
             batch, stopping = self._next_batch()
-            written = True
+            reachable = True
             if batch:
                 self._inflight = batch
-                written = self._write(batch)
-                if not written:
-                    self._spool(batch)
+                left = self.write(batch)
+                if left:
+                    self._spool(left)
+                reachable = not left
                 self._inflight = []
             # Retry the spool only while the database answers (no point re-reading it otherwise).
-            if written and (stopping or time.monotonic() - last_retry >= self.retry_seconds):
+            if reachable and (stopping or time.monotonic() - last_retry >= self.retry_seconds):
                 last_retry = time.monotonic()
                 self.flush_spool()
             self.report_metrics()
@@ -369,52 +276,154 @@ class AuditWriter:
 
     def store(self, connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``records`` (none of them stored yet) in the caller's transaction."""
-        connection.execute(insert(hook_calls), [_row(record) for record in records])
+        connection.execute(insert(hook_calls), [row_of_call(record) for record in records])
         cards = [row for record in records for row in card_rows(record)]
         if cards:
             connection.execute(insert(hook_cards), cards)
 
-    def _write(self, batch: list[dict[str, Any]]) -> bool:
-        records = batch
+    # -- writing, refusals and dead letters --------------------------------------------------
+
+    def write(self, records: Sequence[dict[str, Any]], *, idempotent: bool = False) -> list[dict[str, Any]]:
+        """Write ``records`` in one transaction if the database takes them all; otherwise isolate
+        the ones it refuses (halving the batch) into dead letters and write the rest.
+
+        Returns the records left unwritten because the database is down (for the spool); ``[]``
+        when every record is in the database or among the dead letters. ``idempotent`` skips
+        records already stored (spool replays).
+        """
+        readable = [r for r in records if self.malformed(r) is None]
+        left: list[dict[str, Any]] = []
+        for record in records:
+            problem = self.malformed(record)
+            if problem is not None:
+                left.extend(self._dead_letter(record, problem))
+        if readable:
+            left.extend(self._write_isolating(readable, idempotent=idempotent))
+        return left
+
+    def malformed(self, record: object) -> str | None:
+        """Why a spooled record cannot be a row at all (before asking the database)."""
+        if not isinstance(record, dict):
+            return "ValueError: not a JSON object"
+        if UNREADABLE in record:
+            return "ValueError: an unreadable spool line (cut short by a crash mid-write?)"
+        if not isinstance(record.get(self.key), str):
+            return f"ValueError: no {self.key} string"
+        return None
+
+    def _write_isolating(
+        self, records: Sequence[dict[str, Any]], *, idempotent: bool
+    ) -> list[dict[str, Any]]:
         try:
             with self.engine.begin() as connection:
-                self.store(connection, records)
-        except SQLAlchemyError as error:
-            log.warning(
-                "audit store unavailable, spooling %d records: %s", len(records), type(error).__name__
-            )
-            return False
-        self.written += len(records)
-        metrics.count_audit_records(self.table.name, written=len(records))
-        return True
+                fresh = self.fresh(connection, records) if idempotent else list(records)
+                if fresh:
+                    self.store(connection, fresh)
+        except Exception as error:  # noqa: BLE001 -- each failure is a refusal or an outage: never lost
+            if not is_refusal(error):
+                log.warning(
+                    "audit store unavailable, spooling %d records: %s", len(records), type(error).__name__
+                )
+                return list(records)
+            if len(records) == 1:
+                if not idempotent:  # a duplicate key may mean it is stored already (a replay)
+                    return self._write_isolating(records, idempotent=True)
+                return self._dead_letter(records[0], refusal_reason(error))
+            middle = len(records) // 2
+            left = self._write_isolating(records[:middle], idempotent=idempotent)
+            if left:  # the database went down meanwhile: the second half waits too
+                return [*left, *records[middle:]]
+            return self._write_isolating(records[middle:], idempotent=idempotent)
+        self.written += len(fresh)
+        metrics.count_audit_records(self.table.name, written=len(fresh))
+        return []
+
+    def fresh(self, connection: Connection, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records whose key is not in the table yet (each key once)."""
+        key = self.table.c[self.key]
+        unique = {record[self.key]: record for record in records}
+        present = set(connection.scalars(select(key).where(key.in_(list(unique)))))
+        return [record for identifier, record in unique.items() if identifier not in present]
+
+    def _dead_letter(self, record: object, reason: str) -> list[dict[str, Any]]:
+        """Keep a refused record in ``audit_dead_letters``; ``[record]`` if the database is down."""
+        record_key = record.get(self.key) if isinstance(record, dict) else None
+        record_key = str(record_key).replace("\x00", "\\x00")[:128] if record_key is not None else None
+        text = json.dumps(record, default=str)  # ASCII: any record is storable text
+        try:
+            with self.engine.begin() as connection:
+                same = dead_letters.c.source_table == self.table.name
+                if record_key is not None and connection.scalar(
+                    select(dead_letters.c.dead_letter_id).where(same, dead_letters.c.record_key == record_key)
+                ):
+                    return []  # kept already (a replay of a batch that was half written)
+                connection.execute(
+                    insert(dead_letters),
+                    [
+                        {
+                            "dead_letter_id": str(uuid.uuid4()),
+                            "source_table": self.table.name,
+                            "record_key": record_key,
+                            "reason": reason,
+                            "record": text,
+                        }
+                    ],
+                )
+        except Exception as error:  # noqa: BLE001 -- whatever it is, the record goes back to the spool
+            # Down (or, never seen, refusing even an ASCII text row): the record waits in the
+            # spool and is tried again, so it is never dropped.
+            log.warning("could not keep a refused audit record as a dead letter: %s", type(error).__name__)
+            return [record] if isinstance(record, dict) else [{UNREADABLE: text}]
+        self.dead_lettered += 1
+        metrics.count_audit_records(self.table.name, dead_lettered=1)
+        log.error(
+            "the audit store refused a %s record (%s); kept as a dead letter: %s",
+            self.table.name,
+            record_key,
+            reason,
+        )
+        return []
+
+    # -- the spool ---------------------------------------------------------------------------
 
     def _spool(self, batch: list[dict[str, Any]]) -> None:
         with self._lock:
-            _write_spool_file(self.spool_path, batch)
+            write_spool_file(self.spool_path, batch)
             self._spooled += len(batch)
         metrics.count_audit_records(self.table.name, spooled=len(batch))
 
     def flush_spool(self) -> int:
-        """Write spooled records (this writer's, and any orphaned spool file) to the database.
+        """Adopt orphaned spool files, then write this writer's spool to the database.
 
-        Returns how many records left the spool files.
+        Returns how many records left the spool (written, or kept as dead letters).
         """
-        flushed = 0
+        self.adopt_orphans()
         with self._lock:
-            if self._spooled:
-                records = _read_spool(self.spool_path)
-                if self._write_idempotent(records):
-                    with self.spool_path.open("r+b") as handle:
-                        handle.truncate(0)
-                    flushed += len(records)
-                    self._spooled = 0
+            if not self._spooled:
+                return 0
+            records = read_spool(self.spool_path)
+            left: list[dict[str, Any]] = []
+            for start in range(0, len(records), SPOOL_CHUNK):
+                chunk = records[start : start + SPOOL_CHUNK]
+                left.extend(chunk if left else self.write(chunk, idempotent=True))
+            if len(left) != len(records):
+                rewrite_spool_file(self.spool_path, left)
+            self._spooled = len(left)
+            return len(records) - len(left)
+
+    def adopt_orphans(self) -> int:
+        """Move the records of spool files no running writer holds into this writer's spool.
+
+        No database is needed: the records are counted in this writer's spool depth at once, and
+        written (or dead-lettered) by its next flush. Returns how many records were adopted.
+        """
+        adopted = 0
         for path in sorted(self.spool_dir.glob(f"{self.spool_kind}*.jsonl")):
             if path != self.spool_path:
-                flushed += self._adopt(path)
-        return flushed
+                adopted += self._adopt(path)
+        return adopted
 
     def _adopt(self, path: Path) -> int:
-        """Write and delete a spool file no running writer holds; 0 if one does, or on failure."""
         try:
             handle = path.open("rb")
         except FileNotFoundError:
@@ -429,49 +438,12 @@ class AuditWriter:
                     return 0  # adopted and deleted by another writer meanwhile
             except FileNotFoundError:
                 return 0
-            records = _read_spool(path)
-            if not self._write_idempotent(records):
-                return 0
-            path.unlink(missing_ok=True)
+            records = read_spool(path)
             if records:
-                log.info("adopted %d spooled audit records from %s", len(records), path.name)
-            return len(records)
-
-    def _write_idempotent(self, records: list[dict[str, Any]]) -> bool:
-        key = self.table.c[self.key]
-        unique = list({record[self.key]: record for record in records}.values())
-        for start in range(0, len(unique), SPOOL_CHUNK):
-            chunk = unique[start : start + SPOOL_CHUNK]
-            try:
-                with self.engine.begin() as connection:
-                    ids = [record[self.key] for record in chunk]
-                    present = set(connection.scalars(select(key).where(key.in_(ids))))
-                    fresh = [record for record in chunk if record[self.key] not in present]
-                    if fresh:
-                        self.store(connection, fresh)
-            except SQLAlchemyError:
-                return False
-            self.written += len(fresh)
-            metrics.count_audit_records(self.table.name, written=len(fresh))
-        return True
-
-
-def _write_spool_file(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append records to a spool file, one JSON line each, and make sure they reached the disk."""
-    lines = [json.dumps(record, default=str) + "\n" for record in records]
-    with path.open("a", encoding="utf-8") as handle:
-        handle.writelines(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _read_spool(path: Path) -> list[dict[str, Any]]:
-    """The records in a spool file; a line cut short by a crash mid-write is skipped."""
-    records = []
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                log.warning("skipped a truncated line in %s", path.name)
-    return records
+                with self._lock:  # moved, not newly spooled: the spooled-records count stays
+                    write_spool_file(self.spool_path, records)
+                    self._spooled += len(records)
+            path.unlink(missing_ok=True)
+        if records:
+            log.info("adopted %d spooled audit records from %s", len(records), path.name)
+        return len(records)

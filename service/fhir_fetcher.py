@@ -1,10 +1,17 @@
 """The production :class:`~service.patient_data.Fetcher`: reads the EHR's ``fhirServer`` with httpx.
 
 One :class:`~cds_hooks.fhir_client.FhirClient` per hook call, holding that call's ``fhirServer``
-and ``fhirAuthorization`` bearer token (used for that server only, never logged, never stored).
+and ``fhirAuthorization`` bearer token (used for that server only, sent on each of its requests,
+never logged, never stored). Underneath, one ``httpx.AsyncClient`` per worker process
+(:meth:`FhirFetcher.open` at start-up, :meth:`FhirFetcher.aclose` at shutdown): one TLS context and
+a connection pool, instead of a new client (~30 ms of CPU) per call.
+
 Every query and every prefetched page to complete runs in parallel under one
 :class:`~cds_hooks.fhir_client.FetchPolicy` budget (per-request timeout, total budget, bounded
-retries for GETs on 5xx and connection errors), so a slow or dead server costs at most the budget.
+retries for GETs on 5xx and connection errors). The total budget is a deadline fixed when the
+fetch begins, on the event loop's clock, around everything the fetch does (the client, every
+request, the pages): a slow or dead server costs at most the budget, however late a busy CPU lets
+the loop run.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,7 +31,7 @@ from cds_hooks.errors import (
     FhirUnavailableError,
     RequestError,
 )
-from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient
+from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient, new_http_client
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import json_pointer
 from service import metrics
@@ -45,17 +51,20 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     )
 
 
-@dataclass(frozen=True)
 class FhirFetcher:
     """Fetches a :class:`FetchPlan` from the request's ``fhirServer``.
 
     ``transport`` replaces the network (tests); by default a
     :class:`~service.pinned_transport.PinnedTransport` (TLS verified), which connects only to the
     addresses :class:`~service.fhir_server_guard.FhirServerGuard` approved for this call.
+    Between :meth:`open` and :meth:`aclose` every call shares one HTTP client on that transport; a
+    fetcher that is not open (``calf-cds try``, tests) makes one per call.
     """
 
-    policy: FetchPolicy
-    transport: httpx.AsyncBaseTransport | None = None
+    def __init__(self, policy: FetchPolicy, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.policy = policy
+        self.transport = transport if transport is not None else PinnedTransport()
+        self._http: httpx.AsyncClient | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FhirFetcher:
@@ -63,6 +72,17 @@ class FhirFetcher:
 
     def __repr__(self) -> str:
         return f"FhirFetcher({self.policy!r})"
+
+    async def open(self) -> None:
+        """Build the shared HTTP client (in the worker's event loop, at start-up)."""
+        if self._http is None:
+            self._http = new_http_client(self.policy, self.transport)
+
+    async def aclose(self) -> None:
+        """Close the shared client and its pooled connections (at shutdown)."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
     async def __call__(self, request: HookRequest, plan: FetchPlan) -> Fetched:
         """Every query and page of ``plan``, in parallel, within the policy's total budget.
@@ -74,9 +94,17 @@ class FhirFetcher:
         :raises FhirFetchError: when the server refuses, fails, is slow or answers nonsense (412).
         """
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.policy.total_budget
         outcome = "error"
         try:
-            fetched = await self._fetch(request, plan)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    fetched = await self._fetch(request, plan)
+            except TimeoutError:
+                raise FhirUnavailableError(
+                    f"FHIR fetch budget of {self.policy.total_budget:g} s spent",
+                    url=request.fhir_server or "",
+                ) from None
             outcome = "ok"
             return fetched
         except (CdsHooksError, ValueError) as error:
@@ -92,20 +120,21 @@ class FhirFetcher:
         token = authorization.access_token if authorization is not None else None
         values: dict[str, Any] = {}
         notes: list[str] = []
-        transport = self.transport if self.transport is not None else PinnedTransport()
-        client = FhirClient(request.fhir_server, bearer_token=token, policy=self.policy, transport=transport)
+        client = FhirClient(
+            request.fhir_server,
+            bearer_token=token,
+            policy=self.policy,
+            transport=self.transport,
+            http=self._http,
+        )
         async with client:
             try:
-                async with asyncio.timeout(self.policy.total_budget), asyncio.TaskGroup() as group:
+                async with asyncio.TaskGroup() as group:  # within the deadline set in __call__
                     queried = group.create_task(client.fetch_all(plan.queries)) if plan.queries else None
                     paged = {
                         key: group.create_task(_complete(client, key, page))
                         for key, page in plan.pages.items()
                     }
-            except TimeoutError:
-                raise FhirUnavailableError(
-                    f"FHIR fetch budget of {self.policy.total_budget:g} s spent", url=client.base_url
-                ) from None
             except ExceptionGroup as failures:
                 raise _first(failures) from None
         if queried is not None:

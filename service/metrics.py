@@ -9,7 +9,8 @@ the functions below, so names, labels and their cardinality are decided here, in
     count_auth_rejection(reason)                          JWT verification (``AuthenticationError.reason``)
     count_fhir_server_refusal(reason)                     a ``fhirServer`` the service will not read
     observe_audit_queue(table, queued, spooled)           an audit writer's thread, every loop
-    count_audit_records(table, written=, spooled=)        an audit writer, per batch
+    count_audit_records(table, written=, spooled=, dead_lettered=)   an audit writer, per batch
+    set_audit_dead_letters(count)                         the readiness probe, from the database
     set_rule_packs(active, shadows)                       start-up
 
 **Several worker processes.** ``calf-cds serve --workers N`` runs N processes; each counts its own
@@ -99,8 +100,15 @@ AUDIT_SPOOL = Gauge(
 )
 AUDIT_RECORDS = Counter(
     "calf_cds_audit_records_total",
-    "Audit records by table and where they went: written to the database, or spooled to disk.",
+    "Audit records by table and where they went: written to the database, spooled to disk, or"
+    " dead_lettered (refused by the database, kept in audit_dead_letters with the reason).",
     ["table", "outcome"],
+)
+AUDIT_DEAD_LETTERS = Gauge(
+    "calf_cds_audit_dead_letters",
+    "Records in audit_dead_letters (refused by the database, waiting for `calf-cds db dead-letters"
+    " redrive`), as last counted by a readiness probe.",
+    multiprocess_mode="livemax",
 )
 RULE_PACK = Gauge(
     "calf_cds_rule_pack_info",
@@ -167,11 +175,17 @@ def observe_audit_queue(table: str, queued: int, spooled: int) -> None:
     AUDIT_SPOOL.labels(table).set(spooled)
 
 
-def count_audit_records(table: str, *, written: int = 0, spooled: int = 0) -> None:
+def count_audit_records(table: str, *, written: int = 0, spooled: int = 0, dead_lettered: int = 0) -> None:
+    if dead_lettered:
+        AUDIT_RECORDS.labels(table, "dead_lettered").inc(dead_lettered)
     if written:
         AUDIT_RECORDS.labels(table, "written").inc(written)
     if spooled:
         AUDIT_RECORDS.labels(table, "spooled").inc(spooled)
+
+
+def set_audit_dead_letters(count: int) -> None:
+    AUDIT_DEAD_LETTERS.set(count)
 
 
 def set_rule_packs(active: tuple[str, str, str], shadows: Iterable[tuple[str, str, str]]) -> None:

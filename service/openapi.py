@@ -95,10 +95,7 @@ def _component_schemas() -> dict[str, Any]:
             {
                 "type": "object",
                 "properties": {
-                    key: {
-                        "description": f"`{template}`",
-                        "anyOf": [{"$ref": REF.format(model="FhirResource")}, {"type": "null"}],
-                    }
+                    key: {"description": f"`{template}`", **_prefetch_value(template)}
                     for key, template in PREFETCH_TEMPLATES.items()
                 },
                 "additionalProperties": True,
@@ -106,10 +103,75 @@ def _component_schemas() -> dict[str, Any]:
             {"type": "null"},
         ]
     }
+    fhir_server = {"type": "string", "pattern": "^https?://[^/?#\\s\\x00]+[^\\x00]*$", "maxLength": 2048}
+    properties["fhirServer"] = {"anyOf": [fhir_server, {"type": "null"}]}
+    # Without a fhirServer to fetch from, the prefetch must hold every key (else 412).
+    request["anyOf"] = [
+        {"required": ["fhirServer"], "properties": {"fhirServer": fhir_server}},
+        {"required": ["prefetch"], "properties": {"prefetch": {"required": list(PREFETCH_TEMPLATES)}}},
+    ]
+    # cds-r-1: fhirAuthorization needs a fhirServer.
+    request["if"] = {
+        "required": ["fhirAuthorization"],
+        "properties": {"fhirAuthorization": {"type": "object"}},
+    }
+    request["then"] = {"required": ["fhirServer"], "properties": {"fhirServer": fhir_server}}
     schemas["CalfPainRequest"] = request
+    _feedback_rules(schemas)
     schemas["FhirResource"] = FHIR_RESOURCE
     schemas["OperationOutcome"] = OPERATION_OUTCOME
     return schemas
+
+
+def _prefetch_value(template: str) -> dict[str, Any]:
+    """What a prefetch key may hold: the resource its template reads, or for a search a Bundle
+    (searchset or collection) or a single resource of the type searched; an OperationOutcome (the
+    client could not prefetch it); or null. (A read must also be the context's resource: that is
+    checked by the service, and is a 400 when it is not.)"""
+    resource_type = template.split("?", 1)[0].split("/", 1)[0]
+    resource = {
+        "type": "object",
+        "required": ["resourceType"],
+        "properties": {"resourceType": {"const": resource_type}},
+    }
+    outcome = {
+        "type": "object",
+        "required": ["resourceType"],
+        "properties": {"resourceType": {"const": "OperationOutcome"}},
+    }
+    if "?" not in template:
+        return {"anyOf": [resource, outcome, {"type": "null"}]}
+    entry = {
+        "type": "object",
+        "required": ["resource"],
+        "properties": {"resource": {"$ref": REF.format(model="FhirResource")}},
+    }
+    bundle = {
+        "type": "object",
+        "required": ["resourceType", "type"],
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"enum": ["searchset", "collection"]},
+            "entry": {"type": "array", "items": entry},
+        },
+    }
+    return {"anyOf": [bundle, resource, outcome, {"type": "null"}]}
+
+
+def _feedback_rules(schemas: dict[str, Any]) -> None:
+    """The feedback rules the models check in code (cds-fb-2, cds-fb-3), written as JSON Schema."""
+    entry = schemas["FeedbackEntry"]
+    entry["properties"]["outcomeTimestamp"]["format"] = "date-time"
+    entry["if"] = {"properties": {"outcome": {"const": "accepted"}}}
+    entry["then"] = {
+        "required": ["acceptedSuggestions"],
+        "properties": {"acceptedSuggestions": {"minItems": 1}, "overrideReason": {"type": "null"}},
+    }
+    entry["else"] = {"properties": {"acceptedSuggestions": {"maxItems": 0}}}
+    schemas["OverrideReason"]["anyOf"] = [
+        {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
+        {"required": ["userComment"], "properties": {"userComment": {"type": "string", "minLength": 1}}},
+    ]
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:

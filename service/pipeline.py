@@ -54,6 +54,8 @@ class CallRecord:
     def to_json(self) -> dict[str, Any]:
         body = {k: v for k, v in self.__dict__.items() if k != "received_at"}
         body["received_at"] = self.received_at.isoformat()
+        if self.error is not None:  # our diagnostic text; a NUL (from fetched data) escaped, not lost
+            body["error"] = self.error.replace("\x00", "\\x00")
         return body
 
 

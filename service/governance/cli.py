@@ -8,6 +8,7 @@
     calf-cds rules release ID@VERSION [--date DATE]      record a release in the manifest
     calf-cds rules retire ID@VERSION --reason TEXT [--date DATE]
     calf-cds db upgrade [--sql] | db current | db purge [--days N] [--dry-run]
+    calf-cds db dead-letters list [--json] | db dead-letters redrive [ID...]
     calf-cds report [--out FILE] [--since DATE]
     calf-cds trail CARD_UUID|CALL_ID         one card's (or call's) audit trail, end to end
 
@@ -88,6 +89,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     purge = command("purge", "purge", "delete audit rows older than the retention period", db_sub)
     purge.add_argument("--days", type=int, help="retention in days (default: CALF_CDS_RETENTION_DAYS)")
     purge.add_argument("--dry-run", action="store_true", help="count, do not delete")
+    letters = db_sub.add_parser("dead-letters", help="audit records the database refused")
+    letters_sub = letters.add_subparsers(dest="dead_letters_command", required=True)
+    listing = command("list", "dead-letters-list", "every dead letter, with its reason", letters_sub)
+    listing.add_argument("--json", action="store_true", help="machine-readable, with each record")
+    again = command(
+        "redrive", "dead-letters-redrive", "write dead letters into their tables again", letters_sub
+    )
+    again.add_argument("ids", nargs="*", help="dead letter ids (default: all)")
 
     report = commands.add_parser("report", help="write the governance report (HTML)")
     report.add_argument("--out", type=Path, default=Path("governance-report.html"), help="output file")

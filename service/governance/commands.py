@@ -26,7 +26,7 @@ from rules.errors import RuleError
 from rules.pack import content_hash
 from service.audit import feedback, hook_calls, hook_cards, make_engine
 from service.config import Settings
-from service.governance import database
+from service.governance import database, dead_letters
 from service.governance.cases import run_cases
 from service.governance.catalogue import Catalogue
 from service.governance.cli import DEFAULT_CASES
@@ -350,6 +350,8 @@ HANDLERS: dict[str, Handler] = {
     "purge": _db_purge,
     "report": _report,
     "trail": _trail,
+    "dead-letters-list": dead_letters.list_command,
+    "dead-letters-redrive": dead_letters.redrive_command,
 }
 
 

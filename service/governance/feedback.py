@@ -38,7 +38,7 @@ def override_display(reason: FeedbackCoding) -> str | None:
 
 def _instant(text: str, pointer: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))  # RFC 3339 allows t and z
     except ValueError:
         raise FeedbackError("outcomeTimestamp is not an ISO 8601 instant", pointer=pointer) from None
     if value.tzinfo is None:

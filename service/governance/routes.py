@@ -10,11 +10,12 @@ feedback endpoint (a CDS Client's JWT, like the hook itself) and an authorised-u
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,6 +29,7 @@ from service.http_body import BodyTooLargeError, read_body
 from service.outcome import IssueType, operation_outcome
 
 log = logging.getLogger("calf_cds.feedback")
+FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 feedback_router = APIRouter(tags=["CDS Hooks feedback"])
 report_router = APIRouter(prefix="/governance", tags=["governance"])
@@ -74,11 +76,27 @@ async def post_feedback(service_id: str, request: Request, governance: Governanc
     return Response(status_code=200)
 
 
+def _full_date(text: str) -> date | None:
+    """An RFC 3339 full-date, and nothing else (pydantic would also read ``0.0`` as 1970-01-01)."""
+    if not FULL_DATE.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 @report_router.get("/report", response_class=HTMLResponse)
-def get_report(governance: GovernanceDep, since: date | None = None) -> Response:
+def get_report(
+    governance: GovernanceDep,
+    since: Annotated[str | None, Query(json_schema_extra={"format": "date"})] = None,
+) -> Response:
     """The governance report as HTML (``?since=YYYY-MM-DD`` limits it to recent calls)."""
     settings = governance.settings
-    start = datetime.combine(since, time(), tzinfo=UTC) if since else None
+    day = _full_date(since) if since is not None else None
+    if since is not None and day is None:
+        return _outcome(400, "since must be a date, YYYY-MM-DD", code="invalid", expression="since")
+    start = datetime.combine(day, time(), tzinfo=UTC) if day else None
     try:
         data = collect(
             governance.engine,

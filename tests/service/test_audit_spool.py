@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import OperationalError
 
-from service.audit import AuditWriter, hook_calls, make_engine, metadata
+from service.audit import AuditWriter, dead_letters, hook_calls, make_engine, metadata
+from service.spool import UNREADABLE
 
 
 def record(**overrides: Any) -> dict[str, Any]:
@@ -85,7 +86,8 @@ def test_records_spooled_while_the_store_is_down_arrive_when_it_returns(
 
 def test_a_spool_file_nobody_holds_is_adopted_once(tmp_path: Path, engine: Engine) -> None:
     """A spool left by a stopped process (here the single file of earlier releases) is written and
-    deleted; a record it shares with the database is not written twice."""
+    deleted; a record it shares with the database is not written twice; its line cut short by a
+    crash becomes a dead letter, not a silent loss."""
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
     already = record()
@@ -96,10 +98,17 @@ def test_a_spool_file_nobody_holds_is_adopted_once(tmp_path: Path, engine: Engin
     orphan.write_text("".join(json.dumps(r) + "\n" for r in left) + '{"call_id": "cut sh', encoding="utf-8")
     writer = AuditWriter(engine, spool_dir)
     writer.start()
-    assert writer.flush_spool() == 3
+    assert writer.flush_spool() == 4
     writer.stop()
     assert call_ids(engine) == {r["call_id"] for r in left}
     assert not orphan.exists()
+    with engine.connect() as connection:
+        letter = connection.execute(select(dead_letters)).mappings().one()
+    assert json.loads(letter["record"]) == {
+        UNREADABLE: '{"call_id": "cut sh',
+        "spool_file": "audit-spool.jsonl",
+    }
+    assert "unreadable spool line" in letter["reason"]
 
 
 def test_a_running_writers_spool_is_left_alone(tmp_path: Path, engine: Engine) -> None:

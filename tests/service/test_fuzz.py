@@ -17,8 +17,12 @@ import schemathesis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -32,8 +36,13 @@ from tests.fhir_builders import NOW
 from tests.signing import signed_client
 from tests.strategies import damaged_requests, hook_requests, json_values
 
+# The project's schemathesis settings (UTF-8 strings; the hook's expected answers to schema-valid
+# data that JSON Schema cannot rule out): the same file `st run` reads.
+CONFIG = SchemathesisConfig.from_path(str(Path(__file__).resolve().parents[2] / "schemathesis.toml"))
 # Only its OpenAPI document is used: this app is never started.
-schema = schemathesis.openapi.from_dict(create_app(Settings(data_dir=Path("unused"), dev=True)).openapi())
+schema = schemathesis.openapi.from_dict(
+    create_app(Settings(data_dir=Path("unused"), dev=True)).openapi(), config=CONFIG
+)
 FUZZ = settings(
     max_examples=100,
     deadline=None,
@@ -68,15 +77,21 @@ def assert_answered(response: Any) -> None:
 @schema.parametrize()
 @FUZZ
 def test_openapi_fuzzing_finds_no_server_error(case: schemathesis.Case, fuzz_client: TestClient) -> None:
-    """schemathesis, positive and negative, against the documented operations: no 5xx, answers as documented."""
+    """schemathesis, positive and negative, against the documented operations: no 5xx, answers as
+    documented (status, content type, headers, body schema), invalid data refused, valid data taken."""
     kwargs = case.as_transport_kwargs(base_url="http://testserver")
-    headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}
+    sent = kwargs.get("headers") or {}
+    headers = {k: v for k, v in sent.items() if k.lower() != "authorization"}
+    # A case with a credential gets a valid one in its place (the client signs); a case that leaves
+    # the header out (a negative case) is sent without one, and must be refused.
+    signed = any(k.lower() == "authorization" for k in sent)
     response = fuzz_client.request(
         kwargs["method"],
         kwargs["url"],
         headers=headers,
         params=kwargs.get("params"),
         content=_content(kwargs),
+        **({} if signed else {"auth": None}),
     )
     case.validate_response(
         response,
@@ -84,7 +99,10 @@ def test_openapi_fuzzing_finds_no_server_error(case: schemathesis.Case, fuzz_cli
             not_a_server_error,
             status_code_conformance,
             content_type_conformance,
+            response_headers_conformance,
             response_schema_conformance,
+            negative_data_rejection,
+            positive_data_acceptance,
         ],
     )
     assert_answered(response)

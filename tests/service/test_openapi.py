@@ -79,3 +79,40 @@ def test_an_error_fits_the_documented_operation_outcome(document: dict[str, Any]
 
 def test_no_unused_422_schemas_are_left(document: dict[str, Any]) -> None:
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_a_method_not_allowed_names_the_allowed_ones(client: TestClient) -> None:
+    """A 405 carries `Allow` (RFC 9110), as schemathesis's unsupported-method check asks."""
+    response = client.request("TRACE", "/cds-services")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("since", ["0.0", "2026-13-01", "20261120", "2026-11-20T00:00"])
+def test_the_report_takes_only_a_full_date(client: TestClient, since: str) -> None:
+    """`since` is YYYY-MM-DD as documented; pydantic alone would have read `0.0` as 1970-01-01."""
+    response = client.get("/governance/report", params={"since": since})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["since"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "valid"),
+    [
+        ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-20T09:05:00Z"}, False),
+        ({"card": "c", "outcome": "accepted", "acceptedSuggestions": [{"id": "s"}],
+          "outcomeTimestamp": "2026-11-20T09:05:00Z"}, True),
+        ({"card": "c", "outcome": "overridden", "acceptedSuggestions": [{"id": "s"}],
+          "outcomeTimestamp": "2026-11-20T09:05:00Z"}, False),
+        ({"card": "c", "outcome": "overridden", "overrideReason": {},
+          "outcomeTimestamp": "2026-11-20T09:05:00Z"}, False),
+    ],
+)  # fmt: skip
+def test_the_feedback_rules_are_in_the_document(
+    document: dict[str, Any], entry: dict[str, Any], valid: bool
+) -> None:
+    """cds-fb-2 and cds-fb-3, which the service checks in code, are in the schema too."""
+    schema = {"$ref": "#/components/schemas/FeedbackRequest", "components": document["components"]}
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors({"feedback": [entry]}))
+    assert (errors == []) == valid

@@ -36,6 +36,8 @@ def test_ready_with_the_store_reachable(client: TestClient) -> None:
         "active_pack": "…",
         "audit": "database",
         "database": True,
+        "spooled": 0,
+        "dead_letters": 0,
     }
 
 

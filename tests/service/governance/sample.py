@@ -50,7 +50,7 @@ def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
             at = NOW - timedelta(days=days - 1 - day, hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
             record = new_record(request, service_id="calf-pain", now=at)
             result = asyncio.run(service.call(request, record))
-            assert calls._write([record.to_json()])
+            assert calls.write([record.to_json()]) == []
             sample.calls += 1
             for card in result.response.cards:
                 sample.cards += 1
@@ -70,6 +70,6 @@ def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
                 when = (at + timedelta(minutes=3)).isoformat()
                 entry |= {"feedback_id": str(uuid.uuid4()), "received_at": when, "service_id": "calf-pain",
                           "outcome_timestamp": when, "client": {}}  # fmt: skip
-                assert answers._write([entry])
+                assert answers.write([entry]) == []
     engine.dispose()
     return sample

@@ -178,8 +178,8 @@ def test_feedback_before_its_call_record_is_linked_later(engine: Engine, tmp_pat
     record = {"feedback_id": "f1", "received_at": "2026-11-20T09:00:00+00:00", "card_uuid": "card-9",
               "outcome": "overridden", "accepted_suggestions": [], "outcome_timestamp": "2026-11-20T09:00:00+00:00",
               "client": {}}  # fmt: skip
-    assert writer._write([record])
-    AuditWriter(engine, tmp_path)._write(
+    assert writer.write([record]) == []
+    AuditWriter(engine, tmp_path).write(
         [_call("c9", [{"uuid": "card-9", "topic": "abi", "indicator": "info", "rule_id": "abi-resting"}])]
     )
     with engine.begin() as connection:

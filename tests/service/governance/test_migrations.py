@@ -20,7 +20,15 @@ from service.governance.errors import SchemaError
 from tests.service.governance.conftest import sqlalchemy_url
 from tests.signing import dev_client
 
-TABLES = {"hook_calls", "hook_cards", "feedback", "jwt_replay", "card_explanations", "alembic_version"}
+TABLES = {
+    "hook_calls",
+    "hook_cards",
+    "feedback",
+    "jwt_replay",
+    "card_explanations",
+    "audit_dead_letters",
+    "alembic_version",
+}
 
 
 def test_upgrade_creates_every_table(engine: Engine) -> None:
@@ -182,6 +190,6 @@ def test_cli_db_upgrade_and_current(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     assert main(["db", "current"]) == 1
     assert "behind" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
-    assert "database at revision 0002" in capsys.readouterr().out
+    assert "database at revision 0003" in capsys.readouterr().out
     assert main(["db", "current"]) == 0
     assert "up to date" in capsys.readouterr().out

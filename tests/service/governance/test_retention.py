@@ -30,7 +30,7 @@ def fill(engine: Engine, tmp_path: Path) -> None:
             name, [{"uuid": f"card-{name}", "topic": "abi", "indicator": "info", "rule_id": "abi-resting"}]
         )
         record["received_at"] = NOW - timedelta(days=age)
-        assert writer._write([record])
+        assert writer.write([record]) == []
         with engine.begin() as connection:
             connection.execute(insert(feedback).values(
                 feedback_id=f"f-{name}", received_at=NOW - timedelta(days=age), card_uuid=f"card-{name}",
