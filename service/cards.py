@@ -53,7 +53,6 @@ TOPIC_DISPLAY = {
     "urgent-referral": "Urgent referral for a red flag",
 }
 OVERRIDE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/override-reason"
-NON_ADHERENCE_SYSTEM = OVERRIDE_SYSTEM  # the name older callers import
 OVERRIDE_REASONS = (
     ("already-ordered", "Already ordered"),
     ("dvt-excluded", "DVT already excluded"),

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 
 from cds_hooks.models import FeedbackCoding, FeedbackEntry, FeedbackRequest
 from service.audit import AuditWriter, feedback, hook_cards
-from service.cards import NON_ADHERENCE_SYSTEM, OVERRIDE_REASONS
+from service.cards import OVERRIDE_SYSTEM, OVERRIDE_REASONS
 from service.governance.errors import FeedbackError
 
 UNLINKED_NOTE = "card not in the audit trail when the feedback was written"
@@ -31,7 +31,7 @@ def override_display(reason: FeedbackCoding) -> str | None:
     display of that code among the ``overrideReasons`` our cards offer, if it is one of them."""
     if reason.display:
         return reason.display
-    if reason.system not in (None, NON_ADHERENCE_SYSTEM):
+    if reason.system not in (None, OVERRIDE_SYSTEM):
         return None
     return _OUR_OVERRIDE_DISPLAYS.get(reason.code)
 

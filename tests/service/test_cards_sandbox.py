@@ -44,6 +44,9 @@ from service.app import create_app
 from service.config import Settings
 from tests.service.card_cases import TOPIC_CASES, cards_for, case_now, topic_case
 
+# The pack the service in this test answers with: its default, whatever the golden tests pin.
+SERVED_PACK = str(Settings.model_fields["active_pack"].default)
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 RUN_SH = SHARED / "tools" / "sandbox-e2e" / "run.sh"
@@ -89,15 +92,12 @@ class ServiceThread:
 
 
 def sandbox_jwks_client() -> httpx.AsyncClient:
-    """The app's JWKS client, answering only the Sandbox's jku, from its published public JWKS."""
-    published = SANDBOX_JWKS.read_bytes()
+    """The app's JWKS client: it answers nothing, so a call passes only if the pinned keys verify it.
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        if str(request.url) == SANDBOX_JKU:
-            return httpx.Response(200, content=published, headers={"content-type": "application/json"})
-        return httpx.Response(404)
-
-    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    Pinned keys win over an allowlisted ``jku`` (the Sandbox's key URL is on the internet); were the
+    service to fetch it, the fetch would fail here and the Sandbox would show no card.
+    """
+    return httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(404)))
 
 
 def patient_files(topic: str, folder: Path) -> list[Path]:
@@ -190,7 +190,9 @@ def explanation_urls(response: Any) -> list[str]:
 def test_card_in_the_sandbox(sandbox_service: str, topic: str, tmp_path: Path) -> None:
     """The topic's card is first; its summary, side, button and link are in view at 1280×800."""
     expected = next(
-        c for c in cards_for(topic_case(topic)) if c.source.topic and c.source.topic.code == topic
+        c
+        for c in cards_for(topic_case(topic), SERVED_PACK)
+        if c.source.topic and c.source.topic.code == topic
     )
     report = run_sandbox(sandbox_service, topic, tmp_path / "sandbox", expected)
     assert report["cards"], "no card rendered"

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from cds_hooks.models import HookRequest
 from service.audit import AuditWriter, make_engine
-from service.cards import NON_ADHERENCE_SYSTEM, OVERRIDE_REASONS
+from service.cards import OVERRIDE_SYSTEM, OVERRIDE_REASONS
 from service.config import Settings
 from service.governance import database
 from service.governance.feedback import FeedbackWriter
@@ -61,7 +61,7 @@ def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
                     sample.accepted += 1
                 elif roll < 0.8:
                     code, display = rng.choice(OVERRIDE_REASONS[:4])
-                    entry |= {"outcome": "overridden", "override_reason_system": NON_ADHERENCE_SYSTEM,
+                    entry |= {"outcome": "overridden", "override_reason_system": OVERRIDE_SYSTEM,
                               "override_reason_code": code, "override_reason_display": display,
                               "user_comment": rng.choice(COMMENTS)}  # fmt: skip
                     sample.overridden += 1

@@ -12,12 +12,12 @@ from starlette.testclient import TestClient
 
 from service.audit import feedback, hook_calls
 from service.config import Settings
+from service.cards import OVERRIDE_SYSTEM
 from service.governance.feedback import UNLINKED_NOTE
 from tests.service.governance.conftest import CLAUDICATION, DVT, call, count, wait_for
 from tests.signing import dev_client
 
 SPEC = Path(__file__).parents[2] / "data" / "cds-hooks-spec" / "examples-v2.0.1"
-NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 FEEDBACK_URL = "/cds-services/calf-pain/feedback"
 
 
@@ -112,10 +112,10 @@ def test_feedback_links_to_the_audited_card(gov_client: TestClient, gov_settings
 @pytest.mark.parametrize(
     ("reason", "display"),
     [
-        ({"system": NON_ADHERENCE, "code": "cds-not-applicable"}, "CDS does not apply to patient"),
-        ({"code": "cds-not-applicable"}, "CDS does not apply to patient"),
-        ({"system": NON_ADHERENCE, "code": "not-one-of-ours"}, None),
-        ({"system": "http://example.org/other", "code": "cds-not-applicable"}, None),
+        ({"system": OVERRIDE_SYSTEM, "code": "not-relevant-today"}, "Not relevant to today's visit"),
+        ({"code": "not-relevant-today"}, "Not relevant to today's visit"),
+        ({"system": OVERRIDE_SYSTEM, "code": "not-one-of-ours"}, None),
+        ({"system": "http://example.org/other", "code": "not-relevant-today"}, None),
     ],
     ids=["sandbox-code-and-system", "code-only", "unknown-code", "other-system"],
 )
