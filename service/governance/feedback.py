@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 
 from cds_hooks.models import FeedbackCoding, FeedbackEntry, FeedbackRequest
 from service.audit import AuditWriter, feedback, hook_cards
-from service.cards import OVERRIDE_SYSTEM, OVERRIDE_REASONS
+from service.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.governance.errors import FeedbackError
 
 UNLINKED_NOTE = "card not in the audit trail when the feedback was written"

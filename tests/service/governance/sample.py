@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from cds_hooks.models import HookRequest
 from service.audit import AuditWriter, make_engine
-from service.cards import OVERRIDE_SYSTEM, OVERRIDE_REASONS
+from service.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.config import Settings
 from service.governance import database
 from service.governance.feedback import FeedbackWriter

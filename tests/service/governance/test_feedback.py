@@ -11,8 +11,8 @@ from sqlalchemy import Engine, create_engine, select
 from starlette.testclient import TestClient
 
 from service.audit import feedback, hook_calls
-from service.config import Settings
 from service.cards import OVERRIDE_SYSTEM
+from service.config import Settings
 from service.governance.feedback import UNLINKED_NOTE
 from tests.service.governance.conftest import CLAUDICATION, DVT, call, count, wait_for
 from tests.signing import dev_client
