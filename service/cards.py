@@ -103,7 +103,7 @@ SCORE_WIDTH = 100
 SAFETY_LINE = re.compile(
     r"(?i)safety net|come back|rest-and-ice|takes precedence|do not elevate|emergency|within 4 hours"
 )
-MISSING_WIDTH = 90
+MISSING_WIDTH = 48  # "Not recorded:" fits one line of a half-screen card (the Sandbox at 1280 px)
 ExplanationLink = Callable[[str], str | None]
 
 
@@ -147,9 +147,14 @@ def _score_line(recommendation: Recommendation, *, with_items: bool) -> str | No
     return fit(f"{head}{spread}: {'; '.join(met)}", SCORE_WIDTH)
 
 
-def _missing_line(labels: tuple[str, ...]) -> str | None:
-    if not labels:
+_ASIDE = re.compile(r"\s*\([^()]*\)$")
+
+
+def _missing_line(all_labels: tuple[str, ...]) -> str | None:
+    """One line naming what is not recorded: labels without their trailing asides, as many as fit."""
+    if not all_labels:
         return None
+    labels = [_ASIDE.sub("", label) or label for label in all_labels]
     shown = [labels[0]]
     for label in labels[1:]:
         if len("; ".join([*shown, label])) > MISSING_WIDTH:

@@ -127,7 +127,8 @@ def test_an_unopened_fetcher_still_fetches_with_a_client_of_its_own(fhir_server:
     """`calf-cds try` and tests call a fetcher that was never opened: it works, one client per call."""
     from cds_hooks.models import HookRequest
 
-    fetcher = FhirFetcher(FetchPolicy())
+    # A plain transport: the default PinnedTransport connects only where the FhirServerGuard approved.
+    fetcher = FhirFetcher(FetchPolicy(), transport=httpx.AsyncHTTPTransport())
     request = HookRequest.model_validate(hook_request([]) | {"fhirServer": fhir_server})
     fetched = asyncio.run(fetcher(request, FetchPlan(queries={"patient": "Patient/p1"})))
     assert fetched.values["patient"]["id"] == "p1"

@@ -43,7 +43,7 @@ SANDBOX_ISS = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
 SEKMET_VENV = ROOT / ".cache" / "sekmet-venv"
-NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+NON_ADHERENCE = "http://calf-cds.org/fhir/CodeSystem/override-reason"  # our own reasons (issue 13)
 
 
 @dataclass(frozen=True)
