@@ -51,6 +51,22 @@ def fhir_response(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON)
 
 
+# The body $extract takes (SDC): a QuestionnaireResponse, or Parameters holding one.
+EXTRACT_BODY = {
+    "required": True,
+    "content": {
+        media: {
+            "schema": {
+                "type": "object",
+                "required": ["resourceType"],
+                "properties": {"resourceType": {"enum": ["QuestionnaireResponse", "Parameters"]}},
+            }
+        }
+        for media in (FHIR_JSON, "application/json")
+    },
+}
+
+
 def assessment_router(settings: Settings, clock: Callable[[], datetime]) -> APIRouter:
     """The assessment's routes; ``clock`` dates extracted Observations when a response has no ``authored``."""
     router = APIRouter(tags=["assessment"])
@@ -58,6 +74,7 @@ def assessment_router(settings: Settings, clock: Callable[[], datetime]) -> APIR
     @router.post(
         "/fhir/QuestionnaireResponse/$extract",
         responses=documented("The transaction Bundle: the response and its Observations.", 400, 413, 415),
+        openapi_extra={"requestBody": EXTRACT_BODY},
     )
     async def extract_observations(request: Request) -> Response:
         """SDC `$extract`: a QuestionnaireResponse (or Parameters) to a transaction Bundle.
