@@ -149,6 +149,13 @@ def _normalise(system: str, code: str) -> str:
 
 
 @cache
+def listed_terminology() -> Terminology:
+    """The listed value sets only (no ICD-10-CM ranges, no table): cheap, for building search lists."""
+    text = resources.files("fhir_mappings").joinpath("data/valuesets.json").read_text("utf-8")
+    return Terminology.from_json(json.loads(text))
+
+
+@cache
 def bundled_terminology() -> Terminology:
     """The value sets shipped with the package."""
     text = resources.files("fhir_mappings").joinpath("data/valuesets.json").read_text("utf-8")

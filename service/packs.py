@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -117,7 +117,7 @@ class PackRegistry:
         )
 
     def service(self, *, clock: Callable[[], datetime]) -> CalfPainService:
-        mapper = Mapper(self.vocabulary, bundled_terminology())
+        mapper = Mapper(self.vocabulary, bundled_terminology(), acute_window=acute_window(self.active))
         return CalfPainService(
             mapper=mapper,
             vocabulary=self.vocabulary,
@@ -125,3 +125,12 @@ class PackRegistry:
             shadows=self.shadows,
             clock=clock,
         )
+
+
+def acute_window(pack: RulePack) -> timedelta | None:
+    """The acute-diagnosis window a pack asks the mapper for (``mapping.acute_window_days``), if any."""
+    mapping = pack.document.get("mapping")
+    days = mapping.get("acute_window_days") if isinstance(mapping, Mapping) else None
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= 3650:
+        return None
+    return timedelta(days=float(days))

@@ -45,10 +45,16 @@ def fhir_json(body: object, status: int = 200) -> httpx.Response:
     return httpx.Response(status, content=json.dumps(body), headers={"Content-Type": "application/fhir+json"})
 
 
-def fetching_request(**prefetch: Any) -> dict[str, Any]:
-    """A patient-view call with fhirServer and a token, and only the prefetch keys given."""
+#: The keys added in 1.1; sent as empty Bundles unless a test says otherwise.
+OPTIONAL = ("procedures", "medication_requests", "medication_statements", "diagnostic_reports", "encounters")
+OPTIONAL_TYPES = ("Procedure", "MedicationRequest", "MedicationStatement", "DiagnosticReport", "Encounter")
+
+
+def fetching_request(*, with_optional: bool = True, **prefetch: Any) -> dict[str, Any]:
+    """A patient-view call with fhirServer and a token, and only the prefetch keys given (plus
+    the optional 1.1 keys as empty Bundles, unless ``with_optional`` is False)."""
     body = hook_request([])
-    body["prefetch"] = prefetch
+    body["prefetch"] = ({key: bundle([]) for key in OPTIONAL} if with_optional else {}) | prefetch
     body["fhirServer"] = BASE
     body["fhirAuthorization"] = {
         "access_token": TOKEN,
@@ -74,6 +80,8 @@ def fhir() -> respx.MockRouter:
 def serve_patient(
     router: respx.MockRouter, observations: list[dict[str, Any]], conditions: list[dict[str, Any]]
 ) -> dict[str, respx.Route]:
+    for kind in OPTIONAL_TYPES:
+        router.get(f"{BASE}/{kind}", params={"patient": "p1"}).mock(return_value=fhir_json(bundle([])))
     return {
         "patient": router.get(f"{BASE}/Patient/p1").mock(return_value=fhir_json(patient("p1"))),
         "observations": router.get(f"{BASE}/Observation", params={"patient": "p1"}).mock(
@@ -137,8 +145,36 @@ def test_fetched_keys_are_audited_as_fetched(
         "patient": "present",
         "observations": "missing+fetched",
         "conditions": "missing+fetched",
+        **dict.fromkeys(OPTIONAL, "present"),
     }
     assert TOKEN not in json.dumps(dict(row), default=str)
+
+
+def test_optional_keys_are_fetched_with_the_narrowed_queries(
+    app: TestClient, fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """Procedure, medications, DiagnosticReport and Encounter keys the client did not send are
+    fetched; Procedures and Encounters only from their look-back date on."""
+    serve_patient(fhir, [PAIN], [])
+    topics(call(app, fetching_request(with_optional=False)))
+    urls = sorted(str(request.url) for request, _ in fhir.calls)
+    assert any("/Procedure?patient=p1&date=ge2026-" in url for url in urls)
+    assert any("/Encounter?patient=p1&date=ge2026-" in url for url in urls)
+    assert any("/DiagnosticReport?patient=p1&code=" in url for url in urls)
+    (row,) = audit_rows(settings, 1)
+    assert row["prefetch_states"]["procedures"] == "missing+fetched"
+
+
+def test_a_failing_optional_fetch_degrades_to_no_data(
+    app: TestClient, fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """A server that refuses Procedure searches costs the Procedure facts, not the cards."""
+    fhir.get(f"{BASE}/Procedure").mock(return_value=httpx.Response(403))
+    serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
+    body = fetching_request(with_optional=False, patient=patient("p1"), observations=bundle([PAIN, *DVT_SIGNS]))
+    assert topics(call(app, body)) == ["duplex-dvt"]
+    (row,) = audit_rows(settings, 1)
+    assert any("not fetched" in note and "read as no data" in note for note in row["notes"])
 
 
 def test_operation_outcome_prefetch_is_fetched_again(app: TestClient, fhir: respx.MockRouter) -> None:
@@ -290,7 +326,7 @@ def test_fetching_can_be_switched_off(settings: Settings) -> None:
 
 def test_default_app_fetches_over_http(settings: Settings) -> None:
     """`create_app(settings)` fetches with httpx on its own (here intercepted by respx)."""
-    with respx.mock(assert_all_mocked=True) as mock:
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
         serve_patient(mock, [PAIN, *DVT_SIGNS], [])
         with dev_client(create_app(settings, clock=lambda: NOW), settings) as client:
             assert topics(call(client, fetching_request())) == ["duplex-dvt"]
