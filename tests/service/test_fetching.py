@@ -171,7 +171,9 @@ def test_a_failing_optional_fetch_degrades_to_no_data(
     """A server that refuses Procedure searches costs the Procedure facts, not the cards."""
     fhir.get(f"{BASE}/Procedure").mock(return_value=httpx.Response(403))
     serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
-    body = fetching_request(with_optional=False, patient=patient("p1"), observations=bundle([PAIN, *DVT_SIGNS]))
+    body = fetching_request(
+        with_optional=False, patient=patient("p1"), observations=bundle([PAIN, *DVT_SIGNS])
+    )
     assert topics(call(app, body)) == ["duplex-dvt"]
     (row,) = audit_rows(settings, 1)
     assert any("not fetched" in note and "read as no data" in note for note in row["notes"])
