@@ -44,6 +44,7 @@ from fhir_mappings.fhir_json import codings, get, items, parse_datetime, text
 from fhir_mappings.reading import (
     NOTHING,
     Reading,
+    interpretation_codes,
     interpretation_text,
     lab_positive,
     read_answer,
@@ -258,6 +259,8 @@ class Mapper:
             words = interpretation_text(element)
             if spec.unclear and reading.value is not None and words and not text_is_normal(words):
                 return unreadable(f"interpretation written as text: {words!r}"), shown
+            if reading == NOTHING and (words or interpretation_codes(element)):
+                return unreadable(f"no value, only an interpretation {words!r}"), words or "flag only"
             return reading, shown
         if spec.positivity == "lab":
             number, shown = read_quantity(element, "ng/mL", basis=None)

@@ -41,11 +41,16 @@ def select(spec: FactSpec, found: Sequence[Candidate]) -> dict[str, Fact]:
         for leg in LEGS if side == "bilateral" else (side or "unspecified",):
             buckets[leg].append(candidate)
     unspecified = winner(spec.name, buckets["unspecified"])
-    if spec.unsided == "both" and unspecified.value is True:
-        # the latest unsided record is positive: possibly either leg (fail-safe)
+    if spec.unsided and unspecified.value is True:
+        # the latest unsided record is positive: possibly either leg (fail-safe). An older "absent"
+        # on a side no longer says that side is clear: it is dropped; with "both" the positive
+        # record is put on both legs.
         latest = next(c for c in buckets["unspecified"] if c.evidence in unspecified.evidence)
-        buckets["left"].append(latest)
-        buckets["right"].append(latest)
+        since = latest.when or _OLDEST
+        for leg in LEGS:
+            buckets[leg] = [c for c in buckets[leg] if c.value is not False or (c.when or _OLDEST) > since]
+            if spec.unsided == "both":
+                buckets[leg].append(latest)
     facts = {f"{spec.name}_{leg}": winner(f"{spec.name}_{leg}", buckets[leg]) for leg in LEGS}
     if spec.type == "boolean":
         winners = [f for f in (*facts.values(), unspecified) if f.documented]
