@@ -42,7 +42,7 @@ from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
 from service.health import StoreProbe
-from service.http_body import BodyTooLargeError, read_body
+from service.http_body import BodyTooLargeError, read_body_with_overflow
 from service.jwks import new_jwks_http_client
 from service.middleware import RequestObserver, log_fields
 from service.openapi import install_openapi
@@ -265,6 +265,26 @@ def create_app(
     return app
 
 
+def _drop_oversized_prefetch(document: dict[str, Any], size: int, record: CallRecord) -> Response | None:
+    """A whole-chart prefetch over the body limit must not blank the patient: with a fhirServer,
+    the prefetch is discarded and every key is fetched with the narrowed templates; without one,
+    413 (nothing else could be read)."""
+    if not isinstance(document.get("fhirServer"), str):
+        record.error = "body too large"
+        return outcome_response(
+            413,
+            "request body too large; send the prefetch of the discovery document's narrowed templates, "
+            "or a fhirServer to fetch from",
+            code="too-long",
+        )
+    document["prefetch"] = {}
+    record.notes.append(
+        f"prefetch discarded: the request body ({size} bytes) is over the body limit; "
+        "every key was fetched from fhirServer with the narrowed templates"
+    )
+    return None
+
+
 async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRecord) -> Response:
     if service_id != SERVICE_ID:
         record.error = "unknown service"
@@ -273,7 +293,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         record.error = "not JSON"
         return outcome_response(415, "the body must be application/json", code="not-supported")
     try:
-        body = await read_body(request, rt.settings.max_body_bytes)
+        body, oversized = await read_body_with_overflow(
+            request, rt.settings.max_body_bytes, rt.settings.max_oversized_body_bytes
+        )
     except BodyTooLargeError:
         record.error = "body too large"
         return outcome_response(413, "request body too large", code="too-long")
@@ -285,6 +307,10 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     if not isinstance(document, dict):
         record.error = "not an object"
         return outcome_response(400, "the body must be a JSON object", code="structure")
+    if oversized:
+        refused = _drop_oversized_prefetch(document, len(body), record)
+        if refused is not None:
+            return refused
     try:
         check_json_limits(document, JsonLimits.from_settings(rt.settings), body_size=len(body))
     except LimitExceededError as error:

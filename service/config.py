@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         default=("*",), description="Origins allowed to call from a browser (CDS Hooks Sandbox)."
     )
     max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Largest request body.")
+    max_oversized_body_bytes: int = Field(
+        default=32_000_000,
+        ge=0,
+        description=(
+            "Largest body read when it is over max_body_bytes: its prefetch is discarded and fetched "
+            "narrowly from the request's fhirServer (0: refuse every body over max_body_bytes with 413)."
+        ),
+    )
     fhir_fetch: bool = Field(
         default=True, description="Fetch prefetch that is missing or failed from the request's fhirServer."
     )

@@ -25,6 +25,7 @@ from tests.fhir_builders import (
     condition,
     finding,
     hook_request,
+    observation,
     patient,
     quantity,
 )
@@ -177,6 +178,23 @@ def test_a_failing_optional_fetch_degrades_to_no_data(
     assert topics(call(app, body)) == ["duplex-dvt"]
     (row,) = audit_rows(settings, 1)
     assert any("not fetched" in note and "read as no data" in note for note in row["notes"])
+
+
+def test_oversized_whole_chart_prefetch_is_fetched_narrowly(
+    fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """A whole-chart prefetch over the body limit does not blank the patient: it is discarded,
+    every key is fetched from fhirServer, and the audit record says so."""
+    small = settings.model_copy(update={"max_body_bytes": 4096})
+    fetcher = FhirFetcher(fetch_policy(small), transport=httpx.MockTransport(fhir.async_handler))
+    routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
+    noise = [observation(SNOMED, "300954003", days_ago=400, valueBoolean=True) for _ in range(40)]
+    body = fetching_request(patient=patient("p1"), observations=bundle(noise), conditions=bundle([]))
+    with dev_client(create_app(small, clock=lambda: NOW, fetcher=fetcher), small) as client:
+        assert topics(call(client, body)) == ["duplex-dvt"]
+    assert routes["observations"].call_count == 1
+    (row,) = audit_rows(small, 1)
+    assert any("prefetch discarded" in note for note in row["notes"])
 
 
 def test_operation_outcome_prefetch_is_fetched_again(app: TestClient, fhir: respx.MockRouter) -> None:
