@@ -279,7 +279,7 @@ def _drop_oversized_prefetch(document: dict[str, Any], size: int, record: CallRe
         )
     document["prefetch"] = {}
     record.notes.append(
-        f"prefetch discarded: the request body ({size} bytes) is over the body limit; "
+        f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
         "every key was fetched from fhirServer with the narrowed templates"
     )
     return None
@@ -314,8 +314,12 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     try:
         check_json_limits(document, JsonLimits.from_settings(rt.settings), body_size=len(body))
     except LimitExceededError as error:
-        record.error = f"JSON limit: {error.limit}"
-        return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+        within_prefetch = (error.pointer or "").startswith("/prefetch")
+        if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
+            record.error = f"JSON limit: {error.limit}"
+            return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+        # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
+        _drop_oversized_prefetch(document, len(body), record)
     try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:
