@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -25,6 +25,7 @@ from cds_hooks.errors import (
     CdsHooksError,
 )
 from cds_hooks.models import HookRequest
+from fhir_mappings.terminology import bundled_terminology
 from service import metrics
 from service.audit import AuditWriter, make_engine
 from service.client_auth import (
@@ -57,6 +58,7 @@ from service.request_guard import (
     is_json_media_type,
 )
 from service.response_check import check_response
+from service.terminology_server import TerminologyServer, extend_terminology
 from service.workers import tune_gc
 
 log = logging.getLogger("calf_cds.service")
@@ -147,9 +149,17 @@ def create_app(
         writer.start()
         app.state.governance = Governance.start(settings, engine)
         probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
+        terminology = await extend_terminology(
+            bundled_terminology(),
+            server=TerminologyServer(settings.terminology_server) if settings.terminology_server else None,
+            expansions=settings.terminology_expansions,
+            cache_dir=settings.data_dir,
+            max_age=timedelta(days=settings.terminology_cache_days),
+            now=clock(),
+        )
         app.state.runtime = Runtime(
             settings=settings,
-            service=registry.service(clock=clock),
+            service=registry.service(clock=clock, terminology=terminology),
             audit=writer,
             fetcher=fetcher,
             store_probe=probe,

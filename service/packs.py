@@ -16,7 +16,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from fhir_mappings.facts import Vocabulary, vocabulary
 from fhir_mappings.mapper import Mapper
-from fhir_mappings.terminology import bundled_terminology
+from fhir_mappings.terminology import Terminology, bundled_terminology
 from rules.errors import PackError
 from rules.pack import RulePack, bundled_pack_files, load_pack
 from service.cards import service_request
@@ -116,8 +116,12 @@ class PackRegistry:
             shadows=tuple(packs[k] for k in settings.shadow_packs),
         )
 
-    def service(self, *, clock: Callable[[], datetime]) -> CalfPainService:
-        mapper = Mapper(self.vocabulary, bundled_terminology(), acute_window=acute_window(self.active))
+    def service(
+        self, *, clock: Callable[[], datetime], terminology: Terminology | None = None
+    ) -> CalfPainService:
+        mapper = Mapper(
+            self.vocabulary, terminology or bundled_terminology(), acute_window=acute_window(self.active)
+        )
         return CalfPainService(
             mapper=mapper,
             vocabulary=self.vocabulary,
