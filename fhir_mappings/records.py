@@ -11,6 +11,8 @@ Conditions, by acuity and status (sources in ``data/facts.json``):
   option). ``"undated"`` says what a Condition with no date means for that concept: ``counts``
   (fail-safe for DVT, PE and red flags) or ``no`` (an undated injury or knee-replacement code is
   usually an old problem-list entry, and reading it as recent would offer an alternative diagnosis).
+* ``"acuity": "chronic"``: counts while active, whatever its onset (the fact's look-back window,
+  meant for findings, does not apply): PAD-family, CLTI, spinal stenosis, an active calf-pain problem.
 * ``"acuity": "history"``: counts when the diagnosis is older than the acute window or no longer
   active (an old DVT is the Wells item "previously documented DVT").
 * ``"clinical": "active"`` needs clinicalStatus active/recurrence/relapse and no abatement (chronic
@@ -111,8 +113,8 @@ def _condition(mapper: Mapper, resource: Mapping[str, Any], reference: str, now:
             when_here = onset
         if when_here is None and source.get("undated", "counts") == "no":
             continue
-        if when_here is not None and not mapper.in_window(route.spec, when_here, now):
-            continue
+        if when_here is not None and acuity != "chronic" and not mapper.in_window(route.spec, when_here, now):
+            continue  # a chronic problem counts while active, whatever its onset
         side_here = side or mapper.code_laterality(resource.get("code"), route)
         shown = _shown_condition(mapper, resource, route)
         mapper.add(out, route.spec, True, when_here, side_here, True, reference, label, shown, status)

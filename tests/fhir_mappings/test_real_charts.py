@@ -522,3 +522,19 @@ def test_inpatient_stay_of_three_days_is_bedridden(mapper: Mapper) -> None:
 def test_short_old_or_outpatient_stay_is_not_bedridden(mapper: Mapper, stay: dict[str, Any]) -> None:
     """One day in, 50 days ago, or an ambulatory encounter is not 'bedridden'."""
     assert facts_of(mapper, stay)["bedridden"].value is None
+
+
+def test_old_active_clti_is_current(mapper: Mapper) -> None:
+    """CLTI diagnosed 2 years ago and still active is current (a chronic problem has no look-back)."""
+    assert facts_of(mapper, icd("I70.222", **onset(730)))["clti_left"].value is True
+
+
+def test_old_active_calf_pain_problem_is_current(mapper: Mapper) -> None:
+    """An active calf-pain problem from last year is current calf pain."""
+    assert facts_of(mapper, icd("M79.661", **onset(400)))["calf_pain_right"].value is True
+
+
+def test_traumatic_compartment_syndrome_by_hierarchy(mapper: Mapper) -> None:
+    """T79.A21D (subsequent encounter) 5 days ago is a coded traumatic compartment syndrome; a sequela is not."""
+    assert facts_of(mapper, icd("T79.A21D", **onset(5)))["compartment_syndrome_traumatic"].value is True
+    assert facts_of(mapper, icd("T79.A21S", **onset(5)))["compartment_syndrome_traumatic"].value is None
