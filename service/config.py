@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         default=None,
         description="Key for the patient-id hashes in log lines; default: a new random key per process.",
     )
-    active_pack: str = Field(default="calf-pain@1.0.0", description="id@version of the live pack.")
+    active_pack: str = Field(default="calf-pain@1.1.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="id@version of packs that run beside the active one, never shown."
     )

@@ -178,6 +178,11 @@ RED_FLAG_FINDINGS = (
     "fever",
     "body_temperature",
     "cellulitis",
+    # red-flag inputs read from pack 1.1.0 on
+    "compartment_syndrome_traumatic",
+    "compartment_syndrome_chronic",
+    "leg_fracture_recent",
+    "unreadable_red_flag_finding",
 )
 
 

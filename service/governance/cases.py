@@ -5,6 +5,11 @@ with ``id``, ``now``, ``patient``, ``resources`` and ``expect`` (``topics`` that
 present, ``forbidden`` topics, ``indicators`` per topic, ``mentions`` per topic — phrases found
 case-insensitively in that card's summary or detail — and an optional ``pattern``). Each case
 goes through the same mapper, engine and card builder as a live call.
+
+Versioned answers: a case written for a later pack says ``since`` (a pack older than that skips
+it); where a pack deliberately answers differently, ``expect_by_version`` holds that version's
+answer. ``contract_facts`` adds facts the mapper contract promises (``name → value`` or
+``{"value", "hours_ago"}``) on top of what the resources give.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fhir_mappings.facts import Vocabulary
+from fhir_mappings.facts import Fact, Facts, Vocabulary
 from fhir_mappings.mapper import Mapper
 from fhir_mappings.terminology import bundled_terminology
 from rules.engine import evaluate
@@ -55,6 +60,37 @@ def load_cases(folder: Path) -> list[tuple[str, Mapping[str, Any]]]:
     return cases
 
 
+def _version(text: object) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:
+        return (0,)
+
+
+def applies(case: Mapping[str, Any], version: str) -> bool:
+    """Whether ``case`` is an expectation of pack ``version`` (cases written for a later pack are not)."""
+    return _version(version) >= _version(case.get("since", "0.0.0"))
+
+
+def _with_contract_facts(facts: Facts, case: Mapping[str, Any], now: datetime, file: str) -> Facts:
+    extra: dict[str, Fact] = {}
+    given = case.get("contract_facts", {})
+    if not isinstance(given, Mapping):
+        raise CaseFileError("contract_facts is an object", path=file, case=str(case["id"]))
+    for name, spec in given.items():
+        value, hours = (
+            (spec.get("value"), spec.get("hours_ago", 1.0)) if isinstance(spec, Mapping) else (spec, 1.0)
+        )
+        if name not in facts.declared or not isinstance(hours, int | float):
+            raise CaseFileError(
+                f"contract fact {name!r} is not in the vocabulary", path=file, case=str(case["id"])
+            )
+        extra[str(name)] = Fact(str(name), value, (), now - timedelta(hours=float(hours)))
+    if not extra:
+        return facts
+    return Facts(by_name={**facts.by_name, **extra}, declared=facts.declared, notes=facts.notes)
+
+
 def run_case(
     pack: RulePack, vocabulary: Vocabulary, mapper: Mapper, file: str, case: Mapping[str, Any]
 ) -> CaseResult:
@@ -66,12 +102,13 @@ def run_case(
     patient = case.get("patient")
     patient_id = str(patient.get("id", "p1")) if isinstance(patient, Mapping) else "p1"
     facts = mapper.map(patient_id=patient_id, patient=patient, resources=case["resources"], now=now)
+    facts = _with_contract_facts(facts, case, now, file)
     assessment = evaluate(pack, facts)
     pairs = build_cards(assessment, facts, vocabulary, patient_id=patient_id, now=now)
     cards: dict[str, list[Any]] = {}
     for card, recommendation in pairs:
         cards.setdefault(recommendation.topic, []).append(card)
-    expect: Mapping[str, Any] = case["expect"]
+    expect: Mapping[str, Any] = case.get("expect_by_version", {}).get(pack.version, case["expect"])
     failures = []
     for topic in expect.get("topics", []):
         if topic not in cards:
@@ -97,4 +134,8 @@ def run_case(
 
 def run_cases(pack: RulePack, vocabulary: Vocabulary, folder: Path) -> list[CaseResult]:
     mapper = Mapper(vocabulary, bundled_terminology())
-    return [run_case(pack, vocabulary, mapper, file, case) for file, case in load_cases(folder)]
+    return [
+        run_case(pack, vocabulary, mapper, file, case)
+        for file, case in load_cases(folder)
+        if applies(case, pack.version)
+    ]

@@ -1,8 +1,11 @@
 """What changed between two rule-pack versions, in a clinician's words (``calf-cds rules diff A B``).
 
-Not a JSON diff: each change is a sentence under a heading a clinician recognises — cards (when
-they fire, what they say and suggest, how urgent), thresholds and shared criteria, scores,
-suppressions, citations, and the governance record (status, approvals, changelog).
+Not a JSON diff: each change is a sentence under a heading a clinician recognises, in the order a
+reviewer reads them — first the new version's own changelog (what changed and why, with its
+citations), then cards (when they fire, what they suggest, how urgent), thresholds and shared
+criteria, scores, suppressions, citations, options, then the wording of the cards, and last the
+governance record (status, approvals). Card variants are paired by the condition that selects
+them, so a new variant is reported as new rather than as a rewrite of its neighbour.
 Thresholds are found by pairing the conditions of the two versions that read the same fact,
 definition or score, so "D-dimer (FEU) ≥ 500 ng/mL → ≥ 600 ng/mL" is reported as one change.
 """
@@ -17,6 +20,7 @@ from typing import Any
 from service.governance.wording import Wording, canonical, name_words, number
 
 SECTIONS = (
+    "Changelog",
     "Cards",
     "Thresholds",
     "Criteria and definitions",
@@ -24,10 +28,14 @@ SECTIONS = (
     "Suppressions",
     "Citations",
     "Options",
+    "Wording",
     "Governance record",
 )
+# Sections that are not clinical content of their own: the record of why, and who approved.
+NOT_CONTENT = ("Changelog", "Governance record")
 
 NOUNS = {
+    "Changelog": ("changelog entry", "changelog entries"),
     "Cards": ("card change", "card changes"),
     "Thresholds": ("threshold", "thresholds"),
     "Criteria and definitions": ("criteria change", "criteria changes"),
@@ -35,6 +43,7 @@ NOUNS = {
     "Suppressions": ("suppression change", "suppression changes"),
     "Citations": ("citation change", "citation changes"),
     "Options": ("option change", "option changes"),
+    "Wording": ("wording change", "wording changes"),
     "Governance record": ("governance note", "governance notes"),
 }
 
@@ -94,7 +103,7 @@ class PackDiff:
 
     @property
     def empty(self) -> bool:
-        return not any(self.sections[name] for name in SECTIONS if name != "Governance record")
+        return not any(self.sections[name] for name in SECTIONS if name not in NOT_CONTENT)
 
     def summary(self) -> str:
         counted = []
@@ -230,8 +239,8 @@ class _Differ:
         old_log = {entry.get("version") for entry in old.get("changelog", [])}
         for entry in new.get("changelog", []):
             if entry.get("version") not in old_log:
-                changes = " ".join(entry.get("changes", []))
-                self.diff.add(section, f"Changelog {entry.get('version')} ({entry.get('date')}): {changes}")
+                for change in entry.get("changes", []):
+                    self.diff.add("Changelog", f"{entry.get('version')} ({entry.get('date')}): {change}")
 
     def _people(self, section: str, role: str, old: list[Any], new: list[Any]) -> None:
         before = {p.get("name") for p in old}
@@ -416,15 +425,15 @@ class _Differ:
 
     def _text(self, card: str, what: str, old: str, new: str) -> None:
         if old != new:
-            self.diff.add("Cards", f"{card}: {what} “{old}” → “{new}”")
+            self.diff.add("Wording", f"{card}: {what} “{old}” → “{new}”")
 
     def _lines(self, card: str, what: str, old: list[str], new: list[str]) -> None:
         for line in new:
             if line not in old:
-                self.diff.add("Cards", f"{card}: new {what} text “{line}”")
+                self.diff.add("Wording", f"{card}: new {what} text “{line}”")
         for line in old:
             if line not in new:
-                self.diff.add("Cards", f"{card}: {what} text removed “{line}”")
+                self.diff.add("Wording", f"{card}: {what} text removed “{line}”")
 
     def _suggestions(self, card: str, old: list[Any], new: list[Any]) -> None:
         before = {s["label"]: s for s in old}
@@ -451,18 +460,25 @@ class _Differ:
                 self.diff.add("Cards", f"{card}: order “{label}” note changed")
 
     def _variants(self, card: str, old: list[Any], new: list[Any]) -> None:
-        for index in range(max(len(old), len(new))):
-            if index >= len(old):
-                variant = new[index]
-                self.diff.add(
-                    "Cards",
-                    f"{card}: new wording when {self.nw.expr(variant['when'])}: “{variant.get('summary', '')}”",
-                )
-                continue
-            if index >= len(new):
-                self.diff.add("Cards", f"{card}: wording for {self.ow.expr(old[index]['when'])} removed")
-                continue
-            was, now = old[index], new[index]
+        """Variants are paired by their condition; unpaired ones are new or removed (by position as
+        a last resort, when both versions rewrote the condition of the same slot)."""
+        old_by_when = {canonical(v["when"]): v for v in old}
+        new_by_when = {canonical(v["when"]): v for v in new}
+        pairs = [(old_by_when[key], new_by_when[key]) for key in new_by_when if key in old_by_when]
+        lone_old = [v for v in old if canonical(v["when"]) not in new_by_when]
+        lone_new = [v for v in new if canonical(v["when"]) not in old_by_when]
+        if len(old) == len(new):
+            pairs += list(zip(lone_old, lone_new, strict=True))
+            lone_old, lone_new = [], []
+        for variant in lone_new:
+            self.diff.add(
+                "Cards",
+                f"{card}: new wording when {self.nw.expr(variant['when'])}: “{variant.get('summary', '')}”",
+            )
+            self._suggestions(f"{card}, new variant", [], variant.get("suggestions", []))
+        for variant in lone_old:
+            self.diff.add("Cards", f"{card}: wording for {self.ow.expr(variant['when'])} removed")
+        for was, now in pairs:
             label = f"{card}, variant when {self.nw.expr(now['when'])}"
             self.expression(label, was["when"], now["when"])
             self._text(label, "summary", was.get("summary", ""), now.get("summary", ""))

@@ -8,7 +8,10 @@ threshold (``tests/strategies.py``). The invariants (issue 3, DESIGN.md):
 * a red flag always yields an ``urgent-referral`` card with indicator ``critical``;
 * missing data never counts as a negative finding: turning documented negatives (false, or a
   reassuring number) into "not documented" never removes an urgent-referral or DVT card and never
-  adds a conservative card.
+  adds a conservative card;
+* adding a DVT risk item (a Wells item documented present) never removes a DVT card;
+* ageing a red-flag finding past its look-back window (it is then not documented) never creates a
+  red flag.
 
 "Red flag", "DVT suspected" and "DVT excluded" are read from each pack's own definitions; the
 guidance's red-flag triggers are also planted directly (packs from 1.0.0 on).
@@ -24,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fhir_mappings.facts import Facts
+from fhir_mappings.facts import Facts, FactValue
 from rules.engine import Assessment, evaluate
 from rules.expressions import Context
 from rules.pack import PATTERNS, TOPICS, RulePack, bundled_pack_files, load_pack
@@ -32,6 +35,7 @@ from service.cards import build_cards
 from tests.fhir_builders import NOW
 from tests.strategies import (
     REASSURING,
+    RED_FLAG_FINDINGS,
     VOCABULARY,
     Drawn,
     as_facts,
@@ -48,6 +52,8 @@ PACKS: dict[str, RulePack] = {
 KEYS = sorted(PACKS)
 # From 1.0.0 on, red flags are never gated on the calf complaint and the guidance triggers are planted.
 CURRENT = [key for key in KEYS if tuple(map(int, PACKS[key].version.split("."))) >= (1, 0, 0)]
+# From 1.1.0 on, the red flags the issue-12 review added are planted too.
+FROM_1_1 = [key for key in KEYS if tuple(map(int, PACKS[key].version.split("."))) >= (1, 1, 0)]
 PROPERTY = settings(
     max_examples=400,
     deadline=None,
@@ -220,6 +226,40 @@ RED_FLAG_TRIGGERS: dict[str, dict[str, Any]] = {
 }
 
 
+RED_FLAG_TRIGGERS_1_1: dict[str, dict[str, Any]] = {
+    "spinal-infection-fever-back-pain": {"body_temperature": 38.2, "low_back_pain": True},
+    "spinal-infection-fever-sciatica": {"fever": True, "sciatica_radiculopathy": True},
+    "compartment-fracture-out-of-proportion": {"leg_fracture_recent": True, "pain_out_of_proportion": True},
+    "compartment-traumatic-coded": {"compartment_syndrome_traumatic": True},
+    "cauda-equina-bilateral-sciatica-weakness": {
+        "sciatica_radiculopathy": True,
+        "bilateral_symptoms": True,
+        "limb_weakness_left": True,
+        "limb_weakness_right": True,
+    },
+    "unreadable-red-flag-record": {"unreadable_red_flag_finding": True},
+}
+
+
+@pytest.mark.parametrize("key", FROM_1_1)
+@pytest.mark.parametrize("trigger", sorted(RED_FLAG_TRIGGERS_1_1))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=fact_values(), option=OPTIONS)
+def test_red_flags_added_in_1_1_fire_whatever_else_is_present(
+    key: str, trigger: str, values: dict[str, Drawn], option: bool
+) -> None:
+    """The red flags added in 1.1.0 (spinal infection, fracture with pain out of proportion, coded
+    traumatic compartment syndrome, bilateral sciatica with weakness, an unreadable red-flag record)
+    give a critical urgent referral and no conservative card, whatever else is documented."""
+    pack = PACKS[key]
+    planted = dict(values) | {name: (value, NOW) for name, value in RED_FLAG_TRIGGERS_1_1[trigger].items()}
+    assessment = evaluate(pack, as_facts(planted), options=options_for(pack, option))
+    urgent = [r for r in assessment.recommendations if r.topic == "urgent-referral"]
+    assert urgent
+    assert any(r.red_flag and r.indicator == "critical" for r in urgent)
+    assert "conservative" not in topics(assessment)
+
+
 @pytest.mark.parametrize("key", CURRENT)
 @pytest.mark.parametrize("trigger", sorted(RED_FLAG_TRIGGERS))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,3 +318,102 @@ def test_ischaemic_rest_pain_is_only_discounted_on_documented_normal_perfusion(
     unperfused = planted | dict.fromkeys(PERFUSION, (None, None))
     assessment = evaluate(pack, as_facts(unperfused), options=options_for(pack, option))
     assert "red-flag-clti" in {r.rule_id for r in assessment.recommendations}
+
+
+# --- more risk never means less work-up; an old finding never raises a new alarm ------------------
+
+# A Wells item documented present (NICE NG158 Table 1); asymmetry items on one side only, so that
+# adding one never turns a one-sided sign into a bilateral one.
+DVT_RISK_ITEMS: dict[str, FactValue] = {
+    "active_cancer": True,
+    "on_active_cancer_treatment": True,
+    "palliative_care": True,
+    "paralysis_paresis": True,
+    "plaster_cast_immobilisation": True,
+    "bedridden": True,
+    "recent_major_surgery": True,
+    "previous_dvt": True,
+    "history_of_vte": True,
+    "collateral_superficial_veins": True,
+    "calf_tenderness_right": True,
+    "entire_leg_swollen_right": True,
+    "calf_circumference_difference": 3.5,
+}
+
+
+def dvt_cards(assessment: Assessment) -> set[str]:
+    return {r.rule_id for r in assessment.recommendations if r.topic == "duplex-dvt"}
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(values=st.one_of(fact_values(), msk_presentations()), data=st.data(), option=OPTIONS)
+def test_adding_a_dvt_risk_item_never_removes_a_dvt_card(
+    key: str, values: dict[str, Drawn], data: st.DataObject, option: bool
+) -> None:
+    """Document one or more Wells items as present: every DVT card shown before is still shown
+    (the variant may change, e.g. from 'unlikely' to 'likely'; the work-up never disappears)."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    items = data.draw(st.sets(st.sampled_from(sorted(DVT_RISK_ITEMS)), min_size=1), label="risk items")
+    before = dvt_cards(evaluate(pack, as_facts(values), options=options))
+    riskier = dict(values) | {name: (DVT_RISK_ITEMS[name], NOW) for name in items}
+    if "calf_circumference_difference" in items and isinstance(
+        values["calf_circumference_difference"][0], float
+    ):
+        # a documented larger difference stays as it was: "adding" never lowers a measurement
+        value = max(3.5, values["calf_circumference_difference"][0])
+        riskier["calf_circumference_difference"] = (value, NOW)
+    after = dvt_cards(evaluate(pack, as_facts(riskier), options=options))
+    assert before <= after, f"adding {sorted(items)} removed {sorted(before - after)}"
+
+
+# The red-flag findings of GUIDANCE §1.4 and the signs that go with them (per-leg sides included).
+AGEING_ENTRIES = (
+    *RED_FLAG_FINDINGS,
+    "erythema",
+    "warmth",
+    "paresthesia",
+    "limb_weakness",
+    "paralysis_paresis",
+    "low_back_pain",
+    "sciatica_radiculopathy",
+    "bilateral_symptoms",
+)
+AGEING = tuple(name for entry in AGEING_ENTRIES for name in VOCABULARY.specs[entry].names())
+
+
+def red_flags(assessment: Assessment) -> set[str]:
+    return {r.rule_id for r in assessment.recommendations if r.red_flag}
+
+
+@pytest.mark.parametrize("key", KEYS)
+@PROPERTY
+@given(values=fact_values(), data=st.data(), option=OPTIONS)
+def test_ageing_a_red_flag_finding_past_its_window_never_creates_a_red_flag(
+    key: str, values: dict[str, Drawn], data: st.DataObject, option: bool
+) -> None:
+    """A red-flag finding that was present (true, or a measured temperature) ages out of its
+    look-back window and is then not documented; an acute DVT ages into a previous DVT. No red flag
+    appears that was not there before (an old, resolved episode never raises a new alarm)."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    present = sorted(
+        name
+        for name in AGEING
+        if values.get(name, (None, None))[0] is True
+        or (base_name(name) == "body_temperature" and values.get(name, (None, None))[0] is not None)
+    )
+    has_dvt = values["dvt_active"][0] is True
+    assume(present or has_dvt)
+    chosen = (
+        data.draw(st.sets(st.sampled_from(present), max_size=len(present)), label="aged")
+        if present
+        else set()
+    )
+    aged = dict(values) | dict.fromkeys(chosen, (None, None))
+    if has_dvt and data.draw(st.booleans(), label="age the DVT"):
+        aged |= {"dvt_active": (None, None), "previous_dvt": (True, values["dvt_active"][1])}
+    before = red_flags(evaluate(pack, as_facts(values), options=options))
+    after = red_flags(evaluate(pack, as_facts(aged), options=options))
+    assert after <= before, f"ageing {sorted(chosen)} raised {sorted(after - before)}"

@@ -62,10 +62,26 @@ def test_malformed_case_file_is_reported(tmp_path: Path, capsys: pytest.CaptureF
     assert "a case file is a JSON array of cases" in capsys.readouterr().err
 
 
-def test_the_active_pack_passes_every_clinical_case(capsys: pytest.CaptureFixture[str]) -> None:
-    """`calf-cds rules test` agrees with tests/rules/test_cases.py: the default pack passes all cases,
-    the overall pattern included (a pack that shows no card still names its pattern)."""
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
+def test_the_active_pack_passes_every_clinical_case(version: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`calf-cds rules test` agrees with tests/rules/test_cases.py: each pack passes the cases that
+    apply to it (its own recorded answer where it differs), the overall pattern included (a pack that
+    shows no card still names its pattern)."""
     folder = Path(__file__).resolve().parents[2] / "rules" / "cases"
-    assert main(["rules", "test", "1.0.0", "--cases", str(folder)]) == 0
+    assert main(["rules", "test", version, "--cases", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
+
+
+def test_a_case_for_a_later_pack_is_skipped_and_a_versioned_answer_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`since` keeps a case away from older packs; `expect_by_version` is that version's answer."""
+    swelling = [calf_pain(), finding("calf-circumference-difference", quantity(0.5, "cm"))]
+    later = case("later", swelling, {"topics": ["abi"], "forbidden": []}) | {"since": "9.0.0"}
+    versioned = case("versioned", swelling, {"topics": ["abi"], "forbidden": []}) | {
+        "expect_by_version": {"0.1.0": {"topics": ["duplex-dvt"], "forbidden": ["conservative"]}}
+    }
+    (tmp_path / "cases.json").write_text(json.dumps([later, versioned]))
+    assert main(["rules", "test", "0.1.0", "--cases", str(tmp_path)]) == 0
+    assert "calf-pain@0.1.0: 1 of 1 cases pass" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,11 @@ def test_diff_reads_as_a_clinical_summary() -> None:
     """Threshold, criteria, urgency, wording, suppression, citation and approval changes, in words."""
     text = render(OLD, NEW)
     assert text.startswith("What changes from calf-pain 0.1.0 to calf-pain 0.1.1")
-    assert "In short: 3 card changes, 1 threshold, 1 criteria change, 1 suppression change" in text
+    assert (
+        "In short: 1 changelog entry, 1 card change, 1 threshold, 1 criteria change, 1 suppression change"
+        in text
+    )
+    assert "2 wording changes" in text
     expected = [
         "Definition “DVT suspected” (used by: Suspected deep vein thrombosis, Musculoskeletal calf pain): "
         "calf circumference difference > 0 cm → ≥ 1 cm",
@@ -122,3 +127,23 @@ def test_cli_list_shows_status_release_and_role(
     assert released.endswith("active")
     assert candidate.split()[1:3] == ["draft", "-"]
     assert candidate.endswith("shadow")
+
+
+def test_changelog_comes_first_and_wording_after_the_clinical_changes() -> None:
+    """A reviewer reads why (the new version's changelog, one entry per line), then what fires,
+    then the wording of the cards."""
+    text = render(OLD, NEW)
+    order = [text.index(f"\n{name}\n") for name in ("Changelog", "Cards", "Suppressions", "Wording")]
+    assert order == sorted(order)
+    assert "• 0.1.1 (2026-11-25): Fixture:" in text
+
+
+def test_a_new_variant_is_reported_as_new_not_as_a_rewrite_of_its_neighbour() -> None:
+    """Variants pair by their condition: inserting one before the others names it alone."""
+    new = copy.deepcopy(OLD)
+    rule = next(r for r in new["rules"] if r.get("variants"))
+    first = rule["variants"][0]
+    rule["variants"].insert(0, {"when": {"fact": "pregnant"}, "summary": "Brand-new wording."})
+    text = " ".join(render(OLD, new).split())
+    assert "new wording when pregnant: “Brand-new wording.”" in text
+    assert f"summary “{first.get('summary', rule['summary'])}” →" not in text
