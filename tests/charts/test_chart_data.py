@@ -114,6 +114,32 @@ def big(case: dict[str, Any]) -> bool:
     return int(case.get("background", {}).get("count", 0)) >= 300
 
 
+def test_there_are_at_least_80_charts() -> None:
+    """Issue 11 asks for at least 80 charts."""
+    assert len(CASES) >= 80, len(CASES)
+
+
+def test_case_ids_are_unique() -> None:
+    assert len(IDS) == len(set(IDS))
+
+
+def test_at_least_half_use_standard_codes_only() -> None:
+    """At least half of the charts carry no calf-cds finding code at all."""
+    assert 2 * sum(standard_only(case) for case in CASES) >= len(CASES)
+
+
+def test_a_quarter_carry_at_least_300_background_observations() -> None:
+    """At least a quarter of the charts are big: >= 300 real Synthea Observations besides their own."""
+    assert 4 * sum(big(case) for case in CASES) >= len(CASES)
+
+
+def test_the_readme_lists_every_case() -> None:
+    """The README's table of contents names every case id, and no other."""
+    text = (HERE / "README.md").read_text("utf-8").split("## Table of contents", 1)[1]
+    listed = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `")}
+    assert listed == set(IDS), (sorted(set(IDS) - listed), sorted(listed - set(IDS)))
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_resource_is_valid_fhir(case: dict[str, Any]) -> None:
     """Patient and every chart resource (background included) parse as FHIR R4B resources."""
