@@ -22,7 +22,6 @@ from tests.charts.charts import (
     BACKGROUND_NEWEST_DAYS,
     HERE,
     TOPICS,
-    background,
     chart,
     load_cases,
     parse_instant,
@@ -106,6 +105,13 @@ def codings(node: Any) -> Iterator[dict[str, Any]]:
             yield from codings(item)
 
 
+@cache
+def full_chart(case_id: str) -> tuple[dict[str, Any], ...]:
+    """The case's chart with its background, built once per module run (it is read, never changed)."""
+    (case,) = [c for c in CASES if c["id"] == case_id]
+    return tuple(chart(case))
+
+
 def standard_only(case: dict[str, Any]) -> bool:
     return not any(c["system"] == FINDING for c in codings(case["resources"]))
 
@@ -143,7 +149,7 @@ def test_the_readme_lists_every_case() -> None:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_resource_is_valid_fhir(case: dict[str, Any]) -> None:
     """Patient and every chart resource (background included) parse as FHIR R4B resources."""
-    for resource in [case["patient"], *chart(case)]:
+    for resource in [case["patient"], *full_chart(case["id"])]:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
 
 
@@ -151,11 +157,11 @@ def test_every_resource_is_valid_fhir(case: dict[str, Any]) -> None:
 def test_every_date_is_relative_to_now_and_not_after_it(case: dict[str, Any]) -> None:
     """Every dateTime has a zone and lies at or before `now`; the newest background entry is 21 days old."""
     now = parse_instant(case["now"])
-    for holder, key in walk_dates(chart(case)):
+    for holder, key in walk_dates(list(full_chart(case["id"]))):
         moment = parse_instant(holder[key])
         assert moment.tzinfo is not None, holder[key]
         assert moment <= now, f"{key}={holder[key]} is after now"
-    noise = background(case)
+    noise = list(full_chart(case["id"])[len(case["resources"]) :])
     if noise:
         newest = max(parse_instant(h[k]) for h, k in walk_dates(noise))
         assert (now - newest).days == BACKGROUND_NEWEST_DAYS
@@ -164,7 +170,7 @@ def test_every_date_is_relative_to_now_and_not_after_it(case: dict[str, Any]) ->
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_resource_belongs_to_the_case_patient(case: dict[str, Any]) -> None:
     """Subjects name the case patient; ids are unique; Encounter references resolve in the chart."""
-    resources = chart(case)
+    resources = full_chart(case["id"])
     ids = [(r["resourceType"], r["id"]) for r in resources]
     assert len(ids) == len(set(ids))
     encounters = {r["id"] for r in resources if r["resourceType"] == "Encounter"}
