@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
@@ -24,6 +23,9 @@ from service.dev_issuer import DevIssuer
 from tests.charts.charts import hook_request as build_hook_request
 from tests.charts.charts import load_cases, parse_instant
 from tests.signing import signed_client
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 CASES = load_cases()
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
