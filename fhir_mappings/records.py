@@ -19,8 +19,9 @@ Conditions, by acuity and status (sources in ``data/facts.json``):
   problems count while active, whatever their onset); ``"ever"`` takes any status.
 
 Other resources (``"from"`` in facts.json): ``procedure`` (completed, performed within the fact's
-window; ``"kind": "surgery"`` = Procedure.category SNOMED CT 387713003 "Surgical procedure" or an
-ICD-10-PCS Medical and Surgical code; ``"kind": "cast"`` = a cast or plaster named in the code
+window; ``"kind": "surgery"`` = Procedure.category SNOMED CT 387713003 "Surgical procedure", an
+ICD-10-PCS Medical and Surgical code, or an operation named in the code's text (arthroplasty,
+-ectomy, fixation, ...); ``"kind": "cast"`` = a cast or plaster named in the code
 text), ``medication`` (MedicationRequest / MedicationStatement by ATC prefix or ingredient name),
 ``encounter`` (an inpatient stay of known length), ``report`` (DiagnosticReport conclusions).
 """
@@ -48,6 +49,14 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SURGICAL_CATEGORY = "387713003"  # SNOMED CT "Surgical procedure" (FHIR R4 procedure-category value set)
 INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC"})
 _CAST = re.compile(r"\b(cast|casts|casting|plaster)\b", re.IGNORECASE)
+# Words that name an operation in a procedure's text/display (SNOMED CT, CPT and local displays
+# alike); read only to place a completed procedure in the 12-week surgery window (fail-safe: a minor
+# operation read as major adds a Wells point, never removes one).
+_SURGERY = re.compile(
+    r"\b(\w+ectomy|\w+otomy|\w+ostomy|\w*plasty|replacement|fixation|amputation|resection|repair|"
+    r"surgery|surgical|operation|operative|transplant\w*|laparoscop\w*|arthroscop\w*|osteosynthesis)\b",
+    re.IGNORECASE,
+)
 _REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended", "preliminary"})
 
 
@@ -152,9 +161,15 @@ def _procedure(mapper: Mapper, resource: Mapping[str, Any], reference: str, now:
         return  # an undated procedure cannot be placed in a 12-week window
     code = resource.get("code")
     label = text(code) or "procedure"
-    surgical = any(
-        c.get("code") == SURGICAL_CATEGORY for cat in concepts(resource.get("category")) for c in codings(cat)
-    ) or any(c.get("system") == ICD10PCS and str(c.get("code", "")).startswith("0") for c in codings(code))
+    surgical = (
+        any(
+            c.get("code") == SURGICAL_CATEGORY
+            for cat in concepts(resource.get("category"))
+            for c in codings(cat)
+        )
+        or any(c.get("system") == ICD10PCS and str(c.get("code", "")).startswith("0") for c in codings(code))
+        or bool(_SURGERY.search(label))
+    )
     side = mapper.laterality(resource.get("bodySite"))
     for route in mapper.special.get("procedure", ()):
         kind = route.source.get("kind")
