@@ -538,3 +538,21 @@ def test_traumatic_compartment_syndrome_by_hierarchy(mapper: Mapper) -> None:
     """T79.A21D (subsequent encounter) 5 days ago is a coded traumatic compartment syndrome; a sequela is not."""
     assert facts_of(mapper, icd("T79.A21D", **onset(5)))["compartment_syndrome_traumatic"].value is True
     assert facts_of(mapper, icd("T79.A21S", **onset(5)))["compartment_syndrome_traumatic"].value is None
+
+
+def test_operation_named_in_the_code_text_is_surgery(mapper: Mapper) -> None:
+    """A total knee arthroplasty with no surgical category, 4 weeks ago, is recent major surgery."""
+    knee = procedure(28, code={"text": "Total knee arthroplasty, left"})
+    assert facts_of(mapper, knee)["recent_major_surgery"].value is True
+
+
+def test_a_non_operative_procedure_is_not_surgery(mapper: Mapper) -> None:
+    """A physiotherapy session is not surgery."""
+    physio = procedure(10, code={"text": "Physiotherapy session"})
+    assert facts_of(mapper, physio)["recent_major_surgery"].value is None
+
+
+def test_chemotherapy_by_ingredient_name(mapper: Mapper) -> None:
+    """An active paclitaxel order (RxNorm display) is active cancer treatment."""
+    order = medication("MedicationRequest", "active", {"text": "Paclitaxel 100 mg injection"})
+    assert facts_of(mapper, order)["on_active_cancer_treatment"].value is True
