@@ -140,6 +140,8 @@ def bundled_ranges() -> tuple[IcdRange, ...]:
 
 
 def _version(cm: Any) -> str:
-    name = str(getattr(cm, "_classification_data_package_file_name", ""))
-    match = re.search(r"([A-Za-z]+-\d{1,2}-\d{4})", name)
+    """The release of the tabular list the package bundles, from its data file's name."""
+    names = [entry.name for entry in resources.files(cm.__name__).joinpath("data").iterdir()]
+    tabular = [name for name in names if name.startswith("icd10c-tabular-")]
+    match = re.search(r"([A-Za-z]+-\d{1,2}-\d{4})", tabular[0]) if len(tabular) == 1 else None
     return f"ICD-10-CM tabular {match[1]}" if match else "ICD-10-CM (release unknown)"
