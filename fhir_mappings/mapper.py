@@ -58,7 +58,11 @@ from fhir_mappings.units import convert
 
 VALID_STATUSES = frozenset({"final", "amended", "corrected"})
 RULE_IN_STATUSES = frozenset({"preliminary"})
-_SIDE_WORDS = (("bilateral", "both"), ("left",), ("right",))
+_SIDE_WORDS = (
+    ("bilateral", re.compile(r"\b(bilateral|both)\b")),
+    ("left", re.compile(r"\bleft\b")),
+    ("right", re.compile(r"\bright\b")),
+)
 _KINDS = ("observation", "condition", "procedure", "medication", "encounter", "report")
 _LEG_WORDS = re.compile(
     r"\b(leg|legs|calf|calves|lower (limb|extremity|extremities)|knee|ankle|foot|feet|thigh|shin|"
@@ -314,9 +318,9 @@ class Mapper:
                         sides.add(entry.laterality)
         if not sides:
             words = " ".join(text(c) for c in (concept if isinstance(concept, list) else [concept])).lower()
-            for group in _SIDE_WORDS:
-                if any(re.search(rf"\b{word}\b", words) for word in group):
-                    sides.add("bilateral" if group[0] == "bilateral" else group[0])
+            for side, pattern in _SIDE_WORDS:
+                if pattern.search(words):
+                    sides.add(side)
                     break
         if "bilateral" in sides or {"left", "right"} <= sides:
             return "bilateral"

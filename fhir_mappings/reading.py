@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from fhir_mappings.fhir_json import codings, items, text
@@ -87,6 +88,7 @@ def unreadable(reason: str) -> Reading:
     return Reading(None, reason)
 
 
+@lru_cache(maxsize=1024)
 def normalise_unit(unit: str) -> tuple[str, str | None]:
     """A unit as labs send it → (UCUM code, basis annotation ``FEU``/``DDU`` or None)."""
     basis: str | None = None
