@@ -3,6 +3,7 @@
 calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N] [--dev]   run the service
 calf-cds token --aud URL [--tenant T] [--lifetime S]     print a JWT from the development issuer
 calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
+calf-cds terminology validate --server URL          check the bundled SNOMED CT codes on a terminology server
 calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from service.cli_try import add_try_command
 from service.config import Settings
 from service.governance.cli import add_commands as add_governance_commands
+from service.terminology_server import add_terminology_command
 
 # On SIGTERM uvicorn stops accepting connections and lets in-flight calls finish for at most this
 # long; then the app's shutdown flushes the audit writer (``service.app.AUDIT_FLUSH_SECONDS``).
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--lifetime", type=int, default=300, help="seconds until it expires (default 300)")
     token.set_defaults(handler=_token)
     add_try_command(commands)
+    add_terminology_command(commands)
     add_governance_commands(commands)
     return parser
 

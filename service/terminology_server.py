@@ -16,8 +16,11 @@ none, the bundled lists are used. Nothing here runs while a hook call is answere
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from fhir_mappings.terminology import CodeEntry, Terminology
+from fhir_mappings.terminology import SNOMED, CodeEntry, Terminology, listed_terminology
 
 log = logging.getLogger("calf_cds.terminology")
 CACHE_FILE = "terminology-cache.json"
@@ -146,3 +149,40 @@ def _read_cache(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return document if isinstance(document, dict) else {}
+
+
+def add_terminology_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``calf-cds terminology validate``."""
+    parser = commands.add_parser(
+        "terminology",
+        help="check the bundled SNOMED CT codes against a FHIR terminology server",
+        description=(
+            "validate: ask the server ($validate-code) whether every SNOMED CT code of the bundled value "
+            "sets is in the given value set (default: all of SNOMED CT on that server); list the ones it "
+            "rejects. Exit 1 if any is rejected, 2 if the server cannot answer."
+        ),
+    )
+    parser.add_argument("action", choices=["validate"])
+    parser.add_argument("--server", required=True, metavar="URL", help="FHIR R4 terminology server base URL")
+    parser.add_argument("--valueset-url", default="http://snomed.info/sct?fhir_vs", metavar="URL")
+    parser.set_defaults(handler=_validate_command)
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    codes = sorted(
+        {e.code for entries in listed_terminology().valuesets.values() for e in entries if e.system == SNOMED}
+    )
+    server = TerminologyServer(args.server)
+
+    async def check() -> list[str]:
+        return [code for code in codes if not await server.validate_code(args.valueset_url, SNOMED, code)]
+
+    try:
+        rejected = asyncio.run(check())
+    except (httpx.HTTPError, TerminologyServerError) as error:
+        print(f"calf-cds: terminology server did not answer: {error}", file=sys.stderr)
+        return 2
+    for code in rejected:
+        print(f"not valid in {args.valueset_url}: {SNOMED}|{code}")
+    print(f"{len(codes) - len(rejected)} of {len(codes)} SNOMED CT codes valid")
+    return 1 if rejected else 0

@@ -122,3 +122,22 @@ async def test_validate_code_without_a_result_is_an_error(tx: respx.MockRouter) 
     )
     with pytest.raises(TerminologyServerError):
         await server(tx).validate_code(DVT_ISA, SNOMED, "128053003")
+
+
+def test_cli_validate_lists_rejected_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """`calf-cds terminology validate` asks about every bundled SNOMED CT code and lists the rejected ones."""
+    from service.cli import main
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        valid = request.url.params["code"] != "128053003"
+        return httpx.Response(
+            200, json={"resourceType": "Parameters", "parameter": [{"name": "result", "valueBoolean": valid}]}
+        )
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.get(f"{BASE}/ValueSet/$validate-code").mock(side_effect=answer)
+        status = main(["terminology", "validate", "--server", BASE])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert f"{SNOMED}|128053003" in out
+    assert "SNOMED CT codes valid" in out
