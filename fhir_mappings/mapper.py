@@ -44,9 +44,13 @@ from fhir_mappings.fhir_json import codings, get, items, parse_datetime, text
 from fhir_mappings.reading import (
     NOTHING,
     Reading,
+    coded_result,
+    duration_minutes,
     interpretation_codes,
     interpretation_text,
     lab_positive,
+    names_elsewhere,
+    period_length,
     read_answer,
     read_quantity,
     text_is_normal,
@@ -54,7 +58,6 @@ from fhir_mappings.reading import (
 )
 from fhir_mappings.selection import SIDE_NOT_RECORDED, Candidate, select
 from fhir_mappings.terminology import FINDING_SYSTEM, Terminology
-from fhir_mappings.units import convert
 
 VALID_STATUSES = frozenset({"final", "amended", "corrected"})
 RULE_IN_STATUSES = frozenset({"preliminary"})
@@ -64,16 +67,6 @@ _SIDE_WORDS = (
     ("right", re.compile(r"\bright\b")),
 )
 _KINDS = ("observation", "condition", "procedure", "medication", "encounter", "report")
-_LEG_WORDS = re.compile(
-    r"\b(leg|legs|calf|calves|lower (limb|extremity|extremities)|knee|ankle|foot|feet|thigh|shin|"
-    r"popliteal|tibia\w*|fibula\w*|gastrocnemius|soleus|toe|toes|heel|femoral|achilles)\b",
-    re.IGNORECASE,
-)
-_ELSEWHERE_WORDS = re.compile(
-    r"\b(arm|arms|upper (limb|extremity|extremities)|hand|hands|wrist|elbow|shoulder|forearm|finger\w*|"
-    r"face|head|neck|chest|abdomen|abdominal|trunk|breast|axilla\w*|scalp|eye|ear|back)\b",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +232,7 @@ class Mapper:
         """The value a source reads from an Observation (or component), its date, and the record as written."""
         source, spec = route.source, route.spec
         if source.get("date") == "start-from-duration":
-            minutes = None if "dataAbsentReason" in element else _duration_minutes(element)
+            minutes = None if "dataAbsentReason" in element else duration_minutes(element)
             if minutes is None or when is None:
                 return NOTHING, when, ""
             return Reading(True), when - timedelta(minutes=minutes), ""
@@ -248,7 +241,7 @@ class Mapper:
         reading, shown = self._value(spec, element)
         minimum = source.get("min_period")
         if reading.value is True and isinstance(minimum, Mapping):
-            length = _period_length(resource)
+            length = period_length(resource)
             if length is not None and length < timedelta(
                 days=float(minimum.get("days", 0)), hours=float(minimum.get("hours", 0))
             ):
@@ -280,7 +273,7 @@ class Mapper:
         if spec.type == "code":
             return NOTHING, shown
         reading = read_answer(element, lambda name, coding: self.matches({"valueset": name}, coding))
-        if spec.unclear and reading.value is not None and not _coded_result(element, reading):
+        if spec.unclear and reading.value is not None and not coded_result(element, reading):
             return unreadable("resulted without a coded positive or negative"), shown or "flag only"
         return reading, shown
 
@@ -331,8 +324,7 @@ class Mapper:
         sites = concept if isinstance(concept, list) else [concept]
         if any(self.terminology.lookup(c.get("system"), c.get("code")) for s in sites for c in codings(s)):
             return False  # a lower-limb structure or laterality of our value sets
-        words = " ".join(text(site) for site in sites)
-        return bool(words) and not _LEG_WORDS.search(words) and bool(_ELSEWHERE_WORDS.search(words))
+        return names_elsewhere(" ".join(text(site) for site in sites))
 
     def code_laterality(self, concept: object, route: Route) -> str | None:
         name = route.source.get("valueset")
@@ -425,34 +417,6 @@ class Mapper:
                 evidence = Evidence(reference, route.spec.label, shown)
                 facts[route.spec.name] = Fact(route.spec.name, value, (evidence,))
         return facts
-
-
-def _coded_result(element: Mapping[str, Any], reading: Reading) -> bool:
-    """A result is coded when a coded value or coded interpretation (not the abnormal flag) decided it."""
-    if isinstance(element.get("valueBoolean"), bool):
-        return True
-    if isinstance(element.get("valueString"), str):
-        return False
-    concept_coded = bool(codings(element.get("valueCodeableConcept")))
-    flags = {c.get("code") for i in items(element.get("interpretation")) for c in codings(i)}
-    return concept_coded or bool(flags & {"POS", "NEG", "N", "10828004", "260385009"})
-
-
-def _duration_minutes(element: Mapping[str, Any]) -> float | None:
-    quantity = element.get("valueQuantity")
-    if not isinstance(quantity, Mapping):
-        return None
-    raw, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not isinstance(unit, str):
-        return None
-    minutes = convert(float(raw), unit, "min")
-    return minutes if minutes is not None and 0 <= minutes < 60 * 24 * 366 * 100 else None
-
-
-def _period_length(resource: Mapping[str, Any]) -> timedelta | None:
-    start = parse_datetime(get(resource, "effectivePeriod", "start"))
-    end = parse_datetime(get(resource, "effectivePeriod", "end"))
-    return end - start if start is not None and end is not None else None
 
 
 def _show(value: bool | float | str, unit: str | None) -> str:

@@ -26,10 +26,11 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from fhir_mappings.fhir_json import codings, items, text
+from fhir_mappings.fhir_json import codings, get, items, parse_datetime, text
 from fhir_mappings.terminology import INTERPRETATION, LOINC, SNOMED
 from fhir_mappings.units import convert
 
@@ -69,6 +70,17 @@ _CASE_FREE_UNITS = {
     "°f": "[degF]",
     "[degf]": "[degF]",
 }
+
+_LEG_WORDS = re.compile(
+    r"\b(leg|legs|calf|calves|lower (limb|extremity|extremities)|knee|ankle|foot|feet|thigh|shin|"
+    r"popliteal|tibia\w*|fibula\w*|gastrocnemius|soleus|toe|toes|heel|femoral|achilles)\b",
+    re.IGNORECASE,
+)
+_ELSEWHERE_WORDS = re.compile(
+    r"\b(arm|arms|upper (limb|extremity|extremities)|hand|hands|wrist|elbow|shoulder|forearm|finger\w*|"
+    r"face|head|neck|chest|abdomen|abdominal|trunk|breast|axilla\w*|scalp|eye|ear|back)\b",
+    re.IGNORECASE,
+)
 
 Matcher = Callable[[str, Mapping[str, Any]], bool]
 
@@ -223,3 +235,36 @@ def lab_positive(element: Mapping[str, Any], value: float | None, unit: str | No
             if isinstance(limit.value, float):
                 return Reading(value > limit.value)
     return NOTHING
+
+
+def names_elsewhere(words: str) -> bool:
+    """Body-site text that names a place that is not the leg (an arm, the chest) and no leg word."""
+    return bool(words) and not _LEG_WORDS.search(words) and bool(_ELSEWHERE_WORDS.search(words))
+
+
+def coded_result(element: Mapping[str, Any], reading: Reading) -> bool:
+    """A result is coded when a coded value or coded interpretation (not the abnormal flag) decided it."""
+    if isinstance(element.get("valueBoolean"), bool):
+        return True
+    if isinstance(element.get("valueString"), str):
+        return False
+    concept_coded = bool(codings(element.get("valueCodeableConcept")))
+    flags = {c.get("code") for i in items(element.get("interpretation")) for c in codings(i)}
+    return concept_coded or bool(flags & {"POS", "NEG", "N", "10828004", "260385009"})
+
+
+def duration_minutes(element: Mapping[str, Any]) -> float | None:
+    quantity = element.get("valueQuantity")
+    if not isinstance(quantity, Mapping):
+        return None
+    raw, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not isinstance(unit, str):
+        return None
+    minutes = convert(float(raw), unit, "min")
+    return minutes if minutes is not None and 0 <= minutes < 60 * 24 * 366 * 100 else None
+
+
+def period_length(resource: Mapping[str, Any]) -> timedelta | None:
+    start = parse_datetime(get(resource, "effectivePeriod", "start"))
+    end = parse_datetime(get(resource, "effectivePeriod", "end"))
+    return end - start if start is not None and end is not None else None
