@@ -161,7 +161,8 @@ def read_answer(element: Mapping[str, Any], matches: Matcher) -> Reading:
         return Reading(bool(element["valueBoolean"]))
     concept = element.get("valueCodeableConcept")
     for coding in codings(concept):
-        key = (coding.get("system"), coding.get("code"))
+        system, code = coding.get("system"), coding.get("code")
+        key = (system, code) if isinstance(system, str) and isinstance(code, str) else None
         if key in YES or matches("result-positive", coding) or matches("finding-present", coding):
             return Reading(True)
         if key in NO or matches("result-negative", coding) or matches("finding-absent", coding):

@@ -182,7 +182,7 @@ def _procedure(mapper: Mapper, resource: Mapping[str, Any], reference: str, now:
 
 
 def _medication(mapper: Mapper, resource: Mapping[str, Any], reference: str, now: datetime, out: Out) -> None:
-    status = resource.get("status")
+    status = _string(resource.get("status"))
     concept = resource.get("medicationCodeableConcept")
     reference_display = get(resource, "medicationReference", "display")
     label = text(concept) or (reference_display if isinstance(reference_display, str) else "")
@@ -221,11 +221,11 @@ def _medication(mapper: Mapper, resource: Mapping[str, Any], reference: str, now
 
 
 def _encounter(mapper: Mapper, resource: Mapping[str, Any], reference: str, now: datetime, out: Out) -> None:
-    status = resource.get("status")
+    status = _string(resource.get("status"))
     klass = resource.get("class")
     if status not in ("finished", "in-progress") or not isinstance(klass, Mapping):
         return
-    if klass.get("code") not in INPATIENT_CLASSES:
+    if _string(klass.get("code")) not in INPATIENT_CLASSES:
         return
     start = parse_datetime(get(resource, "period", "start"))
     end = parse_datetime(get(resource, "period", "end"))
@@ -246,7 +246,7 @@ def _encounter(mapper: Mapper, resource: Mapping[str, Any], reference: str, now:
 
 
 def _report(mapper: Mapper, resource: Mapping[str, Any], reference: str, now: datetime, out: Out) -> None:
-    status = resource.get("status")
+    status = _string(resource.get("status"))
     if status not in _REPORT_STATUSES:
         return
     routes = mapper.routes("report", resource.get("code"))
@@ -298,3 +298,8 @@ def _report(mapper: Mapper, resource: Mapping[str, Any], reference: str, now: da
                 out, unclear, False, when, side_here, True, reference, label, "coded conclusion", status
             )
         mapper.add(out, route.spec, value, when, side_here, final, reference, label, quoted or None, status)
+
+
+def _string(value: object) -> str | None:
+    """A JSON string member as a string; anything else (a list, an object) as absent."""
+    return value if isinstance(value, str) else None

@@ -571,3 +571,39 @@ def concern_charts(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int]:
         hours = draw(st.sampled_from([2.0, 12.0, 30.0]))
         chart.append(concern_record(name, side, hours, index))
     return chart, draw(st.integers(min_value=1, max_value=len(chart) - 1))
+
+
+# --- the other resource types the mapper reads (issue 11), plausible and then damaged ----------------
+
+
+@st.composite
+def clinical_records(draw: st.DrawFn) -> dict[str, Any]:
+    """A Procedure, MedicationRequest/Statement, Encounter or DiagnosticReport for ``p1``, with
+    members drawn from the values the mapper reads and from arbitrary JSON."""
+    kind = draw(
+        st.sampled_from(
+            ["Procedure", "MedicationRequest", "MedicationStatement", "Encounter", "DiagnosticReport"]
+        )
+    )
+    resource: dict[str, Any] = {"resourceType": kind, "id": draw(ids), "subject": draw(subjects)}
+    resource["status"] = draw(
+        st.sampled_from(["completed", "active", "stopped", "finished", "in-progress", "final", "preliminary"])
+        | json_values
+    )
+    resource["code"] = draw(codeable_concepts | json_values)
+    resource["category"] = draw(st.lists(codeable_concepts, max_size=2) | json_values)
+    resource["medicationCodeableConcept"] = draw(
+        st.fixed_dictionaries({"coding": st.just([{"system": "http://www.whocc.no/atc", "code": "B01AF01"}])})
+        | st.fixed_dictionaries({"text": st.sampled_from(["apixaban 5 mg", "paclitaxel", "aspirin"])})
+        | json_values
+    )
+    resource["class"] = draw(
+        st.fixed_dictionaries({"code": st.sampled_from(["IMP", "AMB", "ACUTE"])}) | json_values
+    )
+    resource["period"] = draw(st.fixed_dictionaries({"start": date_times, "end": date_times}) | json_values)
+    for key in ("performedDateTime", "authoredOn", "effectiveDateTime", "issued"):
+        resource[key] = draw(date_times | json_values)
+    resource["conclusionCode"] = draw(st.lists(codeable_concepts, max_size=2) | json_values)
+    resource["conclusion"] = draw(st.text(max_size=30) | json_values)
+    resource["bodySite"] = draw(st.lists(codeable_concepts, max_size=1) | json_values)
+    return resource
