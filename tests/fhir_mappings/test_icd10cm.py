@@ -76,3 +76,36 @@ def test_laterality_from_descriptions(description: str, side: str | None) -> Non
 def test_range_membership(code: str, valueset: str, member: bool) -> None:
     """Exclusions (C44, sequelae, chronic DVT) hold; the hierarchy finds the rest."""
     assert bundled_terminology().contains(valueset, ICD10CM, code) is member
+
+
+SAMPLE = [
+    "S82.201A",
+    "C50.911",
+    "I82.4Z1",
+    "S83.91XA",
+    "T79.A21S",
+    "Z3A.24",
+    "C4A.9",
+    "O26.893",
+    "D47.3",
+    "Z96.651",
+]
+
+
+def test_the_table_agrees_with_the_package_api() -> None:
+    """Validity, ancestry and descriptions read from the data files are what simple-icd-10-cm says."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its loader uses importlib.resources.read_text
+        import simple_icd_10_cm as cm
+
+    table = icd10cm_table()
+    for code in SAMPLE:
+        lineage = table.lineage(code)
+        assert lineage is not None, code
+        ancestors = list(dict.fromkeys(a for a in cm.get_ancestors(code) if "-" not in a and not a.isdigit()))
+        assert list(lineage[1:]) == ancestors, code
+        assert table.description(code) == cm.get_description(code), code
+    assert table.lineage("C50.999") is None
+    assert not cm.is_valid_item("C50.999")
