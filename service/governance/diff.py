@@ -197,6 +197,7 @@ class _Differ:
         new_left = {canonical(x): x for x in new}
         for same in set(old_left) & set(new_left):
             del old_left[same], new_left[same]
+        self._truth_pairs(where, old_left, new_left)
         paired = []
         for ok_text, ov in list(old_left.items()):
             sig = _signature(ov)
@@ -212,6 +213,27 @@ class _Differ:
             self.diff.add("Criteria and definitions", f"{where}: {verb_add} {self.nw.expr(nv)}")
         for ov in old_left.values():
             self.diff.add("Criteria and definitions", f"{where}: {verb_drop} {self.ow.expr(ov)}")
+
+    def _truth_pairs(self, where: str, old_left: dict[str, Any], new_left: dict[str, Any]) -> None:
+        """A condition wrapped in (or freed from) ``true`` is one change: how "not documented" reads."""
+        for old_text, old_value in list(old_left.items()):
+            wrapped = canonical({"true": old_value})
+            inner = old_value.get("true") if isinstance(old_value, Mapping) else None
+            unwrapped = canonical(inner) if inner is not None else None
+            if wrapped in new_left:
+                del old_left[old_text], new_left[wrapped]
+                self.diff.add(
+                    "Criteria and definitions",
+                    f"{where}: {self.ow.expr(old_value)} now counts only when documented "
+                    "(not documented reads as not met)",
+                )
+            elif unwrapped is not None and unwrapped in new_left:
+                new_value = new_left.pop(unwrapped)
+                del old_left[old_text]
+                self.diff.add(
+                    "Criteria and definitions",
+                    f"{where}: {self.nw.expr(new_value)} is now read three-valued (not documented stays open)",
+                )
 
     # -- sections ---------------------------------------------------------------------------
 

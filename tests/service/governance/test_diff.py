@@ -147,3 +147,14 @@ def test_a_new_variant_is_reported_as_new_not_as_a_rewrite_of_its_neighbour() ->
     text = " ".join(render(OLD, new).split())
     assert "new wording when pregnant: “Brand-new wording.”" in text
     assert f"summary “{first.get('summary', rule['summary'])}” →" not in text
+
+
+def test_wrapping_a_condition_in_true_is_read_as_one_change() -> None:
+    """`fact` → `true(fact)` says that 'not documented' now reads as not met, in one sentence."""
+    new = copy.deepcopy(OLD)
+    new["definitions"]["dvt_probe"] = {"any": [{"true": {"fact": "pregnant"}}, {"fact": "bedridden"}]}
+    old = copy.deepcopy(OLD)
+    old["definitions"]["dvt_probe"] = {"any": [{"fact": "pregnant"}, {"fact": "bedridden"}]}
+    text = " ".join(render(old, new).split())
+    assert "pregnant now counts only when documented (not documented reads as not met)" in text
+    assert "no longer counts" not in text
