@@ -225,6 +225,11 @@ class Mapper:
             self.add(out, unclear_spec, False, when_here, side, True, reference, label, "readable", status)
         if reading.value is not None:
             self.add(out, spec, reading.value, when_here, side, final, reference, label, None, status)
+        if reading.value is True and side is None and spec.per_leg and spec.unsided == "none":
+            # "confined to one leg" cannot be judged without a side: reported, never guessed
+            self.report_unreadable(
+                spec, "side not recorded", "present", when_here, side, reference, label, status, out
+            )
 
     def _source_value(
         self, route: Route, element: Mapping[str, Any], resource: Mapping[str, Any], when: datetime | None

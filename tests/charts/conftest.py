@@ -12,25 +12,18 @@ from __future__ import annotations
 import pytest
 
 KNOWN: dict[str, str] = {
-    "laterality-unsided-leg-swelling-read-as-possibly-the-painful-side": (
-        "pack: swelling_one_leg does not read unsided leg_oedema (leg_oedema_side_unrecorded) - SAFETY"
-    ),
     "general-strain-with-pop-but-calf-2.5-cm-larger-no-conservative": (
         "pack: a measured calf circumference difference under 3 cm is not read as unilateral swelling - SAFETY"
     ),
     "resources-treatment-dose-anticoagulant-started-6-days-ago-no-conservative": (
         "pack: anticoagulant_use (active MedicationRequest) does not block conservative care - SAFETY"
     ),
+    "resources-patient-reports-treatment-dose-anticoagulant-no-conservative": (
+        "pack: anticoagulant_use (active MedicationStatement) does not block conservative care - SAFETY"
+    ),
     "icd-s80-contusion-yesterday-explains-tenderness-conservative": (
         "pack: injury_mechanism does not read leg_injury_recent (S80-S89 within 30 days)"
     ),
-    "status-amended-negative-d-dimer-counts-dvt-excluded": "pack/case: negative D-dimer with an undecided Wells",
-    "units-ug-per-ml-feu-0.31-negative-baker-cyst-conservative": "pack/case: negative D-dimer, undecided Wells",
-    "units-ng-per-ml-ddu-180-negative-baker-cyst-conservative": "pack/case: negative D-dimer, undecided Wells",
-    "units-reference-range-high-0.60-makes-0.55-negative": "pack/case: negative D-dimer, undecided Wells",
-    "general-abi-normal-both-legs-with-claudication-exercise-abi": "pack/case: coded I70.21x = PAD established",
-    "general-abi-1.48-right-diabetes-toe-brachial-index": "pack/case: coded I70.21x = PAD established",
-    "time-claudication-since-4-years-no-abi-on-file-resting-abi": "pack/case: coded I70.21x = PAD established",
     "general-achilles-tendinitis-conservative": "pack/case: tendinopathy card needs stiffness or load pain",
     "general-nocturnal-calf-cramp-conservative": "pack/case: cramp card needs an episode duration <= 10 min",
 }

@@ -405,6 +405,13 @@ def test_unsided_pitting_oedema_stays_leg_less(mapper: Mapper) -> None:
     assert facts["pitting_oedema"].value is True
     assert (facts["pitting_oedema_left"].value, facts["pitting_oedema_right"].value) == (None, None)
     assert facts["pitting_oedema_side_unrecorded"].value is True
+    assert "side not recorded" in facts["unreadable_dvt_finding"].evidence[0].value
+
+
+def test_sided_pitting_oedema_is_not_unreadable(mapper: Mapper) -> None:
+    """Pitting oedema of the right leg is read, and nothing is reported unreadable."""
+    facts = facts_of(mapper, observation(SNOMED, "421605005", valueBoolean=True, body_site=RIGHT_LEG))
+    assert (facts["pitting_oedema_right"].value, facts["unreadable_dvt_finding"].value) == (True, None)
 
 
 def test_leg_finding_on_the_arm_is_ignored(mapper: Mapper) -> None:
