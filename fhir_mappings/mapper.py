@@ -26,7 +26,8 @@ Reading rules, declared once here and parameterised by ``data/facts.json``:
 * Laterality comes from ``bodySite`` (lateralised limb structures, laterality qualifiers, text),
   from lateralised codes (ICD-10-CM descriptions), or from a panel component's name. Leg-only
   findings whose body site says elsewhere (an arm) are ignored.
-* Resources for another patient are ignored and reported in ``Facts.notes``.
+* Resources for another patient are ignored and reported in ``Facts.notes``, as is a value of a
+  fact with no DVT or red-flag concern that could not be read (an ABI in an unknown unit).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class Mapper:
                 notes.append(f"ignored {reference}: not about the context patient")
                 continue
             if kind == "Observation":
-                self._observation(resource, reference, now, candidates)
+                self._observation(resource, reference, now, candidates, notes)
             elif not isinstance(kind, str) or not records.read(
                 self, kind, resource, reference, now, candidates
             ):
@@ -160,7 +161,12 @@ class Mapper:
     # --- Observations ---------------------------------------------------------------------
 
     def _observation(
-        self, resource: Mapping[str, Any], reference: str, now: datetime, out: dict[str, list[Candidate]]
+        self,
+        resource: Mapping[str, Any],
+        reference: str,
+        now: datetime,
+        out: dict[str, list[Candidate]],
+        notes: list[str],
     ) -> None:
         status = resource.get("status")
         if not isinstance(status, str) or (status not in VALID_STATUSES and status not in RULE_IN_STATUSES):
@@ -184,12 +190,16 @@ class Mapper:
         elsewhere = self.body_site_elsewhere(site)
         for route in routes:
             side_here = side or self.code_laterality(resource.get("code"), route)
-            self._read(route, resource, resource, when, side_here, elsewhere, status, reference, now, out)
+            self._read(
+                route, resource, resource, when, side_here, elsewhere, status, reference, now, out, notes
+            )
         for index, component, component_routes in components:
             for route in component_routes:
                 side_here = self.laterality(component.get("code")) or side
                 ref = f"{reference}#component[{index}]"
-                self._read(route, component, resource, when, side_here, elsewhere, status, ref, now, out)
+                self._read(
+                    route, component, resource, when, side_here, elsewhere, status, ref, now, out, notes
+                )
 
     def _read(
         self,
@@ -203,6 +213,7 @@ class Mapper:
         reference: str,
         now: datetime,
         out: dict[str, list[Candidate]],
+        notes: list[str],
     ) -> None:
         spec = route.spec
         if spec.statuses is not None:
@@ -219,6 +230,8 @@ class Mapper:
             self.report_unreadable(
                 spec, reading.unreadable, shown, when_here, side, reference, label, status, out
             )
+            if spec.concern is None and spec.unclear is None:  # never dropped silently: the audit says so
+                notes.append(f"not read {reference} ({spec.name}): {shown} - {reading.unreadable}"[:300])
             return
         if spec.unclear is not None and final and reading.value is not None:
             unclear_spec = self.vocabulary.specs[spec.unclear]
