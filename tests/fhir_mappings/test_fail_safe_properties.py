@@ -56,11 +56,12 @@ def changed(chart: list[dict[str, Any]], index: int, how: str) -> list[dict[str,
 
 
 @settings(max_examples=150, deadline=None)
-@given(concern_charts(), st.sampled_from(BLURS))
+@given(concern_charts(), st.sampled_from(PERTURBATIONS))
 def test_blurring_never_makes_a_concern_fact_absent(
     drawn: tuple[list[dict[str, Any]], int], how: str
 ) -> None:
-    """No DVT or red-flag fact goes from true or undocumented to False when one finding is blurred."""
+    """No DVT or red-flag fact goes from true or undocumented to False when one finding is blurred,
+    removed or aged."""
     chart, index = drawn
     before, after = facts_of(chart), facts_of(changed(chart, index, how))
     turned = [n for n in CONCERN_FACTS if before[n].value is not False and after[n].value is False]

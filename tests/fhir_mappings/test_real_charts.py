@@ -567,7 +567,9 @@ def test_chemotherapy_by_ingredient_name(mapper: Mapper) -> None:
 
 def test_unreadable_value_of_another_fact_is_noted(mapper: Mapper) -> None:
     """An ABI in a unit that cannot be read is not a value, and the notes (audit record) say so."""
-    abi = observation(SNOMED, "446841001", valueQuantity={"value": 0.8, "unit": "mmHg/mmHg?"}, body_site=RIGHT_LEG)
+    abi = observation(
+        SNOMED, "446841001", valueQuantity={"value": 0.8, "unit": "mmHg/mmHg?"}, body_site=RIGHT_LEG
+    )
     facts = facts_of(mapper, abi)
     assert facts["abi_right"].value is None
     assert any("abi" in note and "not readable" in note for note in facts.notes)

@@ -197,6 +197,21 @@ def test_oversized_whole_chart_prefetch_is_fetched_narrowly(
     assert any("prefetch discarded" in note for note in row["notes"])
 
 
+def test_prefetch_over_the_json_limits_is_fetched_narrowly(
+    fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """A prefetch Bundle with more entries than the JSON limits allow, with a fhirServer, is fetched
+    narrowly instead of refused."""
+    small = settings.model_copy(update={"max_array_length": 100})
+    fetcher = FhirFetcher(fetch_policy(small), transport=httpx.MockTransport(fhir.async_handler))
+    routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
+    noise = [observation(SNOMED, "300954003", days_ago=400, valueBoolean=True) for _ in range(150)]
+    body = fetching_request(patient=patient("p1"), observations=bundle(noise), conditions=bundle([]))
+    with dev_client(create_app(small, clock=lambda: NOW, fetcher=fetcher), small) as client:
+        assert topics(call(client, body)) == ["duplex-dvt"]
+    assert routes["observations"].call_count == 1
+
+
 def test_operation_outcome_prefetch_is_fetched_again(app: TestClient, fhir: respx.MockRouter) -> None:
     """An OperationOutcome under a key (the client's fetch failed) is fetched by us."""
     routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
