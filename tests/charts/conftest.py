@@ -21,9 +21,6 @@ KNOWN: dict[str, str] = {
     "resources-patient-reports-treatment-dose-anticoagulant-no-conservative": (
         "pack: anticoagulant_use (active MedicationStatement) does not block conservative care - SAFETY"
     ),
-    "icd-s80-contusion-yesterday-explains-tenderness-conservative": (
-        "pack: injury_mechanism does not read leg_injury_recent (S80-S89 within 30 days)"
-    ),
     "general-achilles-tendinitis-conservative": "pack/case: tendinopathy card needs stiffness or load pain",
     "general-nocturnal-calf-cramp-conservative": "pack/case: cramp card needs an episode duration <= 10 min",
 }

@@ -573,3 +573,9 @@ def test_unreadable_value_of_another_fact_is_noted(mapper: Mapper) -> None:
     facts = facts_of(mapper, abi)
     assert facts["abi_right"].value is None
     assert any("abi" in note and "not readable" in note for note in facts.notes)
+
+
+def test_coded_contusion_is_a_direct_blow(mapper: Mapper) -> None:
+    """A contusion of the lower leg yesterday is the finding 'direct blow'; an insect bite is not."""
+    assert facts_of(mapper, icd("S80.11XA", **onset(1)))["direct_trauma"].value is True
+    assert facts_of(mapper, icd("S80.861A", **onset(1)))["direct_trauma"].value is None
