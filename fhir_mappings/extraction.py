@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from fhir_mappings.errors import ResourceError
-from fhir_mappings.mapper import parse_datetime
+from fhir_mappings.fhir_json import parse_datetime
 from fhir_mappings.questionnaire import Answer, Assessment, Question
 from fhir_mappings.terminology import SNOMED, UCUM
 

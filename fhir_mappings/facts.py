@@ -74,12 +74,26 @@ class FactSpec:
     # Observation statuses this fact reads as results; None = the default (final, amended,
     # corrected, plus preliminary rule-in). ``("preliminary",)`` gives the preliminary view of a test.
     statuses: frozenset[str] | None = None
+    # Fail-safe reading (see fhir_mappings.reading): the concern an unreadable record of this fact
+    # is reported under ("dvt" → unreadable_dvt_finding, "red_flag" → unreadable_red_flag_finding),
+    # and the fact that says a record of it was unclear (d_dimer_unclear, venous_imaging_unclear).
+    concern: str | None = None
+    unclear: str | None = None
+    # Per-leg findings: "both" puts an unsided True on both legs, "none" on neither; either way
+    # ``<name>_side_unrecorded`` says the side was not recorded. ``leg_only``: ignored when the body
+    # site says elsewhere (an arm). ``basis``: FEU or DDU, the D-dimer basis the unit must not contradict.
+    unsided: str | None = None
+    leg_only: bool = False
+    basis: str | None = None
+    positivity: str | None = None
 
     def names(self) -> tuple[str, ...]:
-        """The fact names this spec produces: per-leg facts add ``_left`` and ``_right``."""
+        """The fact names this spec produces: per-leg facts add ``_left`` and ``_right``; a fact
+        with an ``unsided`` rule adds ``_side_unrecorded``."""
+        extra = (f"{self.name}_side_unrecorded",) if self.unsided else ()
         if self.per_leg:
-            return (self.name, *(f"{self.name}_{leg}" for leg in LEGS))
-        return (self.name,)
+            return (self.name, *(f"{self.name}_{leg}" for leg in LEGS), *extra)
+        return (self.name, *extra)
 
 
 @dataclass(frozen=True)
@@ -119,13 +133,15 @@ class Vocabulary:
 
     version: str
     specs: Mapping[str, FactSpec]
+    acute_window_days: float = 30.0
 
     def types(self) -> dict[str, tuple[FactType, str | None]]:
         """Every producible fact name → (type, unit): what ``rules`` checks its packs against."""
         produced: dict[str, tuple[FactType, str | None]] = {}
         for spec in self.specs.values():
             for name in spec.names():
-                produced[name] = (spec.type, spec.unit)
+                side_flag = name.endswith("_side_unrecorded") and name != spec.name
+                produced[name] = ("boolean", None) if side_flag else (spec.type, spec.unit)
         return produced
 
     @cached_property
@@ -134,6 +150,7 @@ class Vocabulary:
         for spec in self.specs.values():
             labels[spec.name] = spec.label
             labels.update({f"{spec.name}_{leg}": f"{spec.label} ({leg})" for leg in LEGS})
+            labels[f"{spec.name}_side_unrecorded"] = f"{spec.label}: side not recorded"
         return labels
 
     def label(self, name: str) -> str:
@@ -162,6 +179,12 @@ def _spec(entry: Mapping[str, Any]) -> FactSpec:
         round_to=entry.get("round"),
         answers=entry.get("answers", {}),
         statuses=frozenset(map(str, statuses)) if statuses is not None else None,
+        concern=entry.get("concern"),
+        unclear=entry.get("unclear"),
+        unsided=entry.get("unsided"),
+        leg_only=bool(entry.get("leg_only", False)),
+        basis=entry.get("basis"),
+        positivity=entry.get("positivity"),
     )
 
 
@@ -172,7 +195,18 @@ def vocabulary_from_json(document: Mapping[str, Any]) -> Vocabulary:
         if spec.name in specs:
             raise VocabularyError("fact declared twice", fact=spec.name)
         specs[spec.name] = spec
-    return Vocabulary(version=str(document.get("version", "")), specs=specs)
+    for spec in specs.values():
+        for target in (spec.unclear, f"unreadable_{spec.concern}_finding" if spec.concern else None):
+            if target is not None and target not in specs:
+                raise VocabularyError(
+                    f"reports unreadable records to undeclared fact {target!r}", fact=spec.name
+                )
+    window = document.get("acute_window", {"days": 30})
+    return Vocabulary(
+        version=str(document.get("version", "")),
+        specs=specs,
+        acute_window_days=float(window.get("days", 30)),
+    )
 
 
 @cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 _UNITS: dict[str, tuple[str, float]] = {
     # mass concentration, base ng/mL
     "ng/mL": ("mass-concentration", 1.0),
+    "ng/L": ("mass-concentration", 0.001),
     "ug/L": ("mass-concentration", 1.0),
     "µg/L": ("mass-concentration", 1.0),
     "ug/mL": ("mass-concentration", 1000.0),

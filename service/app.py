@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -26,6 +26,7 @@ from cds_hooks.errors import (
     CdsHooksError,
 )
 from cds_hooks.models import HookRequest
+from fhir_mappings.terminology import bundled_terminology
 from service import metrics
 from service.assessment.routes import assessment_router
 from service.audit import AuditWriter, make_engine
@@ -49,7 +50,7 @@ from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
 from service.health import StoreProbe
-from service.http_body import BodyTooLargeError, read_body
+from service.http_body import BodyTooLargeError, read_body_with_overflow
 from service.jwks import new_jwks_http_client
 from service.middleware import RequestObserver, log_fields
 from service.openapi import install_openapi
@@ -65,6 +66,7 @@ from service.request_guard import (
     is_json_media_type,
 )
 from service.response_check import check_response
+from service.terminology_server import TerminologyServer, extend_terminology
 from service.workers import tune_gc
 
 log = logging.getLogger("calf_cds.service")
@@ -175,9 +177,17 @@ def create_app(
         store = ExplanationStore(engine, capacity=settings.explanation_cache_size)
         app.state.explanations = Explanations.from_settings(settings, store, clock)
         probe = StoreProbe(engine, writer.spool_dir, writer_alive=lambda: writer.alive)
+        terminology = await extend_terminology(
+            bundled_terminology(),
+            server=TerminologyServer(settings.terminology_server) if settings.terminology_server else None,
+            expansions=settings.terminology_expansions,
+            cache_dir=settings.data_dir,
+            max_age=timedelta(days=settings.terminology_cache_days),
+            now=clock(),
+        )
         app.state.runtime = Runtime(
             settings=settings,
-            service=registry.service(clock=clock),
+            service=registry.service(clock=clock, terminology=terminology),
             audit=writer,
             fetcher=fetcher,
             guard=FhirServerGuard.from_settings(settings, trusted_issuers(settings), resolver=resolver),
@@ -314,6 +324,26 @@ def _storable_service_id(service_id: str) -> str:
     return json.dumps(service_id)[1:-1][:64]
 
 
+def _drop_oversized_prefetch(document: dict[str, Any], size: int, record: CallRecord) -> Response | None:
+    """A whole-chart prefetch over the body limit must not blank the patient: with a fhirServer,
+    the prefetch is discarded and every key is fetched with the narrowed templates; without one,
+    413 (nothing else could be read)."""
+    if not isinstance(document.get("fhirServer"), str):
+        record.error = "body too large"
+        return outcome_response(
+            413,
+            "request body too large; send the prefetch of the discovery document's narrowed templates, "
+            "or a fhirServer to fetch from",
+            code="too-long",
+        )
+    document["prefetch"] = {}
+    record.notes.append(
+        f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
+        "every key was fetched from fhirServer with the narrowed templates"
+    )
+    return None
+
+
 async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRecord) -> Response:
     if service_id != SERVICE_ID:
         record.error = f"unknown service {json.dumps(service_id)}"  # the id as sent, in full (escaped)
@@ -322,7 +352,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         record.error = "not JSON"
         return outcome_response(415, "the body must be application/json", code="not-supported")
     try:
-        body = await read_body(request, rt.settings.max_body_bytes)
+        body, oversized = await read_body_with_overflow(
+            request, rt.settings.max_body_bytes, rt.settings.max_oversized_body_bytes
+        )
     except BodyTooLargeError:
         record.error = "body too large"
         return outcome_response(413, "request body too large", code="too-long")
@@ -334,11 +366,19 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     if not isinstance(document, dict):
         record.error = "not an object"
         return outcome_response(400, "the body must be a JSON object", code="structure")
+    if oversized:
+        refused = _drop_oversized_prefetch(document, len(body), record)
+        if refused is not None:
+            return refused
     try:
         check_json_limits(document, JsonLimits.from_settings(rt.settings), body_size=len(body))
     except LimitExceededError as error:
-        record.error = f"JSON limit: {error.limit}"
-        return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+        within_prefetch = (error.pointer or "").startswith("/prefetch")
+        if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
+            record.error = f"JSON limit: {error.limit}"
+            return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+        # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
+        _drop_oversized_prefetch(document, len(body), record)
     try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:

@@ -4,6 +4,7 @@ calf-cds serve [--host 127.0.0.1] [--port 8080] [--workers N] [--dev]   run the 
 calf-cds token --aud URL [--tenant T] [--lifetime S] [--data-dir D]   print a JWT from the development issuer
 calf-cds try --fhir-server URL --patient ID          show the cards for a patient on a FHIR server
 calf-cds extract RESPONSE.json [--now T]             a QuestionnaireResponse → Observations (SDC $extract)
+calf-cds terminology validate --server URL          check the bundled SNOMED CT codes on a terminology server
 calf-cds rules|db|report|trail ...                  governance (see service/governance/cli.py)
 
 ``main`` is the entry point: it alone reads the wall clock (``clock``, which a test may replace)
@@ -187,6 +188,12 @@ def _try(args: argparse.Namespace) -> int:
     return handle(args)
 
 
+def _terminology(args: argparse.Namespace) -> int:
+    from service.terminology_server import validate_command
+
+    return validate_command(args)
+
+
 def _extract(args: argparse.Namespace) -> int:
     from service.assessment.cli import handle
 
@@ -232,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_token)
     _add_try_command(commands)
     _add_extract_command(commands)
+    _add_terminology_command(commands)
     add_governance_commands(commands)
     return parser
 
@@ -275,6 +283,23 @@ def _add_extract_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("response", metavar="FILE", help="the QuestionnaireResponse (JSON); - reads stdin")
     parser.add_argument("--now", metavar="DATETIME", help="the time of extraction (default: now)")
     parser.set_defaults(handler=_extract, parser=parser)
+
+
+def _add_terminology_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``calf-cds terminology validate``."""
+    parser = commands.add_parser(
+        "terminology",
+        help="check the bundled SNOMED CT codes against a FHIR terminology server",
+        description=(
+            "validate: ask the server ($validate-code) whether every SNOMED CT code of the bundled value "
+            "sets is in the given value set (default: all of SNOMED CT on that server); list the ones it "
+            "rejects. Exit 1 if any is rejected, 2 if the server cannot answer."
+        ),
+    )
+    parser.add_argument("action", choices=["validate"])
+    parser.add_argument("--server", required=True, metavar="URL", help="FHIR R4 terminology server base URL")
+    parser.add_argument("--valueset-url", default="http://snomed.info/sct?fhir_vs", metavar="URL")
+    parser.set_defaults(handler=_terminology)
 
 
 def main(argv: Sequence[str] | None = None, *, clock: Clock = wall_clock) -> int:

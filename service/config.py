@@ -83,6 +83,27 @@ class Settings(BaseSettings):
         default=("*",), description="Origins allowed to call from a browser (CDS Hooks Sandbox)."
     )
     max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Largest request body.")
+    terminology_server: str | None = Field(
+        default=None,
+        description="FHIR terminology server base URL for value-set expansions (off by default).",
+    )
+    terminology_expansions: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON: value-set name -> ValueSet canonical URL to $expand at start-up and add to it.",
+    )
+    terminology_cache_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Days a cached terminology expansion is used before it is fetched again.",
+    )
+    max_oversized_body_bytes: int = Field(
+        default=32_000_000,
+        ge=0,
+        description=(
+            "Largest body read when it is over max_body_bytes: its prefetch is discarded and fetched "
+            "narrowly from the request's fhirServer (0: refuse every body over max_body_bytes with 413)."
+        ),
+    )
     fhir_fetch: bool = Field(
         default=True, description="Fetch prefetch that is missing or failed from the request's fhirServer."
     )

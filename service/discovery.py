@@ -1,20 +1,44 @@
 """The discovery document: one ``patient-view`` service, ``calf-pain``, and its prefetch templates.
 
-Templates stay inside the CDS Hooks recommended query subset (a read by id and type-level
-searches on ``patient``); the rules read only Observations and Conditions.
+Templates stay inside the CDS Hooks recommended query subset (a read by id and type-level searches
+on ``patient``, with ``code``, ``date`` and the 3.0 ballot's ``{{today() - N days}}``). They are
+narrowed so that chart size does not matter: Observations and DiagnosticReports by the ``code=``
+list of everything the mapper reads (built from the fact vocabulary, see
+:mod:`fhir_mappings.search`), Procedures and Encounters by date. Conditions and medications are not
+narrowed by code: ICD-10-CM is matched by range and medications by class and name, which no code
+list can express. The FHIR fetch of a missing key runs the same query.
+
+``OPTIONAL_KEYS`` were added in 1.1 (issue 11): a client that does not send them and gives no
+``fhirServer`` gets cards from what it did send (a note says what was not read), instead of the 412
+a missing required key gets.
 """
 
 from __future__ import annotations
 
 from cds_hooks.models import DiscoveryResponse, ServiceDefinition
+from fhir_mappings.facts import vocabulary
+from fhir_mappings.search import code_parameter, search_codes
+from fhir_mappings.terminology import listed_terminology
 
 SERVICE_ID = "calf-pain"
 HOOK = "patient-view"
+_PATIENT = "patient={{context.patientId}}"
+_OBSERVATION_CODES = code_parameter(search_codes(vocabulary(), listed_terminology(), "observation"))
+_REPORT_CODES = code_parameter(search_codes(vocabulary(), listed_terminology(), "report"))
 PREFETCH_TEMPLATES: dict[str, str] = {
     "patient": "Patient/{{context.patientId}}",
-    "observations": "Observation?patient={{context.patientId}}",
-    "conditions": "Condition?patient={{context.patientId}}",
+    "observations": f"Observation?{_PATIENT}&{_OBSERVATION_CODES}",
+    "conditions": f"Condition?{_PATIENT}",
+    "procedures": f"Procedure?{_PATIENT}&date=ge{{{{today() - 84 days}}}}",
+    "medication_requests": f"MedicationRequest?{_PATIENT}",
+    "medication_statements": f"MedicationStatement?{_PATIENT}",
+    "diagnostic_reports": f"DiagnosticReport?{_PATIENT}&{_REPORT_CODES}",
+    "encounters": f"Encounter?{_PATIENT}&date=ge{{{{today() - 28 days}}}}",
 }
+#: Keys whose absence (with no fhirServer to fetch them) is read as "no data", with a note.
+OPTIONAL_KEYS = frozenset(
+    {"procedures", "medication_requests", "medication_statements", "diagnostic_reports", "encounters"}
+)
 
 # The search keys and the resource type each returns (reads, such as `patient`, are not searches).
 RESOURCE_TYPES: dict[str, str] = {
@@ -28,14 +52,17 @@ def service_definition() -> ServiceDefinition:
         id=SERVICE_ID,
         title="Calf pain: vascular, neurogenic or musculoskeletal?",
         description=(
-            "Reads the patient's Observations and Conditions and recommends the next step for "
-            "calf pain: ankle-brachial index for suspected PAD, duplex ultrasound or D-dimer "
-            "for suspected DVT (NICE two-level Wells), conservative care with a safety net, or "
-            "urgent referral for a red flag. Every card cites its guideline and rule version."
+            "Reads the patient's Observations, Conditions, Procedures, medications, DiagnosticReports "
+            "and Encounters and recommends the next step for calf pain: ankle-brachial index for "
+            "suspected PAD, duplex ultrasound or D-dimer for suspected DVT (NICE two-level Wells), "
+            "conservative care with a safety net, or urgent referral for a red flag. Every card cites "
+            "its guideline and rule version."
         ),
         prefetch=PREFETCH_TEMPLATES,
         usage_requirements=(
-            "Needs read access to Patient, Observation and Condition through prefetch or fhirServer."
+            "Needs read access to Patient, Observation and Condition through prefetch or fhirServer; "
+            "Procedure, MedicationRequest, MedicationStatement, DiagnosticReport and Encounter are "
+            "read when sent or fetchable."
         ),
     )
 

@@ -22,3 +22,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_body_with_overflow(request: Request, limit: int, hard_limit: int) -> tuple[bytes, bool]:
+    """The body and whether it is over ``limit``; refused (:class:`BodyTooLargeError`) over
+    ``max(limit, hard_limit)`` before reading it all."""
+    ceiling = max(limit, hard_limit)
+    body = await read_body(request, ceiling)
+    return body, len(body) > limit

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from fhir_mappings.facts import Vocabulary, vocabulary
 from fhir_mappings.mapper import Mapper
-from fhir_mappings.terminology import bundled_terminology
+from fhir_mappings.terminology import Terminology, bundled_terminology
 from rules.errors import PackError
 from rules.pack import RulePack, bundled_pack_files, load_pack
 from service.cards import service_request
@@ -116,8 +116,12 @@ class PackRegistry:
             shadows=tuple(packs[k] for k in settings.shadow_packs),
         )
 
-    def service(self, *, clock: Callable[[], datetime]) -> CalfPainService:
-        mapper = Mapper(self.vocabulary, bundled_terminology())
+    def service(
+        self, *, clock: Callable[[], datetime], terminology: Terminology | None = None
+    ) -> CalfPainService:
+        mapper = Mapper(
+            self.vocabulary, terminology or bundled_terminology(), acute_window=acute_window(self.active)
+        )
         return CalfPainService(
             mapper=mapper,
             vocabulary=self.vocabulary,
@@ -125,3 +129,12 @@ class PackRegistry:
             shadows=self.shadows,
             clock=clock,
         )
+
+
+def acute_window(pack: RulePack) -> timedelta | None:
+    """The acute-diagnosis window a pack asks the mapper for (``mapping.acute_window_days``), if any."""
+    mapping = pack.document.get("mapping")
+    days = mapping.get("acute_window_days") if isinstance(mapping, Mapping) else None
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= 3650:
+        return None
+    return timedelta(days=float(days))

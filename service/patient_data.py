@@ -9,7 +9,7 @@ state           what we do
                 type, or one resource of it); complete a searchset Bundle with a ``next`` link
 ``NULL``        no data: nothing to fetch
 ``OUTCOME``     the client's fetch failed: fetch it ourselves
-``MISSING``     fetch it ourselves
+``MISSING``     fetch it ourselves (an optional key with no fhirServer: read as no data, with a note)
 ==============  =====================================================================================
 
 A value whose type does not fit its template is a :class:`PrefetchMismatchError` (400). Inside
@@ -22,6 +22,7 @@ in production) with the request's ``fhirServer`` and ``fhirAuthorization``; with
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from cds_hooks.errors import PrefetchMismatchError, PrefetchMissingError
+from cds_hooks.errors import CdsHooksError, PrefetchMismatchError, PrefetchMissingError
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import (
     PrefetchState,
@@ -39,7 +40,7 @@ from cds_hooks.prefetch import (
     next_link,
     render_template,
 )
-from service.discovery import PREFETCH_TEMPLATES
+from service.discovery import OPTIONAL_KEYS, PREFETCH_TEMPLATES
 
 __all__ = ["FetchPlan", "Fetched", "Fetcher", "KeyQuery", "PatientData", "gather_patient_data"]
 
@@ -114,6 +115,10 @@ class PatientData:
     resources: list[Resource]
 
 
+async def _run(fetcher: Fetcher, request: HookRequest, plan: FetchPlan) -> Fetched:
+    return await fetcher(request, plan) if plan else Fetched({})
+
+
 async def gather_patient_data(
     request: HookRequest,
     *,
@@ -124,6 +129,7 @@ async def gather_patient_data(
     states: dict[str, str],
     notes: list[str],
     templates: Mapping[str, str] = PREFETCH_TEMPLATES,
+    optional: frozenset[str] = OPTIONAL_KEYS,
 ) -> PatientData:
     """Check the prefetch, fetch what is missing or paged, and unpack every value.
 
@@ -162,6 +168,12 @@ async def gather_patient_data(
         else:
             to_fetch[key] = query.query
     can_fetch = fetcher is not None and request.fhir_server is not None
+    if not can_fetch:
+        for key in [k for k in to_fetch if k in optional]:
+            del to_fetch[key]
+            values[key] = None
+            states[key] += "+not-read"
+            notes.append(f"{key}: not in the prefetch and no fhirServer to fetch it: read as no data")
     if to_fetch and not can_fetch:
         raise PrefetchMissingError(
             "prefetch lacks " + ", ".join(to_fetch) + " and no fhirServer was given to fetch it",
@@ -170,17 +182,29 @@ async def gather_patient_data(
     if pages and not can_fetch:
         notes.extend(f"{key}: only the first page was read (no fhirServer to follow 'next')" for key in pages)
         pages = {}
-    plan = FetchPlan(queries=to_fetch, pages=pages)
-    if plan and fetcher is not None:
-        fetched = await fetcher(request, plan)
-        notes.extend(fetched.notes)
-        for key in plan.queries:
-            values[key] = fetched.values.get(key)
-            states[key] += "+fetched"
-            if values[key] is None and queries[key].read_id is not None:
-                notes.append(f"{key}: {queries[key].query} not found on fhirServer")
+    plan = FetchPlan(queries={k: q for k, q in to_fetch.items() if k not in optional}, pages=pages)
+    extra = FetchPlan(queries={k: q for k, q in to_fetch.items() if k in optional})
+    if (plan or extra) and fetcher is not None:
+        required, more = await asyncio.gather(
+            _run(fetcher, request, plan), _run(fetcher, request, extra), return_exceptions=True
+        )
+        if isinstance(required, BaseException):
+            raise required
+        if isinstance(more, CdsHooksError):
+            # an optional key the server cannot give degrades to "no data", like a null prefetch
+            notes.append(f"{', '.join(extra.queries)}: not fetched ({more}): read as no data")
+            more = Fetched(dict.fromkeys(extra.queries))
+        elif isinstance(more, BaseException):
+            raise more
+        for fetched, done in ((required, plan), (more, extra)):
+            notes.extend(fetched.notes)
+            for key in done.queries:
+                values[key] = fetched.values.get(key)
+                states[key] += "+fetched"
+                if values[key] is None and queries[key].read_id is not None:
+                    notes.append(f"{key}: {queries[key].query} not found on fhirServer")
         for key in plan.pages:
-            values[key] = fetched.values.get(key, values[key])
+            values[key] = required.values.get(key, values[key])
             states[key] += "+paged"
     return _unpack(queries, values, notes)
 

@@ -102,6 +102,18 @@ def bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+#: The search prefetch keys of the calf-pain service and the resource type under each.
+PREFETCH_KEYS = {
+    "observations": "Observation",
+    "conditions": "Condition",
+    "procedures": "Procedure",
+    "medication_requests": "MedicationRequest",
+    "medication_statements": "MedicationStatement",
+    "diagnostic_reports": "DiagnosticReport",
+    "encounters": "Encounter",
+}
+
+
 def hook_request(
     resources: list[dict[str, Any]],
     *,
@@ -109,17 +121,15 @@ def hook_request(
     patient_id: str = "p1",
     **extra: Any,
 ) -> dict[str, Any]:
-    """A patient-view request with every prefetch key filled."""
-    observations = [r for r in resources if r["resourceType"] == "Observation"]
-    conditions = [r for r in resources if r["resourceType"] == "Condition"]
+    """A patient-view request with every prefetch key filled (each resource under the key of its type)."""
+    of_type = {kind: [r for r in resources if r["resourceType"] == kind] for kind in PREFETCH_KEYS.values()}
     body: dict[str, Any] = {
         "hook": "patient-view",
         "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
         "context": {"userId": "Practitioner/example", "patientId": patient_id},
         "prefetch": {
             "patient": patient_resource or patient(patient_id),
-            "observations": bundle(observations),
-            "conditions": bundle(conditions),
+            **{key: bundle(of_type[kind]) for key, kind in PREFETCH_KEYS.items()},
         },
     }
     body.update(extra)

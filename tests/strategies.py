@@ -468,3 +468,142 @@ def damaged_requests() -> st.SearchStrategy[dict[str, Any]]:
         return request
 
     return build()
+
+
+# --- fail-safe: one DVT or red-flag finding, and what an EHR does to it ----------------------
+# A chart is a right-sided calf complaint plus a few concern findings as EHRs write them; a
+# perturbation removes, blurs (unsided, unreadable unit, text-only flag, free text) or ages one of them.
+
+V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+SIDES = {
+    "right": {"coding": [{"system": SNOMED, "code": "62175007", "display": "Structure of right lower limb"}]},
+    "left": {"coding": [{"system": SNOMED, "code": "32153003", "display": "Structure of left lower limb"}]},
+}
+DUPLEX_BY_SIDE = {"right": "39443-7", "left": "39432-0"}
+#: name → (concern, how the record is written); each writes a positive (worrying) record.
+CONCERN_FINDINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tenderness": ("dvt", {"code": (SNOMED, "247348008"), "valueBoolean": True}),
+    "pitting-oedema": ("dvt", {"code": (SNOMED, "421605005"), "valueBoolean": True}),
+    "leg-swelling": ("dvt", {"code": (SNOMED, "102572006"), "valueBoolean": True}),
+    "entire-leg-swollen": ("dvt", {"code": (FINDING, "entire-leg-swollen"), "valueBoolean": True}),
+    "warmth": ("dvt", {"code": (FINDING, "warmth"), "valueBoolean": True}),
+    "d-dimer": ("dvt", {"code": (LOINC, "48065-7"), "valueQuantity": {"value": 1.8, "unit": "ug/mL{FEU}"}}),
+    "duplex": (
+        "dvt",
+        {
+            "code": (LOINC, "duplex"),
+            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "10828004"}]},
+        },
+    ),
+    "cold-pale-limb": ("red_flag", {"code": (FINDING, "cold-pale-limb"), "valueBoolean": True}),
+    "passive-stretch": ("red_flag", {"code": (FINDING, "pain-on-passive-stretch"), "valueBoolean": True}),
+    "erythema": ("red_flag", {"code": (SNOMED, "247441003"), "valueBoolean": True}),
+    "saddle": ("red_flag", {"code": (FINDING, "saddle-anaesthesia"), "valueBoolean": True}),
+    "fever": ("red_flag", {"code": (LOINC, "8310-5"), "valueQuantity": {"value": 38.9, "unit": "Cel"}}),
+}
+BLURS = ("unside", "unit", "text-flag", "free-text")
+PERTURBATIONS = ("remove", "age", *BLURS)
+
+
+def concern_record(name: str, side: str, hours_ago: float, index: int) -> dict[str, Any]:
+    """One concern finding as an Observation, positive, on ``side``, ``hours_ago`` before NOW."""
+    _, shape = CONCERN_FINDINGS[name]
+    system, code = shape["code"]
+    if code == "duplex":
+        code = DUPLEX_BY_SIDE[side]
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": f"concern-{index}",
+        "status": "final",
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "effectiveDateTime": (NOW - timedelta(hours=hours_ago)).isoformat(),
+        **{k: json.loads(json.dumps(v)) for k, v in shape.items() if k != "code"},
+    }
+    if name not in ("d-dimer", "fever", "saddle", "duplex"):
+        resource["bodySite"] = SIDES[side]
+    return resource
+
+
+def perturb(resource: dict[str, Any], how: str) -> dict[str, Any] | None:
+    """The record after one perturbation (None: removed)."""
+    changed = json.loads(json.dumps(resource))
+    value_keys = [k for k in changed if k.startswith("value")]
+    if how == "remove":
+        return None
+    if how == "age":
+        changed["effectiveDateTime"] = (NOW - timedelta(days=400)).isoformat()
+    elif how == "unside":
+        changed.pop("bodySite", None)
+        if changed["code"]["coding"][0]["code"] in DUPLEX_BY_SIDE.values():
+            changed["code"]["coding"][0]["code"] = "30881-7"  # the unsided venous duplex LOINC
+    elif how == "unit" and "valueQuantity" in changed:
+        changed["valueQuantity"]["unit"] = "U/?"
+    elif how in ("unit", "free-text"):
+        for key in value_keys:
+            del changed[key]
+        changed["valueString"] = "see clinician note"
+    elif how == "text-flag":
+        for key in value_keys:
+            del changed[key]
+        changed["interpretation"] = [{"text": "Abnormal - see note"}]
+    return changed
+
+
+@st.composite
+def concern_charts(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int]:
+    """A chart (right calf pain + 1-4 concern findings) and the index of the one to perturb."""
+    names = draw(st.lists(st.sampled_from(sorted(CONCERN_FINDINGS)), min_size=1, max_size=4, unique=True))
+    chart: list[dict[str, Any]] = [
+        {
+            "resourceType": "Observation",
+            "id": "calf-pain",
+            "status": "final",
+            "code": {"coding": [{"system": SNOMED, "code": "300954003"}]},
+            "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "effectiveDateTime": (NOW - timedelta(hours=6)).isoformat(),
+            "valueBoolean": True,
+            "bodySite": SIDES["right"],
+        }
+    ]
+    for index, name in enumerate(names):
+        side = draw(st.sampled_from(["right", "left"]))
+        hours = draw(st.sampled_from([2.0, 12.0, 30.0]))
+        chart.append(concern_record(name, side, hours, index))
+    return chart, draw(st.integers(min_value=1, max_value=len(chart) - 1))
+
+
+# --- the other resource types the mapper reads (issue 11), plausible and then damaged ----------------
+
+
+@st.composite
+def clinical_records(draw: st.DrawFn) -> dict[str, Any]:
+    """A Procedure, MedicationRequest/Statement, Encounter or DiagnosticReport for ``p1``, with
+    members drawn from the values the mapper reads and from arbitrary JSON."""
+    kind = draw(
+        st.sampled_from(
+            ["Procedure", "MedicationRequest", "MedicationStatement", "Encounter", "DiagnosticReport"]
+        )
+    )
+    resource: dict[str, Any] = {"resourceType": kind, "id": draw(ids), "subject": draw(subjects)}
+    resource["status"] = draw(
+        st.sampled_from(["completed", "active", "stopped", "finished", "in-progress", "final", "preliminary"])
+        | json_values
+    )
+    resource["code"] = draw(codeable_concepts | json_values)
+    resource["category"] = draw(st.lists(codeable_concepts, max_size=2) | json_values)
+    resource["medicationCodeableConcept"] = draw(
+        st.fixed_dictionaries({"coding": st.just([{"system": "http://www.whocc.no/atc", "code": "B01AF01"}])})
+        | st.fixed_dictionaries({"text": st.sampled_from(["apixaban 5 mg", "paclitaxel", "aspirin"])})
+        | json_values
+    )
+    resource["class"] = draw(
+        st.fixed_dictionaries({"code": st.sampled_from(["IMP", "AMB", "ACUTE"])}) | json_values
+    )
+    resource["period"] = draw(st.fixed_dictionaries({"start": date_times, "end": date_times}) | json_values)
+    for key in ("performedDateTime", "authoredOn", "effectiveDateTime", "issued"):
+        resource[key] = draw(date_times | json_values)
+    resource["conclusionCode"] = draw(st.lists(codeable_concepts, max_size=2) | json_values)
+    resource["conclusion"] = draw(st.text(max_size=30) | json_values)
+    resource["bodySite"] = draw(st.lists(codeable_concepts, max_size=1) | json_values)
+    return resource

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import orjson
 
-from fhir_mappings.mapper import parse_datetime
+from fhir_mappings.fhir_json import parse_datetime
 from service.assessment.extract import extract_body
 from service.config import Settings
 

@@ -129,12 +129,22 @@ def call_path(client: TestClient, path: str) -> Any:
 
 
 def test_body_too_large_is_413(settings: Settings, dev_issuer: DevIssuer) -> None:
-    """A body over the configured limit is refused before it is parsed."""
+    """With no oversize allowance, a body over the configured limit is refused before it is parsed."""
+    from service.app import create_app
+
+    small = settings.model_copy(update={"max_body_bytes": 2048, "max_oversized_body_bytes": 0})
+    with signed_client(create_app(small), dev_issuer) as client:
+        assert_outcome(call(client, hook_request([calf_pain() for _ in range(30)])), 413)
+
+
+def test_oversized_prefetch_without_fhir_server_is_413(settings: Settings, dev_issuer: DevIssuer) -> None:
+    """An oversized whole-chart prefetch with no fhirServer to fetch from instead is a 413 that says what to send."""
     from service.app import create_app
 
     small = settings.model_copy(update={"max_body_bytes": 2048})
     with signed_client(create_app(small), dev_issuer) as client:
-        assert_outcome(call(client, hook_request([calf_pain() for _ in range(30)])), 413)
+        outcome = assert_outcome(call(client, hook_request([calf_pain() for _ in range(30)])), 413)
+    assert "narrowed templates" in outcome["issue"][0]["diagnostics"]
 
 
 def test_missing_prefetch_without_fhir_server_is_412(client: TestClient) -> None:

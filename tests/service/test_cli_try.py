@@ -86,6 +86,7 @@ def test_in_process_prints_the_cards(settings: Settings, fhir: respx.MockRouter)
     fhir.get(f"{FHIR}/Patient/p1").mock(return_value=fhir_json(patient("p1")))
     fhir.get(f"{FHIR}/Observation").mock(return_value=fhir_json(bundle(DVT)))
     fhir.get(f"{FHIR}/Condition").mock(return_value=fhir_json(bundle([])))
+    fhir.route().mock(return_value=fhir_json(bundle([])))  # Procedure, medications, reports, Encounter
     code, terminal = run_in_process(settings, fhir, "--patient", "p1", "--bearer", "tok")
     assert code == 0, terminal.stderr
     assert "1 card for Patient/p1" in terminal.stdout

@@ -25,6 +25,7 @@ from tests.fhir_builders import (
     condition,
     finding,
     hook_request,
+    observation,
     patient,
     quantity,
 )
@@ -45,10 +46,16 @@ def fhir_json(body: object, status: int = 200) -> httpx.Response:
     return httpx.Response(status, content=json.dumps(body), headers={"Content-Type": "application/fhir+json"})
 
 
-def fetching_request(**prefetch: Any) -> dict[str, Any]:
-    """A patient-view call with fhirServer and a token, and only the prefetch keys given."""
+#: The keys added in 1.1; sent as empty Bundles unless a test says otherwise.
+OPTIONAL = ("procedures", "medication_requests", "medication_statements", "diagnostic_reports", "encounters")
+OPTIONAL_TYPES = ("Procedure", "MedicationRequest", "MedicationStatement", "DiagnosticReport", "Encounter")
+
+
+def fetching_request(*, with_optional: bool = True, **prefetch: Any) -> dict[str, Any]:
+    """A patient-view call with fhirServer and a token, and only the prefetch keys given (plus
+    the optional 1.1 keys as empty Bundles, unless ``with_optional`` is False)."""
     body = hook_request([])
-    body["prefetch"] = prefetch
+    body["prefetch"] = ({key: bundle([]) for key in OPTIONAL} if with_optional else {}) | prefetch
     body["fhirServer"] = BASE
     body["fhirAuthorization"] = {
         "access_token": TOKEN,
@@ -77,6 +84,8 @@ def serve_patient(
     conditions: list[dict[str, Any]],
     base: str = BASE,
 ) -> dict[str, respx.Route]:
+    for kind in OPTIONAL_TYPES:
+        router.get(f"{BASE}/{kind}", params={"patient": "p1"}).mock(return_value=fhir_json(bundle([])))
     return {
         "patient": router.get(f"{base}/Patient/p1").mock(return_value=fhir_json(patient("p1"))),
         "observations": router.get(f"{base}/Observation", params={"patient": "p1"}).mock(
@@ -142,8 +151,70 @@ def test_fetched_keys_are_audited_as_fetched(
         "patient": "present",
         "observations": "missing+fetched",
         "conditions": "missing+fetched",
+        **dict.fromkeys(OPTIONAL, "present"),
     }
     assert TOKEN not in json.dumps(dict(row), default=str)
+
+
+def test_optional_keys_are_fetched_with_the_narrowed_queries(
+    app: TestClient, fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """Procedure, medications, DiagnosticReport and Encounter keys the client did not send are
+    fetched; Procedures and Encounters only from their look-back date on."""
+    serve_patient(fhir, [PAIN], [])
+    topics(call(app, fetching_request(with_optional=False)))
+    urls = sorted(str(request.url) for request, _ in fhir.calls)
+    assert any("/Procedure?patient=p1&date=ge2026-" in url for url in urls)
+    assert any("/Encounter?patient=p1&date=ge2026-" in url for url in urls)
+    assert any("/DiagnosticReport?patient=p1&code=" in url for url in urls)
+    (row,) = audit_rows(settings, 1)
+    assert row["prefetch_states"]["procedures"] == "missing+fetched"
+
+
+def test_a_failing_optional_fetch_degrades_to_no_data(
+    app: TestClient, fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """A server that refuses Procedure searches costs the Procedure facts, not the cards."""
+    fhir.get(f"{BASE}/Procedure").mock(return_value=httpx.Response(403))
+    serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
+    body = fetching_request(
+        with_optional=False, patient=patient("p1"), observations=bundle([PAIN, *DVT_SIGNS])
+    )
+    assert topics(call(app, body)) == ["duplex-dvt"]
+    (row,) = audit_rows(settings, 1)
+    assert any("not fetched" in note and "read as no data" in note for note in row["notes"])
+
+
+def test_oversized_whole_chart_prefetch_is_fetched_narrowly(
+    fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """A whole-chart prefetch over the body limit does not blank the patient: it is discarded,
+    every key is fetched from fhirServer, and the audit record says so."""
+    small = settings.model_copy(update={"max_body_bytes": 4096})
+    fetcher = FhirFetcher(fetch_policy(small), transport=httpx.MockTransport(fhir.async_handler))
+    routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
+    noise = [observation(SNOMED, "300954003", days_ago=400, valueBoolean=True) for _ in range(40)]
+    body = fetching_request(patient=patient("p1"), observations=bundle(noise), conditions=bundle([]))
+    with dev_client(create_app(small, clock=lambda: NOW, fetcher=fetcher), small) as client:
+        assert topics(call(client, body)) == ["duplex-dvt"]
+    assert routes["observations"].call_count == 1
+    (row,) = audit_rows(small, 1)
+    assert any("prefetch discarded" in note for note in row["notes"])
+
+
+def test_prefetch_over_the_json_limits_is_fetched_narrowly(
+    fhir: respx.MockRouter, settings: Settings
+) -> None:
+    """A prefetch Bundle with more entries than the JSON limits allow, with a fhirServer, is fetched
+    narrowly instead of refused."""
+    small = settings.model_copy(update={"max_array_length": 100})
+    fetcher = FhirFetcher(fetch_policy(small), transport=httpx.MockTransport(fhir.async_handler))
+    routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
+    noise = [observation(SNOMED, "300954003", days_ago=400, valueBoolean=True) for _ in range(150)]
+    body = fetching_request(patient=patient("p1"), observations=bundle(noise), conditions=bundle([]))
+    with dev_client(create_app(small, clock=lambda: NOW, fetcher=fetcher), small) as client:
+        assert topics(call(client, body)) == ["duplex-dvt"]
+    assert routes["observations"].call_count == 1
 
 
 def test_operation_outcome_prefetch_is_fetched_again(app: TestClient, fhir: respx.MockRouter) -> None:
@@ -298,7 +369,7 @@ def test_default_app_fetches_from_the_address_it_approved(settings: Settings) ->
     `ehr.example.org` is resolved once, and every request goes to that address with the name kept
     in `Host` and as the TLS server name."""
     dns = FakeDns()
-    with respx.mock(assert_all_mocked=True) as mock:
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
         serve_patient(mock, [PAIN, *DVT_SIGNS], [], base="https://203.0.113.10/fhir")
         with dev_client(create_app(settings, clock=lambda: NOW, resolver=dns), settings) as client:
             assert topics(call(client, fetching_request())) == ["duplex-dvt"]

@@ -9,8 +9,9 @@ import pytest
 
 from cds_hooks.errors import PrefetchMismatchError, PrefetchMissingError
 from cds_hooks.models import HookRequest
+from service.discovery import OPTIONAL_KEYS
 from service.patient_data import Fetched, FetchPlan, KeyQuery, gather_patient_data
-from tests.fhir_builders import bundle, calf_pain, hook_request, patient
+from tests.fhir_builders import PREFETCH_KEYS, bundle, calf_pain, hook_request, patient
 
 TODAY = datetime.date(2026, 11, 20)
 BASE = "https://ehr.example.org/fhir"
@@ -77,7 +78,7 @@ async def test_present_values_are_not_fetched_and_unpacked() -> None:
     """A complete prefetch needs no fetcher; its resources and Patient are returned."""
     pain = calf_pain()
     data, states, notes = await gather(hook_request([pain]))
-    assert states == {"patient": "present", "observations": "present", "conditions": "present"}
+    assert states == {"patient": "present", **dict.fromkeys(PREFETCH_KEYS, "present")}
     assert data.patient == patient("p1")
     assert data.resources == [pain]
     assert notes == []
@@ -98,7 +99,9 @@ async def test_fetched_values_replace_missing_and_outcome_keys() -> None:
     """Missing and OperationOutcome keys go to the fetcher; its answers are unpacked."""
     pain = calf_pain()
     body = hook_request([]) | {"fhirServer": BASE}
-    body["prefetch"] = {"observations": {"resourceType": "OperationOutcome", "issue": []}}
+    body["prefetch"] = {"observations": {"resourceType": "OperationOutcome", "issue": []}} | dict.fromkeys(
+        OPTIONAL_KEYS
+    )
     fetcher = FakeFetcher({"patient": patient("p1"), "observations": bundle([pain])}, notes=("x: note",))
     data, states, notes = await gather(body, fetcher)
     assert set(fetcher.plans[0].queries) == {"patient", "observations", "conditions"}
@@ -106,6 +109,7 @@ async def test_fetched_values_replace_missing_and_outcome_keys() -> None:
         "patient": "missing+fetched",
         "observations": "outcome+fetched",
         "conditions": "missing+fetched",
+        **dict.fromkeys(OPTIONAL_KEYS, "null"),
     }
     assert data.patient == patient("p1")
     assert data.resources == [pain]
@@ -164,3 +168,17 @@ async def test_ignored_resources_are_noted_one_by_one_up_to_a_limit() -> None:
     assert notes[0] == "ignored MedicationRequest/m0 in conditions: unexpected resource type"
     assert len(notes) == 21
     assert notes[-1] == "ignored 5 more resources in conditions"
+
+
+@pytest.mark.anyio
+async def test_missing_optional_keys_without_fhir_server_are_read_as_no_data() -> None:
+    """A client that sends only the 1.0 keys and no fhirServer still gets facts: the 1.1 keys
+    (Procedure, medications, DiagnosticReport, Encounter) are read as no data, with a note each."""
+    pain = calf_pain()
+    body = hook_request([pain])
+    for key in OPTIONAL_KEYS:
+        del body["prefetch"][key]
+    data, states, notes = await gather(body)
+    assert data.resources == [pain]
+    assert {states[key] for key in OPTIONAL_KEYS} == {"missing+not-read"}
+    assert len([n for n in notes if "read as no data" in n]) == len(OPTIONAL_KEYS)
