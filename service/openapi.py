@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from cds_hooks.models import DiscoveryResponse, FeedbackRequest, HookRequest, HookResponse, PatientViewContext
-from service.discovery import HOOK, PREFETCH_TEMPLATES, SERVICE_ID
+from service.discovery import HOOK, OPTIONAL_KEYS, PREFETCH_TEMPLATES, SERVICE_ID
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
@@ -67,6 +67,9 @@ ERRORS: dict[int, str] = {
     503: "The service is still starting (authentication not ready); try again.",
 }
 
+# Without a fhirServer, the prefetch must hold every key but the optional ones (missing = no data).
+REQUIRED_KEYS = [key for key in PREFETCH_TEMPLATES if key not in OPTIONAL_KEYS]
+
 
 def _component_schemas() -> dict[str, Any]:
     _, document = models_json_schema(
@@ -108,7 +111,7 @@ def _component_schemas() -> dict[str, Any]:
     # Without a fhirServer to fetch from, the prefetch must hold every key (else 412).
     request["anyOf"] = [
         {"required": ["fhirServer"], "properties": {"fhirServer": fhir_server}},
-        {"required": ["prefetch"], "properties": {"prefetch": {"required": list(PREFETCH_TEMPLATES)}}},
+        {"required": ["prefetch"], "properties": {"prefetch": {"required": REQUIRED_KEYS}}},
     ]
     # cds-r-1: fhirAuthorization needs a fhirServer.
     request["if"] = {

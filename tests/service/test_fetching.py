@@ -195,7 +195,9 @@ def test_oversized_whole_chart_prefetch_is_fetched_narrowly(
     routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
     noise = [observation(SNOMED, "300954003", days_ago=400, valueBoolean=True) for _ in range(40)]
     body = fetching_request(patient=patient("p1"), observations=bundle(noise), conditions=bundle([]))
-    with dev_client(create_app(small, clock=lambda: NOW, fetcher=fetcher), small) as client:
+    with dev_client(
+        create_app(small, clock=lambda: NOW, fetcher=fetcher, resolver=FakeDns()), small
+    ) as client:
         assert topics(call(client, body)) == ["duplex-dvt"]
     assert routes["observations"].call_count == 1
     (row,) = audit_rows(small, 1)
@@ -212,7 +214,9 @@ def test_prefetch_over_the_json_limits_is_fetched_narrowly(
     routes = serve_patient(fhir, [PAIN, *DVT_SIGNS], [])
     noise = [observation(SNOMED, "300954003", days_ago=400, valueBoolean=True) for _ in range(150)]
     body = fetching_request(patient=patient("p1"), observations=bundle(noise), conditions=bundle([]))
-    with dev_client(create_app(small, clock=lambda: NOW, fetcher=fetcher), small) as client:
+    with dev_client(
+        create_app(small, clock=lambda: NOW, fetcher=fetcher, resolver=FakeDns()), small
+    ) as client:
         assert topics(call(client, body)) == ["duplex-dvt"]
     assert routes["observations"].call_count == 1
 
