@@ -16,50 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.test_fhir_e2e import SEKMET, FhirServer, free_port
+from tests.service.test_fhir_e2e import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CALF_CDS = Path(sys.executable).parent / "calf-cds"
 DRIVER = Path(__file__).parent / "assessment.mjs"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "assessment"
-
-
-def start_fhir(folder: Path, *, token: str | None = None) -> FhirServer:
-    """sekmet-fhir with an empty store: open (a sandbox), or requiring ``token`` (an EHR)."""
-    if not SEKMET.is_file():
-        pytest.fail(f"sekmet-fhir is not installed at {SEKMET}: run `bash scripts/test.sh`")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    auth = {"types": ["bearer"], "tokens": [token]} if token else {"types": ["none"]}
-    config = {"base_url": base, "host": "127.0.0.1", "port": port, "data_dir": str(folder / "data"),
-              "simulator": {"enabled": False}, "server_auth": auth, "log_inbound": False}  # fmt: skip
-    (folder / "settings.yaml").write_text(json.dumps(config))
-    log = folder / "sekmet.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
-    command = [
-        str(SEKMET),
-        "serve",
-        "--config",
-        str(folder / "settings.yaml"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT)
-    server = FhirServer(base, process, log)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{base}/metadata", headers=headers, timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    pytest.fail(f"sekmet-fhir did not start: {log.read_text(errors='replace')[-3000:]}")
 
 
 @contextmanager

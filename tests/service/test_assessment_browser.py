@@ -28,9 +28,9 @@ from service.assessment.link import assessment_link
 from service.config import Settings
 from tests.assessment_builders import ASSESSMENT, CALF_STRAIN, CLAUDICATION, PRACTITIONER, SUSPECTED_DVT
 from tests.browser.ehr import SmartEhr
-from tests.browser.servers import ROOT, calf_cds, drive, start_fhir
+from tests.browser.servers import ROOT, calf_cds, drive
 from tests.fhir_builders import FINDING, RIGHT_LEG, SNOMED, patient
-from tests.service.test_fhir_e2e import FhirServer, cards, fetching_call
+from tests.service.test_fhir_e2e import FhirServer, cards, fetching_call, start_sekmet
 from tests.signing import dev_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -118,7 +118,7 @@ def test_open_launch_from_undecided_card_to_decided_card(
     """A sandbox patient: no decided card → the form, answered by keyboard (at most 20 questions,
     exactly those the Questionnaire's enableWhen shows) → Observations on the server → the card."""
     answers, topic = CASES[case]
-    server = start_fhir(tmp_path)
+    server = start_sekmet(tmp_path, token=None)
     try:
         patient_id = f"browser-{case}"
         server.put(patient(patient_id, birth_date="1958-03-02"))
@@ -157,7 +157,7 @@ def test_ehr_launch_prefills_and_keeps_the_token_in_the_browser(
     """SMART EHR launch with PKCE against a local authorization server: the app asks for the
     registered scopes, pre-fills what the chart holds, writes with the EHR's token, and never
     sends that token to calf-cds."""
-    server = start_fhir(tmp_path, token=TOKEN)
+    server = start_sekmet(tmp_path, token=TOKEN)
     patient_id = "browser-ehr"
     charted = {"calf_pain": "Right", "exertional_leg_pain": True, "relief_standing_still": True}
     ehr = SmartEhr(upstream=server.base, access_token=TOKEN, patient=patient_id, user="Practitioner/dr-ng",

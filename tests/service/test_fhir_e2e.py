@@ -125,8 +125,9 @@ class FhirServer:
         assert response.status_code in (200, 201), f"PUT {url}: {response.status_code} {response.text[:500]}"
 
 
-def start_sekmet(folder: Path) -> FhirServer:
-    """Start sekmet-fhir on a free loopback port, bearer token required, data in ``folder``."""
+def start_sekmet(folder: Path, *, token: str | None = TOKEN) -> FhirServer:
+    """Start sekmet-fhir on a free loopback port, data in ``folder``: requiring the bearer ``token``
+    (an EHR), or open with ``token=None`` (a sandbox)."""
     if not SEKMET.is_file():
         pytest.fail(
             f"sekmet-fhir is not installed at {SEKMET}: run `bash scripts/test.sh`, which installs it "
@@ -140,7 +141,7 @@ def start_sekmet(folder: Path) -> FhirServer:
         "port": port,
         "data_dir": str(folder / "data"),
         "simulator": {"enabled": False},
-        "server_auth": {"types": ["bearer"], "tokens": [TOKEN]},
+        "server_auth": {"types": ["bearer"], "tokens": [token]} if token else {"types": ["none"]},
         "log_inbound": False,
     }
     settings_file = folder / "settings.yaml"
@@ -160,10 +161,11 @@ def start_sekmet(folder: Path) -> FhirServer:
     with log.open("wb") as output:
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT)
     server = FhirServer(base, process, log)
+    ready_headers = FHIR_JSON | ({"Authorization": f"Bearer {token}"} if token else {})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{base}/metadata", headers=FHIR_JSON, timeout=1).status_code == 200:
+            if httpx.get(f"{base}/metadata", headers=ready_headers, timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
