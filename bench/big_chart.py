@@ -13,7 +13,7 @@ pitting oedema, a D-dimer in µg/mL FEU) so that cards come back.
   measured; with the default limits such a body is refused (413) or, when the request names a
   fhirServer, its prefetch is discarded and fetched narrowly (see README, "Charts of any size").
 * **after** — only the Observations the narrowed template (``Observation?patient=X&code=...``,
-  service/discovery.py) selects: the same filter applied here to the same chart.
+  service/hooks/discovery.py) selects: the same filter applied here to the same chart.
 
 Prints body size, p50/p90 latency and the cards' topics for both. A benchmark, not a test: no
 figure here is asserted anywhere.
@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 
 from bench.latency import DATA, ROOT, free_port, percentile
-from service.dev_issuer import DevIssuer
-from service.discovery import PREFETCH_TEMPLATES
+from service.auth.dev_issuer import DevIssuer
+from service.hooks.discovery import PREFETCH_TEMPLATES
 
 PATIENT = "bench"
 SNOMED = "http://snomed.info/sct"

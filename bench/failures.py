@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from starlette.testclient import TestClient
 
 from service.app import create_app
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
 
 HOOK = "/cds-services/calf-pain"
 

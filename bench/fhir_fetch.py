@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cpu import children, cpu_seconds  # noqa: E402 -- after the path is set
-from service.dev_issuer import DevIssuer  # noqa: E402
+from service.auth.dev_issuer import DevIssuer  # noqa: E402
 from tests.fhir_builders import bundle, calf_pain, finding, hook_request, patient, quantity  # noqa: E402
 
 RESOURCES = [

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from service.dev_issuer import DevIssuer
+from service.auth.dev_issuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "fhir-data" / "derived" / "observations-1000-searchset.json"

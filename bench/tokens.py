@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from service.dev_issuer import DevIssuer
+from service.auth.dev_issuer import DevIssuer
 
 ALGORITHMS = ("ES384", "RS384")
 RS384_ISSUER = "https://ehr.bench.calf-cds.test/"

@@ -52,9 +52,9 @@ def wall_clock() -> datetime:
 def _serve(args: argparse.Namespace) -> int:
     import secrets
 
-    from service.client_auth import AuthConfigError, trusted_issuers
+    from service.auth.clients import AuthConfigError, trusted_issuers
     from service.config import Settings
-    from service.logging_setup import log_config
+    from service.ops.logging_setup import log_config
 
     # Every process reads its settings from the environment (service.app:app_from_env), so what
     # the command line says goes there, as do settings the workers must share.
@@ -76,7 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
         key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
         config: dict[str, Any] = {
             "log_config": log_config(settings.log_level, key),
-            "access_log": False,  # service.middleware logs every request as a JSON line
+            "access_log": False,  # service.http.middleware logs every request as a JSON line
             "timeout_graceful_shutdown": DRAIN_SECONDS,
             # uvloop and httptools (dependencies) rather than asyncio and h11: a third less CPU per
             # call with real-sized bodies (bench/load.py); "auto" falls back where not installed.
@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_in_process(args: argparse.Namespace, config: dict[str, Any]) -> int:
     import uvicorn
 
-    from service.workers import hangup_stops_gracefully
+    from service.ops.workers import hangup_stops_gracefully
 
     hangup_stops_gracefully()
     uvicorn.run(APP, factory=True, host=args.host, port=args.port, **config)
@@ -102,10 +102,10 @@ def _supervise(args: argparse.Namespace, settings: Settings, workers: int, confi
     import logging.config
     import tempfile
 
-    from service import metrics
-    from service.audit import make_engine
     from service.governance.database import prepare as prepare_database
-    from service.workers import Supervisor
+    from service.ops import metrics
+    from service.ops.workers import Supervisor
+    from service.store.audit import make_engine
 
     logging.config.dictConfig(config["log_config"])
     # Migrate (SQLite) or verify (PostgreSQL) the schema once, here, rather than in N workers at
@@ -164,7 +164,7 @@ def data_dir_of(args: argparse.Namespace) -> Path:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from service.dev_issuer import MAX_LIFETIME_SECONDS, DevIssuer, DevIssuerMissingError
+    from service.auth.dev_issuer import MAX_LIFETIME_SECONDS, DevIssuer, DevIssuerMissingError
 
     if not args.aud.startswith(("http://", "https://")):
         print("calf-cds token: --aud must be the full URL of the endpoint you will call", file=sys.stderr)
@@ -189,7 +189,7 @@ def _try(args: argparse.Namespace) -> int:
 
 
 def _terminology(args: argparse.Namespace) -> int:
-    from service.terminology_server import validate_command
+    from service.outbound.terminology_server import validate_command
 
     return validate_command(args)
 

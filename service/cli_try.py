@@ -7,9 +7,9 @@
 
 The call carries no prefetch, so the service reads the patient from ``--fhir-server`` itself (with
 ``--bearer`` as ``fhirAuthorization``). Without ``--service`` it runs in this process: the same
-:class:`~service.pipeline.CalfPainService` and :class:`~service.fhir_fetcher.FhirFetcher` the web
+:class:`~service.hooks.pipeline.CalfPainService` and :class:`~service.hooks.fhir_fetcher.FhirFetcher` the web
 service uses, on the same ``CALF_CDS_*`` settings, reading only a FHIR server the
-:class:`~service.fhir_server_guard.FhirServerGuard` approves (``--dev``: as ``calf-cds serve --dev``
+:class:`~service.hooks.fhir_server_guard.FhirServerGuard` approves (``--dev``: as ``calf-cds serve --dev``
 does, plain http and loopback servers too). With ``--service`` it is POSTed to a running
 service (``--jwt`` is sent as its client token). Exit codes: 0 cards shown (possibly none),
 1 the call failed (the OperationOutcome's diagnostics are printed), 2 usage.
@@ -35,14 +35,14 @@ from rich.text import Text
 
 from cds_hooks.errors import CdsHooksError
 from cds_hooks.models import HookRequest
+from cds_hooks.outcome import error_outcome, operation_outcome
 from rules.errors import RuleError
 from service.config import Settings
-from service.discovery import SERVICE_ID
-from service.outcome import error_outcome, operation_outcome
-from service.pinned_transport import Resolver, system_resolver
+from service.hooks.discovery import SERVICE_ID
+from service.outbound.pinned_transport import Resolver, system_resolver
 
 if TYPE_CHECKING:
-    from service.patient_data import Fetcher
+    from service.hooks.patient_data import Fetcher
 
 __all__ = ["build_request", "handle", "render_cards", "run_try"]
 
@@ -140,10 +140,10 @@ def _call_in_process(
     clock: Callable[[], datetime],
 ) -> Answer:
     # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
-    from service.fhir_fetcher import FhirFetcher
-    from service.fhir_server_guard import FhirServerGuard
-    from service.packs import PackRegistry
-    from service.pipeline import new_record
+    from service.hooks.fhir_fetcher import FhirFetcher
+    from service.hooks.fhir_server_guard import FhirServerGuard
+    from service.hooks.packs import PackRegistry
+    from service.hooks.pipeline import new_record
 
     try:
         registry = PackRegistry.load(settings)
@@ -169,7 +169,7 @@ def _call_in_process(
 def _dev_token(service: str, settings: Settings, *, now: float) -> str | None:
     """Without ``--jwt``: a token from the local development issuer (what `calf-cds serve --dev`
     trusts), if the data folder has one; never a new key, which no running service would trust."""
-    from service.dev_issuer import DevIssuer, DevIssuerMissingError
+    from service.auth.dev_issuer import DevIssuer, DevIssuerMissingError
 
     audience = service.rstrip("/") + f"/cds-services/{SERVICE_ID}"
     try:

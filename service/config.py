@@ -13,9 +13,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.auth import SUPPORTED_ALGORITHMS
-
 DEFAULT_DATA_DIR = Path(".calf-cds")
+
+
+# Client JWT algorithms the verifier accepts (asymmetric only: CDS Hooks forbids none and HMAC).
+SUPPORTED_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
 
 
 class Settings(BaseSettings):
@@ -114,7 +118,7 @@ class Settings(BaseSettings):
     fhir_max_retries: int = Field(
         default=2, ge=0, le=10, description="Retries of a FHIR GET on 5xx or no answer."
     )
-    # -- which FHIR servers may be read (README "Security"; service/fhir_server_guard.py) ---------
+    # -- which FHIR servers may be read (README "Security"; service/hooks/fhir_server_guard.py) ---------
     fhir_allow_private: bool = Field(
         default=False,
         description="Read a fhirServer in a private range (10/8, 172.16/12, 192.168/16, 100.64/10, "

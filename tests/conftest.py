@@ -20,8 +20,8 @@ import pytest
 import time_machine
 
 from service.app import create_app
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
 from tests.fhir_builders import NOW
 from tests.signing import TestClient, signed_client
 

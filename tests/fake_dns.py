@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from collections.abc import Mapping, Sequence
 
-from service.pinned_transport import IPAddress
+from service.outbound.pinned_transport import IPAddress
 
 #: The example names the tests use, at public (documentation, RFC 5737) addresses.
 PUBLIC_NAMES: Mapping[str, Sequence[str]] = {

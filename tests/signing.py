@@ -13,7 +13,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from service.dev_issuer import DevIssuer
+from service.auth.dev_issuer import DevIssuer
 
 
 class DevIssuerAuth(httpx.Auth):

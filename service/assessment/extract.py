@@ -12,11 +12,11 @@ from typing import Any
 
 import orjson
 
+from cds_hooks.outcome import operation_outcome
 from fhir_mappings.extraction import ExtractionError, extract
 from fhir_mappings.questionnaire import bundled_assessment
 from service.config import Settings
-from service.outcome import operation_outcome
-from service.request_guard import JsonLimits, LimitExceededError, check_json_limits
+from service.hooks.request_guard import JsonLimits, LimitExceededError, check_json_limits
 
 
 def extract_body(body: bytes, settings: Settings, now: datetime) -> tuple[int, dict[str, Any]]:

@@ -18,12 +18,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from cds_hooks.outcome import operation_outcome
 from fhir_mappings.conformance import PUBLISHED_TYPES, published
 from service.assessment.extract import extract_body
 from service.config import Settings
-from service.http_body import BodyTooLargeError, read_body
-from service.outcome import operation_outcome
-from service.request_guard import is_json_media_type
+from service.hooks.request_guard import is_json_media_type
+from service.http.body import BodyTooLargeError, read_body
 
 FHIR_JSON = "application/fhir+json"
 STATIC = Path(__file__).parent / "static"

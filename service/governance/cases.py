@@ -26,8 +26,8 @@ from fhir_mappings.mapper import Mapper
 from fhir_mappings.terminology import bundled_terminology
 from rules.engine import evaluate
 from rules.pack import RulePack
-from service.cards import build_cards
 from service.governance.errors import CaseFileError
+from service.hooks.cards import build_cards
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from fhir_mappings.facts import Vocabulary, vocabulary
 from rules.pack import RulePack, bundled_pack_files, load_pack
 from service.governance.errors import PackNotFoundError
 from service.governance.manifest import Manifest, load_manifest, version_order
-from service.packs import fact_types, pack_files, validate_suggestions
+from service.hooks.packs import fact_types, pack_files, validate_suggestions
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rules.errors import RuleError
 from rules.pack import content_hash
-from service.audit import feedback, hook_calls, hook_cards, make_engine
 from service.config import Settings
 from service.governance import database, dead_letters
 from service.governance.cases import run_cases
@@ -37,6 +36,7 @@ from service.governance.replay import replay
 from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.wording import Wording
+from service.store.audit import feedback, hook_calls, hook_cards, make_engine
 
 Handler = Callable[[argparse.Namespace], int]
 

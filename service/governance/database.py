@@ -36,10 +36,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, delete, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.audit import feedback, hook_calls, hook_cards
-from service.auth import jwt_replay_table
 from service.config import Settings
 from service.governance.errors import SchemaError
+from service.store.audit import feedback, hook_calls, hook_cards
+from service.store.schema import jwt_replay_table
 
 log = logging.getLogger("calf_cds.database")
 
@@ -48,9 +48,9 @@ ADVISORY_LOCK_KEY = 0x63616C66636473
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """Alembic configured in code: scripts from the installed ``service.migrations`` package."""
+    """Alembic configured in code: scripts from the installed ``service.store.migrations`` package."""
     config = Config(stdout=io.StringIO())
-    config.set_main_option("script_location", "service:migrations")
+    config.set_main_option("script_location", "service.store:migrations")
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

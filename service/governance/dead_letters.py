@@ -3,7 +3,7 @@
     calf-cds db dead-letters list [--json]       each one: when, which table, its key, the reason
     calf-cds db dead-letters redrive [ID...]     write them again (all, or the ones named)
 
-A record lands in ``audit_dead_letters`` when the database refuses it (see ``service.audit``):
+A record lands in ``audit_dead_letters`` when the database refuses it (see ``service.store.audit``):
 a value its column cannot hold, a constraint, a spool line cut short by a crash. Once the cause is
 fixed (a migration that widens a column, a constraint dropped, a release that normalises the
 value), ``redrive`` writes each record through its writer's own ``store`` (idempotently: a record
@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.audit import AuditWriter, dead_letters, is_refusal, make_engine, refusal_reason
 from service.config import Settings
 from service.governance.feedback import FeedbackWriter
+from service.store.audit import AuditWriter, dead_letters, is_refusal, make_engine, refusal_reason
 
 
 @dataclass(frozen=True)

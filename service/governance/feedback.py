@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, and_, insert, select, update
 
 from cds_hooks.models import FeedbackCoding, FeedbackEntry, FeedbackRequest
-from service.audit import AuditWriter, feedback, hook_cards
-from service.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.governance.errors import FeedbackError
+from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from service.store.audit import AuditWriter, feedback, hook_cards
 
 UNLINKED_NOTE = "card not in the audit trail when the feedback was written"
 _OUR_OVERRIDE_DISPLAYS = dict(OVERRIDE_REASONS)

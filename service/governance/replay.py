@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select
 from fhir_mappings.facts import Evidence, Fact, Facts, Vocabulary
 from rules.engine import evaluate
 from rules.pack import RulePack
-from service.audit import hook_calls
+from service.store.audit import hook_calls
 
 Decision = tuple[tuple[str, str], ...]  # sorted (topic, indicator) pairs of the cards shown
 

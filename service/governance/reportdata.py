@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from rules.pack import content_hash
-from service.audit import feedback, hook_calls, hook_cards
 from service.governance.catalogue import Catalogue
 from service.governance.replay import Decision, aware, changes, decision_of_cards
+from service.store.audit import feedback, hook_calls, hook_cards
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.discovery import SERVICE_ID
+from cds_hooks.outcome import IssueType, operation_outcome
 from service.governance.errors import FeedbackError
 from service.governance.feedback import feedback_records, parse_feedback
 from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
-from service.http_body import BodyTooLargeError, read_body
-from service.outcome import IssueType, operation_outcome
+from service.hooks.discovery import SERVICE_ID
+from service.http.body import BodyTooLargeError, read_body
 
 log = logging.getLogger("calf_cds.feedback")
 FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from service.app import create_app
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
 from tests.charts.test_real_charts import CASES, App, Clock, call, card_topic, is_safety_violation, problems
 from tests.signing import signed_client
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from service.app import create_app
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
 from tests.charts.charts import hook_request as build_hook_request
 from tests.charts.charts import load_cases, parse_instant
 from tests.signing import signed_client

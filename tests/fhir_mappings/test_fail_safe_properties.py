@@ -20,7 +20,7 @@ from fhir_mappings.mapper import Mapper
 from fhir_mappings.terminology import bundled_terminology
 from rules.engine import evaluate
 from service.config import Settings
-from service.packs import PackRegistry
+from service.hooks.packs import PackRegistry
 from tests.fhir_builders import NOW, patient
 from tests.strategies import BLURS, CONCERN_FINDINGS, PERTURBATIONS, concern_charts, concern_record, perturb
 

@@ -23,10 +23,10 @@ from cds_hooks.models import Card
 from fhir_mappings.facts import Fact, Facts
 from rules.engine import Assessment, Recommendation, evaluate
 from rules.pack import PATTERNS, TOPICS, RulePack
-from service.cards import RECOMMENDATION_SYSTEM, build_cards
 from service.config import Settings
-from service.packs import PackRegistry
-from service.pipeline import CalfPainService
+from service.hooks.cards import RECOMMENDATION_SYSTEM, build_cards
+from service.hooks.packs import PackRegistry
+from service.hooks.pipeline import CalfPainService
 
 CASES_DIR = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))

@@ -31,8 +31,8 @@ from fhir_mappings.facts import Facts, FactValue
 from rules.engine import Assessment, evaluate
 from rules.expressions import Context
 from rules.pack import PATTERNS, TOPICS, RulePack, bundled_pack_files, load_pack
-from service.cards import build_cards
-from service.explanation import explanation
+from service.hooks.cards import build_cards
+from service.hooks.explanation import explanation
 from tests.fhir_builders import NOW
 from tests.strategies import (
     REASSURING,

@@ -18,10 +18,10 @@ from markdown_it import MarkdownIt
 
 from cds_hooks.models import Card
 from rules.engine import evaluate
-from service.cards import build_cards
 from service.config import Settings
-from service.packs import PackRegistry
-from service.pipeline import CalfPainService
+from service.hooks.cards import build_cards
+from service.hooks.packs import PackRegistry
+from service.hooks.pipeline import CalfPainService
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "rules" / "cases"
 TOPIC_CASES = {

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from rules.pack import RulePack
-from service.packs import acute_window
+from service.hooks.packs import acute_window
 
 
 def pack_with(document: dict[str, Any]) -> RulePack:

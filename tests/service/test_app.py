@@ -11,9 +11,9 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from sqlalchemy import create_engine, select
 from starlette.testclient import TestClient
 
-from service.audit import hook_calls
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
+from service.store.audit import hook_calls
 from tests.fhir_builders import SNOMED, calf_pain, condition, finding, hook_request, patient, quantity
 from tests.signing import signed_client
 

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import OperationalError
 
-from service.audit import AuditWriter, dead_letters, hook_calls, make_engine, metadata
-from service.spool import UNREADABLE
+from service.store.audit import AuditWriter, dead_letters, hook_calls, make_engine, metadata
+from service.store.spool import UNREADABLE
 
 
 def record(**overrides: Any) -> dict[str, Any]:

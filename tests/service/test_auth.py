@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.auth import (
+from service.auth.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
+from service.auth.tokens import (
     AlgorithmNotAllowedError,
     AudienceError,
     AuthenticationError,
@@ -43,9 +44,8 @@ from service.auth import (
     TokenTypeError,
     UnknownIssuerError,
     UnknownKeyIdError,
-    auth_metadata,
 )
-from service.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
+from service.store.schema import auth_metadata
 from tests.service.jwt_factory import (
     ABSENT,
     AUDIENCE,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from service.cards import SUMMARY_LIMIT, card_summary, fit
+from service.hooks.cards import SUMMARY_LIMIT, card_summary, fit
 from tests.service.card_cases import TOPIC_CASES, all_cases, cards_for, render, rendered_lines, topic_card
 
 GOLDEN = Path(__file__).parent / "golden"

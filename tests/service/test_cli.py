@@ -10,9 +10,9 @@ from pathlib import Path
 import jwt
 import pytest
 
+from service.auth.dev_issuer import DEV_ISSUER, DevIssuer
 from service.cli import DEFAULT_DATA_DIR, main
 from service.config import Settings
-from service.dev_issuer import DEV_ISSUER, DevIssuer
 from tests.fhir_builders import NOW
 
 AUD = "http://localhost:8080/cds-services/calf-pain"
@@ -147,7 +147,7 @@ def test_help_and_token_load_no_server_code() -> None:
     heavy = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "pydantic", "pydantic_settings",
              "httpx", "rich", "fhir", "jwt")  # fmt: skip
     code = (
-        "import sys, service.cli, service.dev_issuer; "
+        "import sys, service.cli, service.auth.dev_issuer; "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     done = subprocess.run(

@@ -16,7 +16,7 @@ from rich.console import Console
 from service.cli import build_parser, main
 from service.cli_try import _card_panel, build_request, run_try
 from service.config import Settings
-from service.fhir_fetcher import FhirFetcher, fetch_policy
+from service.hooks.fhir_fetcher import FhirFetcher, fetch_policy
 from tests.fake_dns import FakeDns
 from tests.fhir_builders import NOW, bundle, calf_pain, finding, patient, quantity
 

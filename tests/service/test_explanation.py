@@ -16,10 +16,10 @@ from sqlalchemy import create_engine
 from starlette.testclient import TestClient
 
 from service.app import create_app
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
-from service.explanation import SECRET_FILE, LinkError, LinkSigner, load_secret
-from service.explanation_store import ExplanationStore, StoredExplanation
+from service.hooks.explanation import SECRET_FILE, LinkError, LinkSigner, load_secret
+from service.store.explanations import ExplanationStore, StoredExplanation
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.signing import signed_client
 

@@ -15,14 +15,13 @@ import pytest
 from pydantic import ValidationError
 
 from cds_hooks.errors import FhirUnavailableError, RequestError
-from service.fhir_server_guard import (
+from service.auth.jwks import load_trusted_issuers
+from service.hooks.fhir_server_guard import (
     FhirServerGuard,
     FhirServerRefusedError,
-    address_class,
-    check_fhir_server_prefixes,
 )
-from service.jwks import load_trusted_issuers
-from service.pinned_transport import IPAddress
+from service.outbound.addresses import address_class, check_fhir_server_prefixes
+from service.outbound.pinned_transport import IPAddress
 from tests.fake_dns import FakeDns
 
 pytestmark = pytest.mark.anyio

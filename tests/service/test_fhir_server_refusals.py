@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.fhir_fetcher import FhirFetcher, fetch_policy
+from service.hooks.fhir_fetcher import FhirFetcher, fetch_policy
 from tests.fake_dns import PUBLIC_NAMES, FakeDns
 from tests.fhir_builders import NOW, hook_request
 from tests.service.jwt_factory import ISSUER, SigningKey, claims, jwks

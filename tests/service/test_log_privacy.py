@@ -8,7 +8,7 @@ import logging.config
 
 import pytest
 
-from service.log_privacy import PrivacyFilter, logging_config, patient_hash, scrub
+from service.ops.log_privacy import PrivacyFilter, logging_config, patient_hash, scrub
 
 KEY = b"k" * 32
 JWT = (

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from service.app import create_app
+from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.dev_issuer import DevIssuer
-from service.response_check import card_problems
+from service.hooks.response_check import card_problems
 from tests.fhir_builders import NOW, SNOMED, calf_pain, condition, finding, hook_request, quantity
 from tests.signing import DevIssuerAuth
 

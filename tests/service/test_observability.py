@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics
-from service.dev_issuer import DevIssuer
-from service.logging_setup import JsonFormatter, log_config, request_id_from
+from service.auth.dev_issuer import DevIssuer
+from service.ops import metrics
+from service.ops.logging_setup import JsonFormatter, log_config, request_id_from
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
 from tests.signing import dev_client
 
@@ -249,7 +249,7 @@ def test_fhir_fetches_are_timed_by_outcome(tmp_path: Path) -> None:
 
     from service.app import create_app
     from service.config import Settings
-    from service.fhir_fetcher import FhirFetcher, fetch_policy
+    from service.hooks.fhir_fetcher import FhirFetcher, fetch_policy
     from tests.fake_dns import FakeDns
     from tests.service.test_fetching import fetching_request, fhir_json, serve_patient
 

@@ -1,4 +1,4 @@
-"""service.patient_data: prefetch checked against templates, the fetch plan, unpacking."""
+"""service.hooks.patient_data: prefetch checked against templates, the fetch plan, unpacking."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from cds_hooks.errors import PrefetchMismatchError, PrefetchMissingError
 from cds_hooks.models import HookRequest
-from service.discovery import OPTIONAL_KEYS
-from service.patient_data import Fetched, FetchPlan, KeyQuery, gather_patient_data
+from service.hooks.discovery import OPTIONAL_KEYS
+from service.hooks.patient_data import Fetched, FetchPlan, KeyQuery, gather_patient_data
 from tests.fhir_builders import PREFETCH_KEYS, bundle, calf_pain, hook_request, patient
 
 TODAY = datetime.date(2026, 11, 20)

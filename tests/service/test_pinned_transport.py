@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.fhir_server_guard import FhirServerGuard
-from service.pinned_transport import Pin, PinnedTransport, pinned
+from service.hooks.fhir_server_guard import FhirServerGuard
+from service.outbound.pinned_transport import Pin, PinnedTransport, pinned
 from tests.fake_dns import FakeDns
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]

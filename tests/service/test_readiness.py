@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from service import health
 from service.app import create_app
-from service.audit import make_engine
 from service.config import Settings
-from service.health import StoreProbe
+from service.store import probe as health
+from service.store.audit import make_engine
+from service.store.probe import StoreProbe
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from service.request_guard import (
+from service.hooks.request_guard import (
     JsonLimits,
     LimitExceededError,
     check_json_limits,

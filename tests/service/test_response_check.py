@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-import service.pipeline
+import service.hooks.pipeline
 from cds_hooks.models import Link
 from service.config import Settings
-from service.pipeline import CallRecord
-from service.response_check import (
+from service.hooks.pipeline import CallRecord
+from service.hooks.response_check import (
     FALLBACK_SUMMARY,
     action_problems,
     card_problems,
@@ -244,7 +244,7 @@ def test_bad_system_actions_are_dropped() -> None:
 
 def spoil_cards(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
     """Make every card the pipeline builds break a rule (an absolute link with appContext)."""
-    original = service.pipeline.build_cards
+    original = service.hooks.pipeline.build_cards
 
     def build(*args: Any, **kwargs: Any) -> Any:
         pairs = original(*args, **kwargs)
@@ -256,7 +256,7 @@ def spoil_cards(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
                 setattr(card, name, value)
         return pairs
 
-    monkeypatch.setattr(service.pipeline, "build_cards", build)
+    monkeypatch.setattr(service.hooks.pipeline, "build_cards", build)
 
 
 def test_app_drops_a_failing_card_and_audits_it(

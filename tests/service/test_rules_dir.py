@@ -12,7 +12,7 @@ import pytest
 from rules.errors import PackError
 from rules.pack import bundled_pack_files
 from service.config import Settings
-from service.packs import PackRegistry, pack_files
+from service.hooks.packs import PackRegistry, pack_files
 
 
 def bundled_document() -> dict[str, Any]:

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select
 
-from service import cli, metrics, workers
+from service import cli
 from service.app import app_from_env
-from service.audit import hook_calls
-from service.dev_issuer import DevIssuer
-from service.workers import Supervisor
+from service.auth.dev_issuer import DevIssuer
+from service.ops import metrics, workers
+from service.ops.workers import Supervisor
+from service.store.audit import hook_calls
 from tests.fhir_builders import calf_pain, finding, hook_request, observation, quantity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -319,7 +320,7 @@ def test_an_occupied_port_is_refused_once(tmp_path: Path) -> None:
 def test_a_serving_process_freezes_its_start_up_heap() -> None:
     """tune_gc hides what start-up built from the collector and collects the young less often."""
     code = (
-        "import gc; from service.workers import tune_gc; tune_gc(); "
+        "import gc; from service.ops.workers import tune_gc; tune_gc(); "
         "print(gc.get_freeze_count() > 0, gc.get_threshold()[0])"
     )
     result = subprocess.run(

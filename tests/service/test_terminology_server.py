@@ -13,7 +13,7 @@ from fhir_mappings.errors import VocabularyError
 from fhir_mappings.facts import vocabulary
 from fhir_mappings.mapper import Mapper
 from fhir_mappings.terminology import bundled_terminology
-from service.terminology_server import TerminologyServer, TerminologyServerError, extend_terminology
+from service.outbound.terminology_server import TerminologyServer, TerminologyServerError, extend_terminology
 from tests.fhir_builders import NOW, SNOMED, condition, patient
 
 BASE = "https://tx.example.org/fhir"

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.dev_issuer import DevIssuer
+from service.auth.dev_issuer import DevIssuer
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
 from tests.service.governance.conftest import admin
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cds_hooks.models import HookRequest
-from service.audit import AuditWriter, make_engine
-from service.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.config import Settings
 from service.governance import database
 from service.governance.feedback import FeedbackWriter
-from service.packs import PackRegistry
-from service.pipeline import new_record
+from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from service.hooks.packs import PackRegistry
+from service.hooks.pipeline import new_record
+from service.store.audit import AuditWriter, make_engine
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request
 from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN
 

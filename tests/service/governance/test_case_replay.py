@@ -22,11 +22,11 @@ from starlette.testclient import TestClient
 from fhir_mappings.facts import vocabulary
 from rules.pack import RulePack
 from service.app import create_app
-from service.audit import hook_calls
 from service.cli import main
 from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.replay import ReplayReport, decision_of, replay
+from service.store.audit import hook_calls
 from tests.fhir_builders import hook_request
 from tests.rules.test_cases import CASES, case_facts
 from tests.service.governance.conftest import count, wait_for

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from service import metrics
-from service.audit import AuditWriter, dead_letters, feedback, hook_calls
 from service.config import Settings
 from service.governance import database
 from service.governance.dead_letters import list_dead_letters, redrive
 from service.governance.feedback import FeedbackWriter
-from service.spool import write_spool_file
+from service.ops import metrics
+from service.store.audit import AuditWriter, dead_letters, feedback, hook_calls
+from service.store.spool import write_spool_file
 from tests.fhir_builders import NOW
 
 REFUSE_POISON = {

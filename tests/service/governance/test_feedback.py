@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from starlette.testclient import TestClient
 
-from service.audit import feedback, hook_calls
-from service.cards import OVERRIDE_SYSTEM
 from service.config import Settings
 from service.governance.feedback import UNLINKED_NOTE
+from service.hooks.cards import OVERRIDE_SYSTEM
+from service.store.audit import feedback, hook_calls
 from tests.service.governance.conftest import CLAUDICATION, DVT, call, count, wait_for
 from tests.signing import dev_client
 
@@ -168,9 +168,9 @@ def test_accepted_suggestion_from_another_card_is_noted(
 
 def test_feedback_before_its_call_record_is_linked_later(engine: Engine, tmp_path: Path) -> None:
     """After an outage the feedback may be written first; the maintenance pass links it."""
-    from service.audit import AuditWriter
     from service.governance import database
     from service.governance.feedback import FeedbackWriter, relink
+    from service.store.audit import AuditWriter
     from tests.service.governance.test_migrations import _call
 
     database.upgrade(engine)

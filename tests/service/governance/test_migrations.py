@@ -11,12 +11,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, create_engine, inspect, select
 from sqlalchemy.exc import OperationalError
 
-from service.audit import hook_calls, hook_cards, metadata
-from service.auth import auth_metadata
 from service.config import Settings
-from service.explanation_store import explanation_metadata
 from service.governance import database
 from service.governance.errors import SchemaError
+from service.store.audit import hook_calls, hook_cards, metadata
+from service.store.explanations import explanation_metadata
+from service.store.schema import auth_metadata
 from tests.service.governance.conftest import sqlalchemy_url
 from tests.signing import dev_client
 

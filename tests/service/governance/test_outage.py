@@ -22,9 +22,9 @@ from sqlalchemy import create_engine, select
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.audit import feedback, hook_calls
 from service.config import Settings
 from service.governance.feedback import relink
+from service.store.audit import feedback, hook_calls
 from tests.fhir_builders import NOW, hook_request
 from tests.service.governance.conftest import (
     CANDIDATE,

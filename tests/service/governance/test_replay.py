@@ -10,11 +10,11 @@ from sqlalchemy import create_engine, select
 from starlette.testclient import TestClient
 
 from fhir_mappings.facts import vocabulary
-from service.audit import hook_calls
 from service.cli import main
 from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.replay import rebuild_facts, replay
+from service.store.audit import hook_calls
 from tests.fhir_builders import NOW
 from tests.service.governance.conftest import (
     CANDIDATE,

@@ -1,0 +1,1 @@
+"""Client authentication: JWT verification, issuer keys (JWK Sets), the replay check, the development issuer."""

@@ -1,0 +1,350 @@
+"""Trusted CDS Clients and their public keys: JWK Sets, where they come from, how long we keep them.
+
+CDS Hooks 2.0 ("Trusting CDS Clients") has a CDS Client publish its public keys as a JWK Set
+(RFC 7517), out of band or at a URL named by the token's `jku` header. This module owns that:
+
+- `TrustedIssuer`: one CDS Client we trust (`iss`); where its keys are (exactly one of an inline
+  JWK Set, a JWK Set file or a JWK Set URL); which `jku` URLs its tokens may name; which tenants it
+  may speak for.
+- `load_trusted_issuers(path)`: reads the trusted-issuer file (format in its docstring).
+- `KeyStore`: resolves (issuer, kid, jku) to a `VerificationKey`, caching each JWK Set source with a
+  TTL and reloading a source at most once per `min_refresh_interval_seconds`, so key rotation is
+  picked up and a flood of made-up `kid`s cannot make us hammer a client's JWKS endpoint. Inline
+  and file sources never touch the network.
+
+Failures are the `service.auth.tokens` exceptions `JkuNotAllowedError`, `UnknownKeyIdError` and
+`JwksUnavailableError`; `service.auth.tokens` imports this module only for type checking (no cycle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.exceptions import PyJWTError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.auth.jwk import InvalidJwksError
+from service.auth.tokens import JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
+from service.outbound.addresses import check_fhir_server_prefixes
+
+logger = logging.getLogger(__name__)
+
+PublicKey = EllipticCurvePublicKey | RSAPublicKey
+
+_EC_CURVE_FOR_ALG = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_MIN_RSA_BITS = 2048
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """A public key from a JWK Set, with the `alg` its JWK pins (if any)."""
+
+    kid: str
+    public_key: PublicKey
+    jwk_alg: str | None
+
+    def allows(self, alg: str) -> bool:
+        """Whether this key may check an `alg` signature (key type, curve, size, the JWK's alg)."""
+        if self.jwk_alg is not None and self.jwk_alg != alg:
+            return False
+        if alg in _EC_CURVE_FOR_ALG:
+            key = self.public_key
+            return isinstance(key, EllipticCurvePublicKey) and key.curve.name == _EC_CURVE_FOR_ALG[alg]
+        if alg in _RSA_ALGS:
+            key = self.public_key
+            return isinstance(key, RSAPublicKey) and key.key_size >= _MIN_RSA_BITS
+        return False
+
+
+def parse_jwks(document: object, *, strict: bool) -> dict[str, VerificationKey]:
+    """The usable signing keys of a JWK Set, by `kid`.
+
+    `strict` (configuration we were given): any unusable key is an error. Not strict (a set
+    fetched from a client): keys without a `kid`, of an unknown type or carrying private material
+    are skipped. Keys whose `use` is not `sig` are always skipped. A `kid` that occurs twice is
+    ambiguous and never used.
+    """
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise InvalidJwksError('a JWK Set must be a JSON object {"keys": [...]}')
+    keys: dict[str, VerificationKey] = {}
+    ambiguous: set[str] = set()
+    for index, jwk in enumerate(document["keys"]):
+        try:
+            key = _parse_jwk(jwk)
+        except InvalidJwksError as exc:
+            if strict:
+                raise InvalidJwksError(f"keys[{index}]: {exc}") from None
+            logger.warning("skipping unusable JWK keys[%d]: %s", index, exc)
+            continue
+        if key is None:
+            continue
+        if key.kid in keys or key.kid in ambiguous:
+            if strict:
+                raise InvalidJwksError(f"keys[{index}]: kid {key.kid!r} occurs more than once")
+            ambiguous.add(key.kid)
+            keys.pop(key.kid, None)
+            continue
+        keys[key.kid] = key
+    return keys
+
+
+def _parse_jwk(jwk: object) -> VerificationKey | None:
+    if not isinstance(jwk, Mapping):
+        raise InvalidJwksError("not a JSON object")
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidJwksError("no kid (CDS Hooks tokens must name their key)")
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise InvalidJwksError(f"kid {kid!r} carries private key material; publish only public keys")
+    if jwk.get("use", "sig") != "sig":
+        return None  # an encryption key: not ours to use
+    jwk_alg = jwk.get("alg")
+    if jwk_alg is not None and not isinstance(jwk_alg, str):
+        raise InvalidJwksError(f"kid {kid!r}: alg must be a string")
+    try:
+        match jwk.get("kty"):
+            case "EC":
+                public_key: object = ECAlgorithm.from_jwk(dict(jwk))
+            case "RSA":
+                public_key = RSAAlgorithm.from_jwk(dict(jwk))
+            case other:
+                raise InvalidJwksError(f"kid {kid!r}: unsupported kty {other!r} (EC and RSA only)")
+    except (PyJWTError, TypeError, ValueError) as exc:  # pyjwt lets some bad members through raw
+        raise InvalidJwksError(f"kid {kid!r}: {exc}") from None
+    if not isinstance(public_key, EllipticCurvePublicKey | RSAPublicKey):
+        raise InvalidJwksError(f"kid {kid!r}: not a public key")
+    return VerificationKey(kid=kid, public_key=public_key, jwk_alg=jwk_alg)
+
+
+def _check_fetch_url(url: str) -> str:
+    parts = urlsplit(url)
+    loopback_http = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    if not (parts.scheme == "https" or loopback_http) or not parts.hostname:
+        raise ValueError(f"{url!r}: a JWK Set URL must be https (http only on loopback)")
+    if parts.username is not None or parts.fragment:
+        raise ValueError(f"{url!r}: a JWK Set URL may not carry credentials or a fragment")
+    return url
+
+
+class TrustedIssuer(BaseModel):
+    """One CDS Client we trust, and where its public keys are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iss: str = Field(min_length=1, max_length=512)
+    jwks: dict[str, Any] | None = None
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    jku_allowlist: tuple[str, ...] = ()
+    tenants: tuple[str, ...] | None = None
+    fhir_servers: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        sources = [s for s in (self.jwks, self.jwks_file, self.jwks_url) if s is not None]
+        if len(sources) != 1:
+            raise ValueError(f"issuer {self.iss!r}: give exactly one of jwks, jwks_file, jwks_url")
+        if self.jwks is not None and not parse_jwks(self.jwks, strict=True):
+            raise ValueError(f"issuer {self.iss!r}: the inline JWK Set has no signing keys")
+        if self.jwks_url is not None:
+            _check_fetch_url(self.jwks_url)
+        for url in self.jku_allowlist:
+            _check_fetch_url(url)
+        if self.tenants is not None and not self.tenants:
+            raise ValueError(f"issuer {self.iss!r}: tenants must be null (any) or a non-empty list")
+        if self.fhir_servers is not None:
+            check_fhir_server_prefixes(self.iss, self.fhir_servers)
+        return self
+
+
+class _TrustedIssuersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuers: list[TrustedIssuer]
+
+
+def load_trusted_issuers(path: Path) -> list[TrustedIssuer]:
+    """Read the trusted-issuer file: a JSON object, one entry per CDS Client we accept tokens from::
+
+        {"issuers": [
+          {"iss": "https://sandbox.cds-hooks.org",
+           "jwks_url": "https://sandbox.cds-hooks.org/.well-known/jwks.json",
+           "jku_allowlist": ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]},
+          {"iss": "https://ehr.example.org/",
+           "jwks_file": "keys/ehr.jwks.json",
+           "tenants": ["2ddd6c3a-8e9a-44c6-a305-52111ad302a2"]},
+          {"iss": "https://other-ehr.example.org/",
+           "jwks": {"keys": [{"kty": "RSA", "kid": "k1", "n": "...", "e": "AQAB"}]}}
+        ]}
+
+    Per issuer:
+    - `iss`: compared exactly with the token's `iss`.
+    - exactly one of `jwks` (an inline JWK Set), `jwks_file` (a path; relative paths are relative
+      to this file's folder) or `jwks_url` (https; plain http only on loopback).
+    - `jku_allowlist` (optional): the exact URLs a token's `jku` header may name. A token naming any
+      other `jku` is refused; one naming a listed URL is verified with the keys fetched from it.
+    - `tenants` (optional): when given, the token's `tenant` claim must be one of them.
+    - `fhir_servers` (optional): the FHIR base URLs this client's `fhirServer` must lie under
+      (`service.hooks.fhir_server_guard`); https, plain http only on loopback.
+
+    Unknown fields and duplicate issuers are errors (`pydantic.ValidationError`, `ValueError`).
+    """
+    parsed = _TrustedIssuersFile.model_validate_json(path.read_bytes())
+    issuers: list[TrustedIssuer] = []
+    for issuer in parsed.issuers:
+        if issuer.jwks_file is not None and not issuer.jwks_file.is_absolute():
+            issuer = issuer.model_copy(update={"jwks_file": path.parent / issuer.jwks_file})
+        issuers.append(issuer)
+    names = [issuer.iss for issuer in issuers]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: issuer(s) listed more than once: {duplicates}")
+    return issuers
+
+
+def new_jwks_http_client() -> httpx.AsyncClient:
+    """An HTTP client fit for fetching JWK Sets: TLS verified, 2 s timeout, no redirects."""
+    return httpx.AsyncClient(verify=True, timeout=2.0, follow_redirects=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    kind: Literal["file", "url"]
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    keys: Mapping[str, VerificationKey]
+    loaded_at: float
+
+
+class KeyStore:
+    """Resolves (issuer, kid, jku) to a public key, caching each JWK Set source.
+
+    A source (a JWK Set file, or a URL: the issuer's `jwks_url` or an allowlisted `jku`) is
+    (re)loaded when it is missing, older than `ttl_seconds`, or lacks the wanted `kid`; but never
+    more than once per `min_refresh_interval_seconds`, failed attempts included, and concurrent
+    callers share one load. If a reload fails, the previous keys serve until they are
+    `max_stale_seconds` old. URLs are fetched without following redirects, within
+    `timeout_seconds` overall and at most `max_bytes` of body.
+    """
+
+    def __init__(
+        self,
+        http_client: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float],
+        ttl_seconds: float = 300.0,
+        min_refresh_interval_seconds: float = 30.0,
+        max_stale_seconds: float = 3600.0,
+        timeout_seconds: float = 2.0,
+        max_bytes: int = 256 * 1024,
+    ) -> None:
+        if not 0 < min_refresh_interval_seconds <= ttl_seconds <= max_stale_seconds:
+            raise ValueError("need 0 < min_refresh_interval <= ttl <= max_stale (seconds)")
+        self._http = http_client
+        self._clock = clock
+        self._ttl = ttl_seconds
+        self._min_refresh_interval = min_refresh_interval_seconds
+        self._max_stale = max_stale_seconds
+        self._timeout = timeout_seconds
+        self._max_bytes = max_bytes
+        self._inline: dict[str, tuple[TrustedIssuer, Mapping[str, VerificationKey]]] = {}
+        self._entries: dict[_Source, _Entry] = {}
+        self._last_attempt: dict[_Source, float] = {}
+        self._locks: dict[_Source, anyio.Lock] = {}
+
+    async def get_key(self, issuer: TrustedIssuer, kid: str, jku: str | None = None) -> VerificationKey:
+        """The key `kid` of `issuer`. Pinned keys win: an inline or file JWK Set that holds `kid`
+        answers without any fetch, whatever `jku` the token names; an allowlisted `jku` is fetched
+        only for a `kid` the pinned keys lack (or for an issuer whose keys are at a URL)."""
+        if jku is not None and jku not in issuer.jku_allowlist:
+            raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
+        if issuer.jwks is not None:
+            cached = self._inline.get(issuer.iss)
+            if cached is None or cached[0] is not issuer:  # a reloaded configuration
+                cached = self._inline[issuer.iss] = (issuer, parse_jwks(issuer.jwks, strict=True))
+            keys = cached[1]
+            if kid in keys:
+                return keys[kid]
+        elif issuer.jwks_file is not None:
+            pinned = _Source("file", str(issuer.jwks_file))
+            if jku is None:
+                return await self._key_from(pinned, issuer, kid)
+            try:
+                return await self._key_from(pinned, issuer, kid)
+            except (UnknownKeyIdError, JwksUnavailableError):
+                pass  # not pinned: the allowlisted jku may hold it (key rotation)
+        elif jku is None:
+            return await self._key_from(_Source("url", str(issuer.jwks_url)), issuer, kid)
+        if jku is None:  # inline keys without the kid, and no jku to look further
+            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
+        return await self._key_from(_Source("url", jku), issuer, kid)
+
+    async def _key_from(self, source: _Source, issuer: TrustedIssuer, kid: str) -> VerificationKey:
+        entry = self._entries.get(source)
+        if entry is None or self._clock() - entry.loaded_at >= self._ttl or kid not in entry.keys:
+            entry = await self._refresh(source)
+        if entry is None or self._clock() - entry.loaded_at >= self._max_stale:
+            raise JwksUnavailableError(f"no usable JWK Set from {source.location}", iss=issuer.iss, kid=kid)
+        if kid in entry.keys:
+            return entry.keys[kid]
+        raise UnknownKeyIdError(f"kid not in the JWK Set at {source.location}", iss=issuer.iss, kid=kid)
+
+    async def _refresh(self, source: _Source) -> _Entry | None:
+        lock = self._locks.setdefault(source, anyio.Lock())
+        async with lock:
+            now = self._clock()
+            last = self._last_attempt.get(source)
+            if last is not None and now - last < self._min_refresh_interval:
+                # Loaded (or failed) moments ago: do not ask again yet.
+                return self._entries.get(source)
+            self._last_attempt[source] = now
+            try:
+                keys = parse_jwks(json.loads(await self._read(source)), strict=False)
+            except (OSError, ValueError, RecursionError, httpx.HTTPError) as exc:
+                logger.warning("cannot load JWK Set %s: %s", source.location, exc)
+                return self._entries.get(source)
+            entry = self._entries[source] = _Entry(keys=keys, loaded_at=now)
+            return entry
+
+    async def _read(self, source: _Source) -> bytes:
+        if source.kind == "file":
+            data = await anyio.Path(source.location).read_bytes()
+            if len(data) > self._max_bytes:
+                raise ValueError("JWK Set file too large")
+            return data
+        try:
+            with anyio.fail_after(self._timeout):
+                async with self._http.stream(
+                    "GET",
+                    source.location,
+                    headers={"Accept": "application/json"},
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                ) as response:
+                    if response.status_code != httpx.codes.OK:
+                        raise ValueError(f"HTTP {response.status_code}")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self._max_bytes:
+                            raise ValueError("JWK Set response too large")
+                    return bytes(body)
+        except TimeoutError:
+            raise ValueError(f"no answer within {self._timeout} s") from None

@@ -1,0 +1,1 @@
+"""The hook pipeline: hook definitions, the front door every hook call goes through, data gathering, cards."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: the app, its routes, dependencies, middleware, error answers and OpenAPI."""

@@ -1,0 +1,1 @@
+"""The routes of the HTTP surface, one module per concern."""

@@ -1,0 +1,1 @@
+"""Operations: metrics, logging, log privacy, worker-process tuning."""

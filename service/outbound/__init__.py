@@ -1,0 +1,1 @@
+"""Calls out of the process: the FHIR-server address guard, pinned transport, the terminology server."""

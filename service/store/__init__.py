@@ -1,0 +1,1 @@
+"""The store: the audit trail (schema, writer, spool, dead letters), explanations, migrations."""
