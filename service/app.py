@@ -16,13 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from fhir_mappings.terminology import bundled_terminology
 from service.assessment.routes import assessment_router
-from service.auth.clients import (
-    authenticated_client,
-    build_authenticator,
-    install_auth_errors,
-    trusted_issuers,
-    warn_dev_mode,
-)
+from service.auth.authenticator import build_authenticator, trusted_issuers, warn_dev_mode
 from service.auth.jwks import new_jwks_http_client
 from service.config import Settings
 from service.governance.database import prepare as prepare_database
@@ -33,8 +27,8 @@ from service.hooks.fhir_fetcher import FhirFetcher
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.packs import PackRegistry
 from service.hooks.pipeline import Fetcher
-from service.http.deps import Runtime
-from service.http.errors import install_error_handlers
+from service.http.deps import Runtime, authenticated_client
+from service.http.errors import install_auth_errors, install_error_handlers
 from service.http.middleware import RequestObserver
 from service.http.openapi import install_openapi
 from service.http.routes.explanations import Explanations

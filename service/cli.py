@@ -52,7 +52,8 @@ def wall_clock() -> datetime:
 def _serve(args: argparse.Namespace) -> int:
     import secrets
 
-    from service.auth.clients import AuthConfigError, trusted_issuers
+    from service.auth.authenticator import trusted_issuers
+    from service.auth.errors import AuthConfigError
     from service.config import Settings
     from service.ops.logging_setup import log_config
 

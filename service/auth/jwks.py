@@ -12,8 +12,8 @@ CDS Hooks 2.0 ("Trusting CDS Clients") has a CDS Client publish its public keys 
   picked up and a flood of made-up `kid`s cannot make us hammer a client's JWKS endpoint. Inline
   and file sources never touch the network.
 
-Failures are the `service.auth.tokens` exceptions `JkuNotAllowedError`, `UnknownKeyIdError` and
-`JwksUnavailableError`; `service.auth.tokens` imports this module only for type checking (no cycle).
+Failures are the `service.auth.errors` exceptions `JkuNotAllowedError`, `UnknownKeyIdError` and
+`JwksUnavailableError`, and `InvalidJwksError` for a JWK Set that cannot be used.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.auth.jwk import InvalidJwksError
-from service.auth.tokens import JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
+from service.auth.errors import InvalidJwksError, JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
 from service.outbound.addresses import check_fhir_server_prefixes
 
 logger = logging.getLogger(__name__)

@@ -195,7 +195,7 @@ def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-# The replay check of client JWTs (``service.auth.tokens.SqlReplayCache``): one row per (iss, jti)
+# The replay check of client JWTs (``service.auth.replay.SqlReplayCache``): one row per (iss, jti)
 # until the token expires. Its own metadata: the auth room owns the rows, the store the table.
 MAX_JTI_LENGTH = 255
 auth_metadata = MetaData()

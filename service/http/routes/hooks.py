@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from cds_hooks.errors import CdsHooksError
 from cds_hooks.models import HookRequest
 from cds_hooks.outcome import error_outcome
-from service.auth.clients import AuthenticatedClient, client_record
+from service.auth.identity import client_record
 from service.hooks.discovery import SERVICE_ID, discovery
 from service.hooks.pipeline import CallRecord, new_record
 from service.hooks.request_guard import (
@@ -27,7 +27,7 @@ from service.hooks.request_guard import (
 )
 from service.hooks.response_check import check_response
 from service.http.body import BodyTooLargeError, read_body_with_overflow
-from service.http.deps import Runtime, RuntimeDep
+from service.http.deps import AuthenticatedClient, Runtime, RuntimeDep
 from service.http.middleware import log_fields
 from service.http.responses import json_response, outcome_response
 from service.http.routes.explanations import Explanations
