@@ -148,10 +148,10 @@ def test_workers_add_up_through_the_multiprocess_folder(tmp_path: Path) -> None:
     metrics.prepare_multiprocess_dir(folder)
     os.environ.pop(metrics.MULTIPROC_ENV)  # prepare sets it for this process; the children get it below
     env = os.environ | {metrics.MULTIPROC_ENV: str(folder), "PYTHONPATH": str(ROOT)}
-    count = "from service import metrics; metrics.count_auth_rejection('replayed')"
+    count = "from service.ops import metrics; metrics.count_auth_rejection('replayed')"
     for _ in range(2):
         subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
-    render = "import sys; from service import metrics; sys.stdout.write(metrics.render().decode())"
+    render = "import sys; from service.ops import metrics; sys.stdout.write(metrics.render().decode())"
     text = subprocess.run(
         [sys.executable, "-c", render], env=env, check=True, timeout=60, capture_output=True, text=True
     ).stdout
