@@ -28,7 +28,7 @@ from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.packs import PackRegistry
 from service.hooks.pipeline import Fetcher
 from service.http.deps import Runtime, authenticated_client
-from service.http.errors import install_auth_errors, install_error_handlers
+from service.http.errors import install_error_handlers
 from service.http.middleware import RequestObserver
 from service.http.openapi import install_openapi
 from service.http.routes.explanations import Explanations
@@ -160,7 +160,6 @@ def create_app(
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
-    install_auth_errors(app)
     install_openapi(app)
     app.add_middleware(RequestObserver, services=frozenset({SERVICE_ID}))
 
