@@ -22,8 +22,8 @@ from service.auth.identity import ClientIdentity
 from service.config import Settings
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.pipeline import CalfPainService, Fetcher
-from service.store.audit import AuditWriter
 from service.store.probe import StoreProbe
+from service.store.sink import AuditSink
 
 __all__ = [
     "BEARER_SCHEME",
@@ -44,7 +44,7 @@ class Runtime:
 
     settings: Settings
     service: CalfPainService
-    audit: AuditWriter
+    audit: AuditSink
     fetcher: Fetcher | None
     guard: FhirServerGuard
     store_probe: StoreProbe | None = None
