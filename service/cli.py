@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.auth.authenticator import trusted_issuers
     from service.auth.errors import AuthConfigError
     from service.config import Settings
-    from service.ops.logging_setup import log_config
+    from service.ops.logs import log_config
 
     # Every process reads its settings from the environment (service.app:app_from_env), so what
     # the command line says goes there, as do settings the workers must share.

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ops import metrics
-from service.ops.logging_setup import request_id_from, request_id_var
+from service.ops.logs import request_id_from, request_id_var
 
 log = logging.getLogger("calf_cds.http")
 
