@@ -43,6 +43,8 @@ from service.store.audit import AuditWriter, make_engine
 from service.store.explanations import ExplanationStore
 from service.store.probe import StoreProbe
 
+__all__ = ["AUDIT_FLUSH_SECONDS", "app_from_env", "create_app", "wall_clock"]
+
 log = logging.getLogger("calf_cds.service")
 # At shutdown, after uvicorn has drained in-flight calls (``service.cli.DRAIN_SECONDS``): how long
 # the audit writer may take to write what is queued before it spools the rest to disk. Together

@@ -28,6 +28,19 @@ from service.governance.cli import add_commands as add_governance_commands
 if TYPE_CHECKING:
     from service.config import Settings
 
+__all__ = [
+    "APP",
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "DRAIN_SECONDS",
+    "STOP_SECONDS",
+    "Clock",
+    "build_parser",
+    "data_dir_of",
+    "main",
+    "wall_clock",
+]
+
 Clock = Callable[[], datetime]
 # The data folder when neither --data-dir nor CALF_CDS_DATA_DIR names one: the default of
 # ``Settings.data_dir`` (a test keeps the two equal; importing the settings here would cost

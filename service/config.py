@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+__all__ = ["DEFAULT_DATA_DIR", "SUPPORTED_ALGORITHMS", "Settings"]
+
 DEFAULT_DATA_DIR = Path(".calf-cds")
 
 

@@ -26,6 +26,18 @@ from service.hooks.request_guard import is_json_media_type
 from service.http.body import BodyTooLargeError, read_body
 from service.http.errors import error_response
 
+__all__ = [
+    "EXTRACT_BODY",
+    "FHIR_JSON",
+    "LOOPBACK",
+    "STATIC",
+    "app_files",
+    "app_headers",
+    "assessment_router",
+    "documented",
+    "fhir_response",
+]
+
 FHIR_JSON = "application/fhir+json"
 STATIC = Path(__file__).parent / "static"
 # Loopback http is allowed only in development mode (tests, sandboxes on this machine).

@@ -35,6 +35,17 @@ from service.auth.jwk import jwk_thumbprint
 if TYPE_CHECKING:  # service.auth.jwks (httpx, pydantic) is for the server; `calf-cds token` does without
     from service.auth.jwks import TrustedIssuer
 
+__all__ = [
+    "DEV_ALGORITHM",
+    "DEV_ISSUER",
+    "DEV_SUBJECT",
+    "KEY_DIRECTORY",
+    "MAX_LIFETIME_SECONDS",
+    "PRIVATE_KEY_FILE",
+    "DevIssuer",
+    "DevIssuerMissingError",
+]
+
 logger = logging.getLogger(__name__)
 
 DEV_ISSUER = "urn:calf-cds:dev-issuer"

@@ -37,6 +37,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.auth.errors import InvalidJwksError, JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
 from service.outbound.addresses import check_fhir_server_prefixes
 
+__all__ = [
+    "KeyStore",
+    "PublicKey",
+    "TrustedIssuer",
+    "VerificationKey",
+    "load_trusted_issuers",
+    "new_jwks_http_client",
+    "parse_jwks",
+]
+
 logger = logging.getLogger(__name__)
 
 PublicKey = EllipticCurvePublicKey | RSAPublicKey

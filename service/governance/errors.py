@@ -17,6 +17,15 @@ from __future__ import annotations
 
 from cds_hooks.errors import RequestError
 
+__all__ = [
+    "CaseFileError",
+    "FeedbackError",
+    "GovernanceError",
+    "ManifestError",
+    "PackNotFoundError",
+    "SchemaError",
+]
+
 
 class GovernanceError(Exception):
     """Base of every error this package raises."""

@@ -29,6 +29,8 @@ from service.http.body import BodyTooLargeError, read_body
 from service.http.errors import error_response
 from service.http.responses import outcome_response
 
+__all__ = ["FULL_DATE", "feedback_router", "get_report", "post_feedback", "report_router"]
+
 log = logging.getLogger("calf_cds.feedback")
 FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 

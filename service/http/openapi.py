@@ -19,6 +19,21 @@ from pydantic.json_schema import models_json_schema
 from cds_hooks.models import DiscoveryResponse, FeedbackRequest, HookRequest, HookResponse, PatientViewContext
 from service.hooks.discovery import HOOK, OPTIONAL_KEYS, PREFETCH_TEMPLATES, SERVICE_ID
 
+__all__ = [
+    "DISCOVERY_PATH",
+    "ERRORS",
+    "FEEDBACK_PATH",
+    "FHIR_RESOURCE",
+    "JSON",
+    "OPERATION_OUTCOME",
+    "REF",
+    "REPORT_PATH",
+    "REQUIRED_KEYS",
+    "SERVICE_PATH",
+    "describe",
+    "install_openapi",
+]
+
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 SERVICE_PATH = "/cds-services/{service_id}"

@@ -22,6 +22,8 @@ import logging
 import re
 import secrets
 
+__all__ = ["PrivacyFilter", "patient_hash", "scrub"]
+
 _PROCESS_KEY = secrets.token_bytes(32)
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _PATIENT_REFERENCE = re.compile(rf"(?<![A-Za-z])(Patient/)({_ID})")

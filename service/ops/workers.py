@@ -33,6 +33,18 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+__all__ = [
+    "RESTART_PAUSE_SECONDS",
+    "STARTUP_FAILURE",
+    "STOP_SIGNALS",
+    "Supervisor",
+    "check_port_free",
+    "hangup_stops_gracefully",
+    "listening_socket",
+    "run_worker",
+    "tune_gc",
+]
+
 log = logging.getLogger("calf_cds.workers")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

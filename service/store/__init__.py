@@ -6,3 +6,5 @@ writer behind it), ``spool`` (records waiting on disk while the database is down
 engine), ``probe`` (readiness of the store), ``explanations`` (cards' explanation pages),
 ``migrations`` (Alembic).
 """
+
+__all__: list[str] = []

@@ -29,6 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.ops import metrics
 from service.store.audit import dead_letters
 
+__all__ = ["AuditPath", "StoreProbe", "StoreStatus", "count_dead_letters", "ping"]
+
 log = logging.getLogger("calf_cds.health")
 
 AuditPath = Literal["database", "spooling", "unavailable"]

@@ -33,6 +33,20 @@ from sqlalchemy import (
     func,
 )
 
+__all__ = [
+    "MAX_JTI_LENGTH",
+    "auth_metadata",
+    "card_rows",
+    "dead_letters",
+    "feedback",
+    "hook_calls",
+    "hook_cards",
+    "jwt_replay_table",
+    "make_engine",
+    "metadata",
+    "row_of_call",
+]
+
 metadata = MetaData()
 
 hook_calls = Table(

@@ -36,6 +36,16 @@ from service.hooks.pipeline import HookResult
 from service.http.errors import error_response
 from service.store.explanations import ExplanationStore
 
+__all__ = [
+    "FHIR_JSON",
+    "HTML",
+    "SAVE_WAIT_SECONDS",
+    "Explanations",
+    "explanation_page",
+    "router",
+    "stylesheet_file",
+]
+
 HTML = "text/html; charset=utf-8"
 FHIR_JSON = "application/fhir+json"
 SAVE_WAIT_SECONDS = 0.25
