@@ -27,7 +27,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.ops import metrics
-from service.store.audit import dead_letters
+from service.store.schema import dead_letters
 
 __all__ = ["AuditPath", "StoreProbe", "StoreStatus", "count_dead_letters", "ping"]
 
