@@ -1,9 +1,9 @@
 """The audit store's tables and engine: what a call, a card, a feedback entry and a dead letter are.
 
-Declared here, created and changed only by the Alembic migrations in ``service/migrations`` (a
-test keeps the two in step). ``service.store.audit`` re-exports every name, so callers import them from
-there. What each request-supplied string may hold, and why, is in the README ("What the audit
-trail stores").
+Declared here, created and changed only by the Alembic migrations in ``service/store/migrations`` (a
+test keeps the two in step). ``service.store.audit`` re-exports the audit tables and the engine, so
+that the audit API is one import. What each request-supplied string may hold, and why, is in the
+README ("What the audit trail stores").
 """
 
 from __future__ import annotations
