@@ -4,11 +4,11 @@ Each answer is a FHIR OperationOutcome (``cds_hooks.outcome``); no stack trace e
 process. The first row whose type the error is an instance of answers it::
 
     exception (room)                      status  issue code     diagnostics / headers
-    AuthenticationError (auth)             401    login          the category only; WWW-Authenticate:
+  * AuthenticationError (auth)             401    login          the category only; WWW-Authenticate:
                                                                  Bearer (no token), else Bearer
                                                                  error="invalid_token", error_description=
                                                                  "<category>" (RFC 6750 §3)
-    ReplayCacheUnavailableError (auth)     503    transient      Retry-After: 5
+  * ReplayCacheUnavailableError (auth)     503    transient      Retry-After: 5
     CdsHooksError (cds_hooks)                                    cds_hooks.outcome.error_outcome:
       PrefetchMissingError, FhirFetchError 412    incomplete
       RequestError (FeedbackError too)     400    invalid        expression: its JSON pointer
@@ -16,11 +16,11 @@ process. The first row whose type the error is an instance of answers it::
     BodyTooLargeError (http)               413    too-long
     LinkError (hooks, explanation link)    410 expired, 403 invalid (security), 404 unknown (not-found)
     SQLAlchemyError (the audit store)      503    exception      "try again later"
-    HTTPException (Starlette)              its    not-found (404), else not-supported; its headers (Allow)
-    RequestValidationError (FastAPI)       400    invalid
-    Exception                              500    exception      "internal error; the call was recorded"
+  * HTTPException (Starlette)              its    not-found (404), else not-supported; its headers (Allow)
+  * RequestValidationError (FastAPI)       400    invalid
+  * Exception                              500    exception      "internal error; the call was recorded"
 
-Rows marked ``app_wide`` are raised past the routes (by dependencies and by FastAPI itself):
+Rows marked ``*`` (``app_wide``) are raised past the routes (by dependencies and by FastAPI itself):
 :func:`install_error_handlers` registers a handler for each, which also logs (and counts refused
 tokens). A route that catches an error itself (the hook route keeps it in the audit record first)
 answers it with :func:`error_response`, from the same table.
