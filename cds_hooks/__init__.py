@@ -1,1 +1,3 @@
 """cds_hooks package."""
+
+__all__: list[str] = []

@@ -16,6 +16,17 @@ Only ``service`` maps these to HTTP status codes.
 
 from __future__ import annotations
 
+__all__ = [
+    "CdsHooksError",
+    "FhirAuthError",
+    "FhirFetchError",
+    "FhirResponseError",
+    "FhirUnavailableError",
+    "PrefetchMismatchError",
+    "PrefetchMissingError",
+    "RequestError",
+]
+
 
 class CdsHooksError(Exception):
     """Base of every error this package raises."""

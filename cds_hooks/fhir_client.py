@@ -17,6 +17,10 @@ A 404 or 410 on a *read* is not an error: it means "no data" and :meth:`FhirClie
 ``None``, like a ``null`` prefetch value. The token is sent only to URLs under ``base_url`` (same
 scheme, host, port and path prefix); a ``next`` link elsewhere is recorded in the result's notes
 and not followed. No message, note or log line contains the token.
+
+The policy, the result and the shared HTTP client are in :mod:`cds_hooks.fhir_fetch`; base URLs,
+what lies under them and how a URL is shown, in :mod:`cds_hooks.fhir_urls`. This module is where
+callers import them from, with the client.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote
@@ -42,106 +44,20 @@ from cds_hooks.errors import (
     FhirUnavailableError,
     RequestError,
 )
+from cds_hooks.fhir_fetch import FHIR_JSON, FetchPolicy, FetchResult, new_http_client
+from cds_hooks.fhir_urls import is_under, parse_base_url, redact, resolve
 from cds_hooks.prefetch import BundleEntry, Resource, iter_entries, next_link
 
+# FhirClient, and the names a caller needs with it (defined in cds_hooks.fhir_fetch and fhir_urls).
 __all__ = ["FetchPolicy", "FetchResult", "FhirClient", "is_under", "new_http_client", "parse_base_url"]
 
 logger = logging.getLogger(__name__)
 
-FHIR_JSON = "application/fhir+json"
-#: Query parameters whose values never appear in an error, a note or a log line.
-CREDENTIAL_PARAMS = frozenset(
-    {"access_token", "token", "code", "client_secret", "password", "api_key", "apikey", "key"}
-)
 # RFC 6750 b64token: anything else could not be sent as a header value anyway.
 _BEARER = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _READ = re.compile(r"(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[A-Za-z0-9\-.%]{1,200})")
 # Failures worth another GET: connect errors, timeouts, connections dropped mid-answer.
 _RETRYABLE_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
-
-
-@dataclass(frozen=True, slots=True)
-class FetchPolicy:
-    """Limits of one fetch phase. Times are in seconds.
-
-    ``total_budget`` covers everything a client does (all keys, pages, retries and back-off
-    sleeps). Retries happen only for GETs that failed with a connect error, a timeout or a
-    5xx other than 501, never for a 4xx; back-off is ``backoff_base * 2**attempt`` capped at
-    ``backoff_cap``, and a retry is not attempted when its sleep would not fit in the budget.
-    """
-
-    request_timeout: float = 2.0
-    total_budget: float = 4.0
-    max_retries: int = 2
-    backoff_base: float = 0.1
-    backoff_cap: float = 1.0
-    max_pages: int = 20
-    max_resources: int = 5000
-    max_response_bytes: int = 16 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        for name in ("request_timeout", "total_budget", "max_pages", "max_resources"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"FetchPolicy.{name} must be positive")
-        for name in ("max_retries", "backoff_base", "backoff_cap"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"FetchPolicy.{name} must not be negative")
-        if self.max_response_bytes < 1024:
-            raise ValueError("FetchPolicy.max_response_bytes must be at least 1024")
-
-    def backoff(self, attempt: int) -> float:
-        """The sleep before retry number ``attempt + 1``."""
-        return float(min(self.backoff_cap, self.backoff_base * 2**attempt))
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """The resources a search (all its pages) returned, and what the client noticed on the way.
-
-    ``outcomes`` holds the ``search.mode == "outcome"`` OperationOutcomes (server warnings);
-    ``truncated`` is true when pages or resources were left unfetched (see ``notes``).
-    """
-
-    url: str
-    resources: list[Resource] = field(default_factory=list)
-    outcomes: list[Resource] = field(default_factory=list)
-    notes: tuple[str, ...] = ()
-    pages: int = 0
-    truncated: bool = False
-
-    def as_bundle(self) -> Resource:
-        """The result as one searchset Bundle, to stand in for a prefetch value."""
-        entries: list[Resource] = [{"resource": resource} for resource in self.resources]
-        entries += [{"resource": oo, "search": {"mode": "outcome"}} for oo in self.outcomes]
-        return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
-
-
-class _NoCookies(CookieJar):
-    """A cookie jar that keeps nothing: a shared client must never carry one call's session to another."""
-
-    def __init__(self) -> None:
-        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
-
-
-def new_http_client(
-    policy: FetchPolicy, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """The HTTP client FHIR fetches share (one per worker, made at start-up, closed at shutdown).
-
-    Building one costs a TLS context (tens of milliseconds of CPU): once per worker, not per call.
-    TLS certificates are verified, redirects are not followed, no environment variable (proxy,
-    netrc, CA bundle) is read, cookies are never kept, and it carries no credentials of its own.
-    """
-    return httpx.AsyncClient(
-        headers={"Accept": FHIR_JSON},
-        timeout=httpx.Timeout(policy.request_timeout),
-        follow_redirects=False,
-        verify=True,
-        trust_env=False,
-        cookies=_NoCookies(),
-        transport=transport,
-    )
 
 
 class FhirClient:
@@ -216,11 +132,11 @@ class FhirClient:
         match = _READ.fullmatch(path)
         if not match:
             raise ValueError(f"not a FHIR read path: {path!r}")
-        url = self._resolve(path)
+        url = resolve(path, self._base)
         status, body = await self._get(url)
         if status in (404, 410):
             return None
-        shown = self._redact(url)
+        shown = redact(url, self._token)
         self._check_status(status, shown)
         resource = _parse_json(body, shown)
         if resource.get("resourceType") != match["type"]:
@@ -235,7 +151,7 @@ class FhirClient:
 
         :raises ValueError: for an absolute ``query`` that is not under ``base_url``.
         """
-        return await self._collect(self._resolve(query), None, pointer="")
+        return await self._collect(resolve(query, self._base), None, pointer="")
 
     async def follow_pages(self, bundle: Mapping[str, object], *, pointer: str = "") -> FetchResult:
         """Complete a searchset Bundle that came in prefetch with a ``next`` link.
@@ -259,7 +175,7 @@ class FhirClient:
         """
         for query in queries.values():
             if not _READ.fullmatch(query):
-                self._resolve(query)
+                resolve(query, self._base)
         results: dict[str, FetchResult | Resource | None] = {}
 
         async def fetch_one(key: str, query: str) -> None:
@@ -302,7 +218,7 @@ class FhirClient:
             if page is None:
                 visited.add(str(current))
                 page = await self._search_page(current)
-                entries = _entries_or_response_error(page, self._redact(current))
+                entries = _entries_or_response_error(page, redact(current, self._token))
             else:
                 entries = list(iter_entries(page, pointer=pointer))
             pages += 1
@@ -327,19 +243,19 @@ class FhirClient:
                 truncated = True
                 notes.append("truncated: next link is not a valid URL")
                 break
-            if not self._is_own(following):
+            if not is_under(following, self._base):
                 truncated = True
-                notes.append(f"foreign next link not followed: {self._redact(following)}")
+                notes.append(f"foreign next link not followed: {redact(following, self._token)}")
                 break
             if str(following) in visited:
-                notes.append(f"next link repeats a page, stopped: {self._redact(following)}")
+                notes.append(f"next link repeats a page, stopped: {redact(following, self._token)}")
                 break
             current, page = following, None
-        first = self._redact(url) if url is not None else self.base_url
+        first = redact(url, self._token) if url is not None else self.base_url
         return FetchResult(first, resources, outcomes, tuple(notes), pages, truncated)
 
     async def _search_page(self, url: httpx.URL) -> Mapping[str, object]:
-        shown = self._redact(url)
+        shown = redact(url, self._token)
         status, body = await self._get(url)
         if status in (404, 410):
             raise FhirResponseError(f"search answered HTTP {status}", url=shown)
@@ -356,9 +272,9 @@ class FhirClient:
 
     async def _get(self, url: httpx.URL) -> tuple[int, bytes]:
         """GET ``url`` with retries; return the status and the body of the final answer."""
-        if not self._is_own(url):  # the one gate between the token and the network
+        if not is_under(url, self._base):  # the one gate between the token and the network
             raise ValueError("refusing to send the FHIR token outside base_url")
-        shown = self._redact(url)
+        shown = redact(url, self._token)
         attempt = 0
         while True:
             remaining = self._remaining(shown)
@@ -423,70 +339,6 @@ class FhirClient:
                 f"FHIR fetch budget of {self._policy.total_budget:g} s spent", url=shown
             )
         return remaining
-
-    # ----------------------------------------------------------------------------------------
-    # URLs
-
-    def _resolve(self, query: str) -> httpx.URL:
-        absolute = _ABSOLUTE.match(query) is not None
-        try:
-            url = httpx.URL(query if absolute else self.base_url + "/" + query.lstrip("/"))
-        except httpx.InvalidURL:
-            raise ValueError("not a valid FHIR query URL") from None
-        if not self._is_own(url):
-            raise ValueError(f"FHIR query is not under {self.base_url}")
-        return url
-
-    def _is_own(self, url: httpx.URL) -> bool:
-        return is_under(url, self._base)
-
-    def _redact(self, url: httpx.URL) -> str:
-        """``url`` without userinfo, credential query values or the token, for messages."""
-        text = str(url.copy_with(userinfo=b"", fragment=None))
-        head, mark, query = text.partition("?")
-        if mark:
-            params = []
-            for param in query.split("&"):
-                name, equals, _ = param.partition("=")
-                if equals and unquote(name).lower() in CREDENTIAL_PARAMS:
-                    param = f"{name}=REDACTED"
-                params.append(param)
-            text = head + "?" + "&".join(params)
-        if self._token:
-            text = text.replace(self._token, "REDACTED")
-        return text
-
-
-def is_under(url: httpx.URL, base: httpx.URL) -> bool:
-    """Whether ``url`` lies under the FHIR base ``base``: the same scheme, host and port, and a path
-    equal to base's or below it segment by segment (``/fhir`` covers ``/fhir/Patient``, never
-    ``/fhir2``). URLs with userinfo, a fragment or dot segments never do."""
-    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
-        return False
-    if url.userinfo or url.fragment:
-        return False
-    if any(segment in (".", "..") for segment in url.path.split("/")):
-        return False  # percent-encoded dot segments, which httpx leaves in place
-    prefix = base.path.rstrip("/")
-    return url.path == prefix or url.path.startswith(prefix + "/")
-
-
-def parse_base_url(base_url: str) -> httpx.URL:
-    """A ``fhirServer`` as a base URL: absolute http(s), no credentials, query or fragment.
-
-    :raises RequestError: otherwise (pointer ``/fhirServer``).
-    """
-    try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError):
-        raise RequestError("fhirServer is not a valid URL", pointer="/fhirServer") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise RequestError("fhirServer must be an absolute http(s) URL", pointer="/fhirServer")
-    if url.userinfo or url.query or url.fragment:
-        raise RequestError(
-            "fhirServer must not hold credentials, a query or a fragment", pointer="/fhirServer"
-        )
-    return url.copy_with(path=url.path.rstrip("/") or "/")
 
 
 def _parse_json(body: bytes, shown: str) -> Resource:

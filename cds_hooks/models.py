@@ -16,6 +16,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+__all__ = [
+    "INDICATOR_RANK",
+    "NO_NUL",
+    "AcceptedSuggestion",
+    "Action",
+    "Card",
+    "Coding",
+    "DiscoveryResponse",
+    "FeedbackCoding",
+    "FeedbackEntry",
+    "FeedbackRequest",
+    "FhirAuthorization",
+    "HookRequest",
+    "HookResponse",
+    "Indicator",
+    "Link",
+    "OverrideReason",
+    "PatientViewContext",
+    "ServiceDefinition",
+    "Source",
+    "Suggestion",
+]
+
 Indicator = Literal["info", "warning", "critical"]
 INDICATOR_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 NO_NUL = r"^[^\x00]*$"  # a stored string: PostgreSQL text cannot hold U+0000

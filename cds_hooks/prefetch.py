@@ -36,6 +36,7 @@ __all__ = [
     "Ignored",
     "PrefetchState",
     "PrefetchTemplateError",
+    "Resource",
     "bundle_resources",
     "classify",
     "iter_entries",

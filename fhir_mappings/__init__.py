@@ -1,1 +1,3 @@
 """fhir_mappings package."""
+
+__all__: list[str] = []

@@ -16,6 +16,8 @@ from typing import Any
 
 from fhir_mappings.questionnaire import BASE, bundled_assessment, finding_codesystem
 
+__all__ = ["PUBLISHED_TYPES", "published", "valueset_resource"]
+
 PUBLISHED_TYPES = ("Questionnaire", "CodeSystem", "ValueSet")
 
 

@@ -12,6 +12,8 @@ Tolerance is the rule: a resource we cannot read is skipped and reported, not ra
 
 from __future__ import annotations
 
+__all__ = ["MappingError", "ResourceError", "VocabularyError"]
+
 
 class MappingError(Exception):
     """Base of every error this package raises."""

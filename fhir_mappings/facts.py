@@ -17,6 +17,19 @@ from typing import Any, Literal
 
 from fhir_mappings.errors import VocabularyError
 
+__all__ = [
+    "LEGS",
+    "Evidence",
+    "Fact",
+    "FactSpec",
+    "FactType",
+    "FactValue",
+    "Facts",
+    "Vocabulary",
+    "vocabulary",
+    "vocabulary_from_json",
+]
+
 FactType = Literal["boolean", "number", "code"]
 FactValue = bool | float | str | None
 LEGS = ("left", "right")

@@ -9,6 +9,19 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+__all__ = [
+    "ASSERTED_DATE",
+    "asserted_date",
+    "codes",
+    "codings",
+    "concepts",
+    "first",
+    "get",
+    "items",
+    "parse_datetime",
+    "text",
+]
+
 ASSERTED_DATE = "http://hl7.org/fhir/StructureDefinition/condition-assertedDate"
 
 

@@ -27,6 +27,16 @@ from xml.etree import ElementTree
 
 from fhir_mappings.errors import VocabularyError
 
+__all__ = [
+    "Icd10cmTable",
+    "IcdRange",
+    "bundled_ranges",
+    "icd10cm_table",
+    "laterality",
+    "normalise",
+    "ranges_from_json",
+]
+
 _CODE = re.compile(r"[A-Z][0-9][0-9A-Z](?:\.?[0-9A-Z]{1,4})?")
 _RANGE = re.compile(r"(?P<start>[A-Z][0-9][0-9A-Z])-(?P<end>[A-Z][0-9][0-9A-Z])")
 _RIGHT = re.compile(r"\bright\b(?! (?:heart|ventric|atri|bundle|coronary))", re.IGNORECASE)

@@ -60,6 +60,8 @@ from fhir_mappings.reading import (
 from fhir_mappings.selection import SIDE_NOT_RECORDED, Candidate, select
 from fhir_mappings.terminology import FINDING_SYSTEM, Terminology
 
+__all__ = ["RULE_IN_STATUSES", "VALID_STATUSES", "Mapper", "Route"]
+
 VALID_STATUSES = frozenset({"final", "amended", "corrected"})
 RULE_IN_STATUSES = frozenset({"preliminary"})
 _SIDE_WORDS = (

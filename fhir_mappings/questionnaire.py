@@ -28,6 +28,25 @@ from fhir_mappings.errors import VocabularyError
 from fhir_mappings.facts import FactSpec, Vocabulary, vocabulary
 from fhir_mappings.terminology import FINDING_SYSTEM, LOINC, SNOMED, UCUM, Terminology, bundled_terminology
 
+__all__ = [
+    "ABSENT_VALUESET",
+    "BASE",
+    "OBSERVATION_EXTRACT",
+    "OBSERVATION_LINK_PERIOD",
+    "SDC",
+    "UNIT_OPTION",
+    "Answer",
+    "Assessment",
+    "Category",
+    "Condition",
+    "Group",
+    "Kind",
+    "Question",
+    "build_assessment",
+    "bundled_assessment",
+    "finding_codesystem",
+]
+
 BASE = "http://calf-cds.org/fhir"
 SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
 OBSERVATION_EXTRACT = f"{SDC}/sdc-questionnaire-observationExtract"

@@ -34,6 +34,29 @@ from fhir_mappings.fhir_json import codings, get, items, parse_datetime, text
 from fhir_mappings.terminology import INTERPRETATION, LOINC, SNOMED
 from fhir_mappings.units import convert
 
+__all__ = [
+    "NO",
+    "NOTHING",
+    "UCUM",
+    "V2_ABNORMAL_FLAGS",
+    "V2_YES_NO",
+    "YES",
+    "Matcher",
+    "Reading",
+    "coded_result",
+    "duration_minutes",
+    "interpretation_codes",
+    "interpretation_text",
+    "lab_positive",
+    "names_elsewhere",
+    "normalise_unit",
+    "period_length",
+    "read_answer",
+    "read_quantity",
+    "text_is_normal",
+    "unreadable",
+]
+
 V2_YES_NO = "http://terminology.hl7.org/CodeSystem/v2-0136"
 V2_ABNORMAL_FLAGS = "http://terminology.hl7.org/CodeSystem/v2-0078"
 UCUM = "http://unitsofmeasure.org"

@@ -39,6 +39,19 @@ from fhir_mappings.selection import Candidate
 if TYPE_CHECKING:
     from fhir_mappings.mapper import Mapper, Route
 
+__all__ = [
+    "ACTIVE_CLINICAL",
+    "ACT_CODE",
+    "ATC",
+    "ICD10PCS",
+    "IGNORED_VERIFICATION",
+    "INPATIENT_CLASSES",
+    "SURGICAL_CATEGORY",
+    "SUSPECTED_VERIFICATION",
+    "Out",
+    "read",
+]
+
 Out = dict[str, list[Candidate]]
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})

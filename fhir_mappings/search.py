@@ -12,6 +12,8 @@ from __future__ import annotations
 from fhir_mappings.facts import Vocabulary
 from fhir_mappings.terminology import FINDING_SYSTEM, Terminology
 
+__all__ = ["code_parameter", "search_codes"]
+
 
 def search_codes(vocabulary: Vocabulary, terminology: Terminology, kind: str) -> tuple[str, ...]:
     """``system|code`` of every code a source ``from: kind`` reads, sorted and unique."""

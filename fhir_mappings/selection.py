@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from fhir_mappings.facts import LEGS, Evidence, Fact, FactSpec
 
+__all__ = ["SIDE_NOT_RECORDED", "Candidate", "select", "winner"]
+
 SIDE_NOT_RECORDED = "side not recorded"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 

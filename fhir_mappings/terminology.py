@@ -20,6 +20,19 @@ from typing import Any
 from fhir_mappings.errors import VocabularyError
 from fhir_mappings.icd10cm import Icd10cmTable, IcdRange, bundled_ranges, icd10cm_table, laterality
 
+__all__ = [
+    "FINDING_SYSTEM",
+    "ICD10CM",
+    "INTERPRETATION",
+    "LOINC",
+    "SNOMED",
+    "UCUM",
+    "CodeEntry",
+    "Terminology",
+    "bundled_terminology",
+    "listed_terminology",
+]
+
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"

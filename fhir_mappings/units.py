@@ -6,6 +6,8 @@ refused rather than guessed: an unconvertible value is "not documented", never a
 
 from __future__ import annotations
 
+__all__ = ["convert", "known"]
+
 _UNITS: dict[str, tuple[str, float]] = {
     # mass concentration, base ng/mL
     "ng/mL": ("mass-concentration", 1.0),

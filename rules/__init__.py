@@ -1,1 +1,3 @@
 """rules package."""
+
+__all__: list[str] = []

@@ -12,6 +12,8 @@ Packs are checked when they load so that a bad rule fails there, never at a pati
 
 from __future__ import annotations
 
+__all__ = ["EvaluationError", "PackError", "RuleError", "UnknownFactError"]
+
 
 class RuleError(Exception):
     """Base of every error this package raises."""

@@ -33,6 +33,8 @@ from typing import Any, Protocol
 
 from rules.errors import PackError, UnknownFactError
 
+__all__ = ["OPERATORS", "Compiler", "Context", "Expr", "FactLike", "ScoreItem", "ScoreResult", "Truth"]
+
 Truth = bool | None
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,

@@ -20,6 +20,21 @@ import jsonschema
 from rules.errors import PackError
 from rules.expressions import Compiler, Expr, ScoreItem
 
+__all__ = [
+    "PATTERNS",
+    "TOPICS",
+    "Citation",
+    "Criterion",
+    "PatternRule",
+    "Rule",
+    "RulePack",
+    "Variant",
+    "bundled_pack_files",
+    "content_hash",
+    "load_pack",
+    "pack_schema",
+]
+
 TOPICS = ("abi", "duplex-dvt", "conservative", "urgent-referral")
 PATTERNS = ("arterial", "venous", "neurogenic", "musculoskeletal", "indeterminate")
 

@@ -1,1 +1,3 @@
 """service package."""
+
+__all__: list[str] = []

@@ -16,13 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from fhir_mappings.terminology import bundled_terminology
 from service.assessment.routes import assessment_router
-from service.auth.clients import (
-    authenticated_client,
-    build_authenticator,
-    install_auth_errors,
-    trusted_issuers,
-    warn_dev_mode,
-)
+from service.auth.authenticator import build_authenticator, trusted_issuers, warn_dev_mode
 from service.auth.jwks import new_jwks_http_client
 from service.config import Settings
 from service.governance.database import prepare as prepare_database
@@ -33,7 +27,7 @@ from service.hooks.fhir_fetcher import FhirFetcher
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.packs import PackRegistry
 from service.hooks.pipeline import Fetcher
-from service.http.deps import Runtime
+from service.http.deps import Runtime, authenticated_client
 from service.http.errors import install_error_handlers
 from service.http.middleware import RequestObserver
 from service.http.openapi import install_openapi
@@ -48,6 +42,8 @@ from service.outbound.terminology_server import TerminologyServer, extend_termin
 from service.store.audit import AuditWriter, make_engine
 from service.store.explanations import ExplanationStore
 from service.store.probe import StoreProbe
+
+__all__ = ["AUDIT_FLUSH_SECONDS", "app_from_env", "create_app", "wall_clock"]
 
 log = logging.getLogger("calf_cds.service")
 # At shutdown, after uvicorn has drained in-flight calls (``service.cli.DRAIN_SECONDS``): how long
@@ -166,7 +162,6 @@ def create_app(
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
-    install_auth_errors(app)
     install_openapi(app)
     app.add_middleware(RequestObserver, services=frozenset({SERVICE_ID}))
 

@@ -26,7 +26,25 @@ from typing import TYPE_CHECKING, Any
 from service.governance.cli import add_commands as add_governance_commands
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from service.config import Settings
+
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = [
+    "APP",
+    "COMMANDS",
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "DRAIN_SECONDS",
+    "STOP_SECONDS",
+    "Clock",
+    "build_parser",
+    "data_dir_of",
+    "main",
+    "wall_clock",
+]
 
 Clock = Callable[[], datetime]
 # The data folder when neither --data-dir nor CALF_CDS_DATA_DIR names one: the default of
@@ -43,6 +61,31 @@ DRAIN_SECONDS = 15
 STOP_SECONDS = 24
 APP = "service.app:app_from_env"  # each process builds its app from CALF_CDS_* variables
 
+# What each command does: its one-line help in `calf-cds --help`, and the longer description of
+# `calf-cds <command> --help` (the governance commands describe themselves in service/governance/cli.py).
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "serve": ("run the CDS Hooks service", None),
+    "token": (
+        "print a JWT signed by the local development issuer (for `calf-cds serve --dev`)",
+        "Each token is good for one call: the service refuses a jti it has seen.",
+    ),
+    "try": (
+        "call the service for one patient on a FHIR server and show the cards",
+        "Build a patient-view call for a patient on a FHIR server (no prefetch: the service fetches the "
+        "data), run it in process or against a running service, print the cards.",
+    ),
+    "extract": (
+        "turn a QuestionnaireResponse to the calf-pain assessment into a transaction Bundle",
+        "SDC observation-based extraction, as POST /fhir/QuestionnaireResponse/$extract does.",
+    ),
+    "terminology": (
+        "check the bundled SNOMED CT codes against a FHIR terminology server",
+        "validate: ask the server ($validate-code) whether every SNOMED CT code of the bundled value sets "
+        "is in the given value set (default: all of SNOMED CT on that server); list the ones it rejects. "
+        "Exit 1 if any is rejected, 2 if the server cannot answer.",
+    ),
+}
+
 
 def wall_clock() -> datetime:
     """The real time: what ``main`` gives every command unless a test supplies another clock."""
@@ -52,9 +95,10 @@ def wall_clock() -> datetime:
 def _serve(args: argparse.Namespace) -> int:
     import secrets
 
-    from service.auth.clients import AuthConfigError, trusted_issuers
+    from service.auth.authenticator import trusted_issuers
+    from service.auth.errors import AuthConfigError
     from service.config import Settings
-    from service.ops.logging_setup import log_config
+    from service.ops.logs import log_config
 
     # Every process reads its settings from the environment (service.app:app_from_env), so what
     # the command line says goes there, as do settings the workers must share.
@@ -203,7 +247,7 @@ def _extract(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calf-cds", description="CDS Hooks service for calf pain.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the CDS Hooks service")
+    serve = _command(commands, "serve", _serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument(
@@ -217,12 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development mode: also trust the local development issuer (see `calf-cds token`)",
     )
-    serve.set_defaults(handler=_serve)
-    token = commands.add_parser(
-        "token",
-        help="print a JWT signed by the local development issuer (for `calf-cds serve --dev`)",
-        description="Each token is good for one call: the service refuses a jti it has seen.",
-    )
+    token = _command(commands, "token", _token)
     token.add_argument(
         "--aud",
         required=True,
@@ -236,7 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"the data folder of the `calf-cds serve --dev` to call (default: ${DATA_DIR_ENV}, or {DEFAULT_DATA_DIR})",
     )
-    token.set_defaults(handler=_token)
     _add_try_command(commands)
     _add_extract_command(commands)
     _add_terminology_command(commands)
@@ -244,16 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_try_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _command(
+    commands: Commands, name: str, handler: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """Register ``calf-cds <name>`` with its help from :data:`COMMANDS`, run by ``handler`` (which
+    finds its parser as ``args.parser``)."""
+    summary, description = COMMANDS[name]
+    parser = commands.add_parser(name, help=summary, description=description)
+    parser.set_defaults(handler=handler, parser=parser)
+    return parser
+
+
+def _add_try_command(commands: Commands) -> None:
     """``calf-cds try`` (runs ``service.cli_try``)."""
-    parser = commands.add_parser(
-        "try",
-        help="call the service for one patient on a FHIR server and show the cards",
-        description=(
-            "Build a patient-view call for a patient on a FHIR server (no prefetch: the service "
-            "fetches the data), run it in process or against a running service, print the cards."
-        ),
-    )
+    parser = _command(commands, "try", _try)
     parser.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
     parser.add_argument("--patient", required=True, metavar="ID", help="Patient id on that server")
     parser.add_argument(
@@ -270,36 +312,21 @@ def _add_try_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="development mode for the in-process call: accept plain http and loopback FHIR servers",
     )
     parser.add_argument("--json", action="store_true", help="print the raw CDS Hooks response instead")
-    parser.set_defaults(handler=_try, parser=parser)
 
 
-def _add_extract_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_extract_command(commands: Commands) -> None:
     """``calf-cds extract`` (runs ``service.assessment.cli``)."""
-    parser = commands.add_parser(
-        "extract",
-        help="turn a QuestionnaireResponse to the calf-pain assessment into a transaction Bundle",
-        description="SDC observation-based extraction, as POST /fhir/QuestionnaireResponse/$extract does.",
-    )
+    parser = _command(commands, "extract", _extract)
     parser.add_argument("response", metavar="FILE", help="the QuestionnaireResponse (JSON); - reads stdin")
     parser.add_argument("--now", metavar="DATETIME", help="the time of extraction (default: now)")
-    parser.set_defaults(handler=_extract, parser=parser)
 
 
-def _add_terminology_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``calf-cds terminology validate``."""
-    parser = commands.add_parser(
-        "terminology",
-        help="check the bundled SNOMED CT codes against a FHIR terminology server",
-        description=(
-            "validate: ask the server ($validate-code) whether every SNOMED CT code of the bundled value "
-            "sets is in the given value set (default: all of SNOMED CT on that server); list the ones it "
-            "rejects. Exit 1 if any is rejected, 2 if the server cannot answer."
-        ),
-    )
+def _add_terminology_command(commands: Commands) -> None:
+    """``calf-cds terminology validate`` (runs ``service.outbound.terminology_server``)."""
+    parser = _command(commands, "terminology", _terminology)
     parser.add_argument("action", choices=["validate"])
     parser.add_argument("--server", required=True, metavar="URL", help="FHIR R4 terminology server base URL")
     parser.add_argument("--valueset-url", default="http://snomed.info/sct?fhir_vs", metavar="URL")
-    parser.set_defaults(handler=_terminology)
 
 
 def main(argv: Sequence[str] | None = None, *, clock: Clock = wall_clock) -> int:

@@ -1,17 +1,19 @@
 """Service settings, from ``CALF_CDS_*`` environment variables or given directly by tests.
 
-No module-level instance: :func:`get_settings` is injected, and ``create_app(settings)`` takes one.
+No module-level instance: each entry point builds one (``service.app.app_from_env``, the CLI) and
+hands it down; ``create_app(settings)`` takes it.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_DATA_DIR", "SUPPORTED_ALGORITHMS", "Settings"]
 
 DEFAULT_DATA_DIR = Path(".calf-cds")
 
@@ -195,9 +197,3 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'audit.sqlite3').resolve()}"
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """Settings from the environment, read once per process."""
-    return Settings()

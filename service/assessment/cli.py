@@ -24,6 +24,8 @@ from fhir_mappings.fhir_json import parse_datetime
 from service.assessment.extract import extract_body
 from service.config import Settings
 
+__all__ = ["handle", "run_extract"]
+
 
 def handle(args: argparse.Namespace) -> int:
     """``calf-cds extract`` as ``service.cli`` parsed it, at ``args.clock()`` unless ``--now`` says."""

@@ -18,6 +18,8 @@ from fhir_mappings.questionnaire import bundled_assessment
 from service.config import Settings
 from service.hooks.request_guard import JsonLimits, LimitExceededError, check_json_limits
 
+__all__ = ["extract_body"]
+
 
 def extract_body(body: bytes, settings: Settings, now: datetime) -> tuple[int, dict[str, Any]]:
     """The transaction Bundle (200) or an OperationOutcome (400/413) for one request body."""

@@ -24,6 +24,19 @@ from service.assessment.extract import extract_body
 from service.config import Settings
 from service.hooks.request_guard import is_json_media_type
 from service.http.body import BodyTooLargeError, read_body
+from service.http.errors import error_response
+
+__all__ = [
+    "EXTRACT_BODY",
+    "FHIR_JSON",
+    "LOOPBACK",
+    "STATIC",
+    "app_files",
+    "app_headers",
+    "assessment_router",
+    "documented",
+    "fhir_response",
+]
 
 FHIR_JSON = "application/fhir+json"
 STATIC = Path(__file__).parent / "static"
@@ -86,8 +99,8 @@ def assessment_router(settings: Settings, clock: Callable[[], datetime]) -> APIR
             return fhir_response(operation_outcome("the body must be FHIR JSON", code="not-supported"), 415)
         try:
             body = await read_body(request, settings.max_body_bytes)
-        except BodyTooLargeError:
-            return fhir_response(operation_outcome("request body too large", code="too-long"), 413)
+        except BodyTooLargeError as error:
+            return error_response(error, media_type=FHIR_JSON)
         status, answer = extract_body(body, settings, clock())
         return fhir_response(answer, status)
 

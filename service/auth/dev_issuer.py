@@ -11,7 +11,7 @@ nothing here is ever trusted by a production configuration.
 
 Tokens are signed with `cryptography` directly (RFC 7515 compact JWS, RFC 7518 §3.4 ES384: the
 raw 48-byte r and s), not through PyJWT, so that `calf-cds token` starts without loading PyJWT and
-X.509; `service.auth.tokens` verifies them with PyJWT like any client's.
+X.509; `service.auth.verifier` verifies them with PyJWT like any client's.
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ from service.auth.jwk import jwk_thumbprint
 
 if TYPE_CHECKING:  # service.auth.jwks (httpx, pydantic) is for the server; `calf-cds token` does without
     from service.auth.jwks import TrustedIssuer
+
+__all__ = [
+    "DEV_ALGORITHM",
+    "DEV_ISSUER",
+    "DEV_SUBJECT",
+    "KEY_DIRECTORY",
+    "MAX_LIFETIME_SECONDS",
+    "PRIVATE_KEY_FILE",
+    "DevIssuer",
+    "DevIssuerMissingError",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""One JWK (RFC 7517): its RFC 7638 thumbprint, and the error for a key that cannot be used.
+"""One JWK (RFC 7517): its RFC 7638 thumbprint.
 
 Standard library only, so that `calf-cds token` (``service.auth.dev_issuer``) starts without the
-server's JWK Set machinery (``service.auth.jwks``, which re-exports both names).
+server's JWK Set machinery (``service.auth.jwks``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from service.auth.errors import InvalidJwksError
 
-class InvalidJwksError(ValueError):
-    """A JWK Set that cannot be used: not `{"keys": [...]}`, or a bad key in configuration."""
+__all__ = ["jwk_thumbprint"]
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:

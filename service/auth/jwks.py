@@ -12,8 +12,8 @@ CDS Hooks 2.0 ("Trusting CDS Clients") has a CDS Client publish its public keys 
   picked up and a flood of made-up `kid`s cannot make us hammer a client's JWKS endpoint. Inline
   and file sources never touch the network.
 
-Failures are the `service.auth.tokens` exceptions `JkuNotAllowedError`, `UnknownKeyIdError` and
-`JwksUnavailableError`; `service.auth.tokens` imports this module only for type checking (no cycle).
+Failures are the `service.auth.errors` exceptions `JkuNotAllowedError`, `UnknownKeyIdError` and
+`JwksUnavailableError`, and `InvalidJwksError` for a JWK Set that cannot be used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -34,9 +34,18 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.auth.jwk import InvalidJwksError
-from service.auth.tokens import JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
+from service.auth.errors import InvalidJwksError, JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
 from service.outbound.addresses import check_fhir_server_prefixes
+
+__all__ = [
+    "KeyStore",
+    "PublicKey",
+    "TrustedIssuer",
+    "VerificationKey",
+    "load_trusted_issuers",
+    "new_jwks_http_client",
+    "parse_jwks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +242,7 @@ class _Entry:
     loaded_at: float
 
 
+@dataclass
 class KeyStore:
     """Resolves (issuer, kid, jku) to a public key, caching each JWK Set source.
 
@@ -244,30 +254,24 @@ class KeyStore:
     `timeout_seconds` overall and at most `max_bytes` of body.
     """
 
-    def __init__(
-        self,
-        http_client: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        ttl_seconds: float = 300.0,
-        min_refresh_interval_seconds: float = 30.0,
-        max_stale_seconds: float = 3600.0,
-        timeout_seconds: float = 2.0,
-        max_bytes: int = 256 * 1024,
-    ) -> None:
-        if not 0 < min_refresh_interval_seconds <= ttl_seconds <= max_stale_seconds:
+    http_client: httpx.AsyncClient
+    _: KW_ONLY
+    clock: Callable[[], float]
+    ttl_seconds: float = 300.0
+    min_refresh_interval_seconds: float = 30.0
+    max_stale_seconds: float = 3600.0
+    timeout_seconds: float = 2.0
+    max_bytes: int = 256 * 1024
+    _inline: dict[str, tuple[TrustedIssuer, Mapping[str, VerificationKey]]] = field(
+        default_factory=dict, init=False
+    )
+    _entries: dict[_Source, _Entry] = field(default_factory=dict, init=False)
+    _last_attempt: dict[_Source, float] = field(default_factory=dict, init=False)
+    _locks: dict[_Source, anyio.Lock] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_refresh_interval_seconds <= self.ttl_seconds <= self.max_stale_seconds:
             raise ValueError("need 0 < min_refresh_interval <= ttl <= max_stale (seconds)")
-        self._http = http_client
-        self._clock = clock
-        self._ttl = ttl_seconds
-        self._min_refresh_interval = min_refresh_interval_seconds
-        self._max_stale = max_stale_seconds
-        self._timeout = timeout_seconds
-        self._max_bytes = max_bytes
-        self._inline: dict[str, tuple[TrustedIssuer, Mapping[str, VerificationKey]]] = {}
-        self._entries: dict[_Source, _Entry] = {}
-        self._last_attempt: dict[_Source, float] = {}
-        self._locks: dict[_Source, anyio.Lock] = {}
 
     async def get_key(self, issuer: TrustedIssuer, kid: str, jku: str | None = None) -> VerificationKey:
         """The key `kid` of `issuer`. Pinned keys win: an inline or file JWK Set that holds `kid`
@@ -298,9 +302,9 @@ class KeyStore:
 
     async def _key_from(self, source: _Source, issuer: TrustedIssuer, kid: str) -> VerificationKey:
         entry = self._entries.get(source)
-        if entry is None or self._clock() - entry.loaded_at >= self._ttl or kid not in entry.keys:
+        if entry is None or self.clock() - entry.loaded_at >= self.ttl_seconds or kid not in entry.keys:
             entry = await self._refresh(source)
-        if entry is None or self._clock() - entry.loaded_at >= self._max_stale:
+        if entry is None or self.clock() - entry.loaded_at >= self.max_stale_seconds:
             raise JwksUnavailableError(f"no usable JWK Set from {source.location}", iss=issuer.iss, kid=kid)
         if kid in entry.keys:
             return entry.keys[kid]
@@ -309,9 +313,9 @@ class KeyStore:
     async def _refresh(self, source: _Source) -> _Entry | None:
         lock = self._locks.setdefault(source, anyio.Lock())
         async with lock:
-            now = self._clock()
+            now = self.clock()
             last = self._last_attempt.get(source)
-            if last is not None and now - last < self._min_refresh_interval:
+            if last is not None and now - last < self.min_refresh_interval_seconds:
                 # Loaded (or failed) moments ago: do not ask again yet.
                 return self._entries.get(source)
             self._last_attempt[source] = now
@@ -326,16 +330,16 @@ class KeyStore:
     async def _read(self, source: _Source) -> bytes:
         if source.kind == "file":
             data = await anyio.Path(source.location).read_bytes()
-            if len(data) > self._max_bytes:
+            if len(data) > self.max_bytes:
                 raise ValueError("JWK Set file too large")
             return data
         try:
-            with anyio.fail_after(self._timeout):
-                async with self._http.stream(
+            with anyio.fail_after(self.timeout_seconds):
+                async with self.http_client.stream(
                     "GET",
                     source.location,
                     headers={"Accept": "application/json"},
-                    timeout=self._timeout,
+                    timeout=self.timeout_seconds,
                     follow_redirects=False,
                 ) as response:
                     if response.status_code != httpx.codes.OK:
@@ -343,8 +347,8 @@ class KeyStore:
                     body = bytearray()
                     async for chunk in response.aiter_bytes():
                         body += chunk
-                        if len(body) > self._max_bytes:
+                        if len(body) > self.max_bytes:
                             raise ValueError("JWK Set response too large")
                     return bytes(body)
         except TimeoutError:
-            raise ValueError(f"no answer within {self._timeout} s") from None
+            raise ValueError(f"no answer within {self.timeout_seconds} s") from None

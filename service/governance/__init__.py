@@ -8,3 +8,5 @@ Modules: ``manifest`` (released packs), ``catalogue`` (every pack this install k
 report), ``routes`` (the feedback endpoint and the report page), ``runtime`` (what the app
 starts), ``cli`` (``calf-cds rules|db|report|trail``), ``errors``.
 """
+
+__all__: list[str] = []

@@ -29,6 +29,8 @@ from rules.pack import RulePack
 from service.governance.errors import CaseFileError
 from service.hooks.cards import build_cards
 
+__all__ = ["CaseResult", "applies", "load_cases", "run_case", "run_cases"]
+
 
 @dataclass(frozen=True)
 class CaseResult:

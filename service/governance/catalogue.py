@@ -17,6 +17,8 @@ from service.governance.errors import PackNotFoundError
 from service.governance.manifest import Manifest, load_manifest, version_order
 from service.hooks.packs import fact_types, pack_files, validate_suggestions
 
+__all__ = ["Catalogue", "PackSource", "read_source"]
+
 
 @dataclass(frozen=True)
 class PackSource:

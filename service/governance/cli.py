@@ -25,6 +25,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+__all__ = ["DEFAULT_CASES", "Handler", "add_commands"]
+
 Handler = Callable[[argparse.Namespace], int]
 DEFAULT_CASES = Path("tests/rules/cases")
 

@@ -38,6 +38,8 @@ from service.governance.reportdata import collect
 from service.governance.wording import Wording
 from service.store.audit import feedback, hook_calls, hook_cards, make_engine
 
+__all__ = ["HANDLERS", "Handler", "run"]
+
 Handler = Callable[[argparse.Namespace], int]
 
 

@@ -41,6 +41,19 @@ from service.governance.errors import SchemaError
 from service.store.audit import feedback, hook_calls, hook_cards
 from service.store.schema import jwt_replay_table
 
+__all__ = [
+    "ADVISORY_LOCK_KEY",
+    "PurgeResult",
+    "alembic_config",
+    "current_revisions",
+    "head_revisions",
+    "prepare",
+    "purge",
+    "upgrade",
+    "upgrade_sql",
+    "verify",
+]
+
 log = logging.getLogger("calf_cds.database")
 
 # pg_advisory_xact_lock key: "calfcds" in ASCII, so it cannot collide with an application's own small keys.

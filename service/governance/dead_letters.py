@@ -27,6 +27,16 @@ from service.config import Settings
 from service.governance.feedback import FeedbackWriter
 from service.store.audit import AuditWriter, dead_letters, is_refusal, make_engine, refusal_reason
 
+__all__ = [
+    "DeadLetter",
+    "RedriveResult",
+    "count",
+    "list_command",
+    "list_dead_letters",
+    "redrive",
+    "redrive_command",
+]
+
 
 @dataclass(frozen=True)
 class DeadLetter:

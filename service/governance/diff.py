@@ -19,6 +19,8 @@ from typing import Any
 
 from service.governance.wording import Wording, canonical, name_words, number
 
+__all__ = ["NOT_CONTENT", "NOUNS", "PACK_KEYS", "RULE_KEYS", "SECTIONS", "PackDiff", "diff_packs"]
+
 SECTIONS = (
     "Changelog",
     "Cards",

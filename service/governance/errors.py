@@ -6,13 +6,25 @@
     ├── ManifestError       the released-pack manifest is malformed, or a pack breaks it (carries key)
     ├── PackNotFoundError   a pack named on the command line matches no pack, or several (carries spec)
     ├── CaseFileError       a rule test case file is malformed (carries path and case id)
-    ├── FeedbackError       a feedback request the CDS Hooks specification does not allow (carries pointer)
+    ├── FeedbackError       a feedback request the CDS Hooks specification does not allow (carries pointer);
+    │                       also a ``cds_hooks.errors.RequestError``, answered 400 like any request error
     └── SchemaError         the database schema is not at the revision the code needs
 
-Rule-pack content errors stay ``rules.errors.PackError``; only ``service.app`` maps errors to HTTP.
+Rule-pack content errors stay ``rules.errors.PackError``; only ``service.http.errors`` maps errors to HTTP.
 """
 
 from __future__ import annotations
+
+from cds_hooks.errors import RequestError
+
+__all__ = [
+    "CaseFileError",
+    "FeedbackError",
+    "GovernanceError",
+    "ManifestError",
+    "PackNotFoundError",
+    "SchemaError",
+]
 
 
 class GovernanceError(Exception):
@@ -44,12 +56,11 @@ class CaseFileError(GovernanceError):
         self.case = case
 
 
-class FeedbackError(GovernanceError):
+class FeedbackError(GovernanceError, RequestError):
     """A feedback request is invalid; ``pointer`` is a JSON pointer into it."""
 
     def __init__(self, message: str, *, pointer: str) -> None:
-        super().__init__(message)
-        self.pointer = pointer
+        super().__init__(message, pointer=pointer)
 
 
 class SchemaError(GovernanceError):

@@ -22,6 +22,15 @@ from service.governance.errors import FeedbackError
 from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.store.audit import AuditWriter, feedback, hook_cards
 
+__all__ = [
+    "UNLINKED_NOTE",
+    "FeedbackWriter",
+    "feedback_records",
+    "override_display",
+    "parse_feedback",
+    "relink",
+]
+
 UNLINKED_NOTE = "card not in the audit trail when the feedback was written"
 _OUR_OVERRIDE_DISPLAYS = dict(OVERRIDE_REASONS)
 

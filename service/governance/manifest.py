@@ -30,6 +30,20 @@ from typing import Any, Literal
 
 from service.governance.errors import ManifestError
 
+__all__ = [
+    "Finding",
+    "Level",
+    "Manifest",
+    "Release",
+    "bundled_manifest_path",
+    "load_manifest",
+    "parse_manifest",
+    "release",
+    "retire",
+    "save_manifest",
+    "version_order",
+]
+
 Level = Literal["error", "warning"]
 
 

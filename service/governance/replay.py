@@ -27,6 +27,19 @@ from rules.engine import evaluate
 from rules.pack import RulePack
 from service.store.audit import hook_calls
 
+__all__ = [
+    "Decision",
+    "ReplayReport",
+    "ReplayedCall",
+    "aware",
+    "changes",
+    "decision_of",
+    "decision_of_cards",
+    "describe",
+    "rebuild_facts",
+    "replay",
+]
+
 Decision = tuple[tuple[str, str], ...]  # sorted (topic, indicator) pairs of the cards shown
 
 

@@ -16,6 +16,8 @@ from service.governance import svg
 from service.governance.replay import describe
 from service.governance.reportdata import PackEntry, ReportData, RuleStat
 
+__all__ = ["ACCEPTED", "CSS", "OVERRIDDEN", "TOPIC_COLOURS", "TOPIC_NAMES", "render"]
+
 TOPIC_COLOURS = {
     "urgent-referral": "#D55E00",
     "duplex-dvt": "#0072B2",

@@ -20,6 +20,8 @@ from service.governance.catalogue import Catalogue
 from service.governance.replay import Decision, aware, changes, decision_of_cards
 from service.store.audit import feedback, hook_calls, hook_cards
 
+__all__ = ["Override", "PackEntry", "ReportData", "RuleStat", "ShadowStat", "catalogue_entries", "collect"]
+
 
 @dataclass(frozen=True)
 class PackEntry:

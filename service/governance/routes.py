@@ -19,7 +19,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds_hooks.outcome import IssueType, operation_outcome
 from service.governance.errors import FeedbackError
 from service.governance.feedback import feedback_records, parse_feedback
 from service.governance.report import render
@@ -27,17 +26,16 @@ from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
 from service.hooks.discovery import SERVICE_ID
 from service.http.body import BodyTooLargeError, read_body
+from service.http.errors import error_response
+from service.http.responses import outcome_response
+
+__all__ = ["FULL_DATE", "feedback_router", "get_report", "post_feedback", "report_router"]
 
 log = logging.getLogger("calf_cds.feedback")
 FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 feedback_router = APIRouter(tags=["CDS Hooks feedback"])
 report_router = APIRouter(prefix="/governance", tags=["governance"])
-
-
-def _outcome(status: int, diagnostics: str, *, code: IssueType, expression: str | None = None) -> Response:
-    body = operation_outcome(diagnostics, code=code, expression=expression)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _client(request: Request) -> dict[str, Any]:
@@ -52,21 +50,21 @@ def _client(request: Request) -> dict[str, Any]:
 async def post_feedback(service_id: str, request: Request, governance: GovernanceDep) -> Response:
     """CDS Hooks feedback: 200 with an empty body once the entries are queued for the audit trail."""
     if service_id != SERVICE_ID:
-        return _outcome(404, f"no CDS service {service_id!r} here", code="not-found")
+        return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
     try:
         body = await read_body(request, governance.settings.max_body_bytes)
-    except BodyTooLargeError:
-        return _outcome(413, "request body too large", code="too-long")
+    except BodyTooLargeError as error:
+        return error_response(error)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _outcome(400, "the body is not valid JSON", code="structure")
+        return outcome_response(400, "the body is not valid JSON", code="structure")
     if not isinstance(document, dict):
-        return _outcome(400, "the body must be a JSON object", code="structure")
+        return outcome_response(400, "the body must be a JSON object", code="structure")
     try:
         entries = parse_feedback(document)
     except FeedbackError as error:
-        return _outcome(400, str(error), code="invalid", expression=error.pointer)
+        return error_response(error)
     records = feedback_records(
         entries, service_id=service_id, received_at=governance.clock(), client=_client(request)
     )
@@ -95,7 +93,7 @@ def get_report(
     settings = governance.settings
     day = _full_date(since) if since is not None else None
     if since is not None and day is None:
-        return _outcome(400, "since must be a date, YYYY-MM-DD", code="invalid", expression="since")
+        return outcome_response(400, "since must be a date, YYYY-MM-DD", code="invalid", expression="since")
     start = datetime.combine(day, time(), tzinfo=UTC) if day else None
     try:
         data = collect(
@@ -108,6 +106,6 @@ def get_report(
         )
     except SQLAlchemyError as error:
         log.warning("report: audit store unavailable: %s", type(error).__name__)
-        return _outcome(503, "the audit store is unavailable; try again later", code="exception")
+        return error_response(error)
     page = render(data, active=settings.active_pack, shadows=settings.shadow_packs)
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})

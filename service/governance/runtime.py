@@ -24,6 +24,8 @@ from service.governance.catalogue import Catalogue
 from service.governance.database import purge
 from service.governance.feedback import FeedbackWriter, relink
 
+__all__ = ["Governance", "GovernanceDep", "get_governance"]
+
 log = logging.getLogger("calf_cds.governance")
 
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+__all__ = ["FONT", "PALETTE", "Series", "bars", "columns", "nice_ticks", "wrap"]
+
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#999999")
 INK, MUTED, GRID = "#1f2933", "#52606d", "#e4e7eb"

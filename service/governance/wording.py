@@ -14,6 +14,8 @@ from typing import Any
 
 from fhir_mappings.facts import Vocabulary
 
+__all__ = ["ACRONYMS", "OPERATORS", "UNITS", "Wording", "canonical", "lower_first", "name_words", "number"]
+
 OPERATORS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
 UNITS = {"1": "", "a": " years", "Cel": " °C", "wk": " weeks", "min": " min"}
 ACRONYMS = {"dvt", "abi", "pad", "clti", "msk", "vte", "tbi", "feu", "ddu", "pe"}

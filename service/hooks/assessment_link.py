@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from cds_hooks.models import Link
 from fhir_mappings.questionnaire import Assessment, bundled_assessment
 
+__all__ = ["LABEL", "LEGS", "assessment_link", "missing_questions"]
+
 LABEL = "Record the missing findings (calf pain assessment)"
 LEGS = ("_left", "_right")
 

@@ -20,6 +20,19 @@ from typing import Literal
 from fhir_mappings.facts import LEGS, Fact, Facts, Vocabulary
 from rules.engine import CriterionResult, Recommendation
 
+__all__ = [
+    "COMPLAINT_FACTS",
+    "SIDE_LABEL",
+    "CardEvidence",
+    "Finding",
+    "Side",
+    "card_evidence",
+    "card_side",
+    "decisive",
+    "lead_with_action",
+    "score_title",
+]
+
 Side = Literal["left", "right", "both", "unknown"]
 SIDE_LABEL: dict[str, str] = {
     "left": "Left leg",

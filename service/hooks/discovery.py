@@ -20,6 +20,16 @@ from fhir_mappings.facts import vocabulary
 from fhir_mappings.search import code_parameter, search_codes
 from fhir_mappings.terminology import listed_terminology
 
+__all__ = [
+    "HOOK",
+    "OPTIONAL_KEYS",
+    "PREFETCH_TEMPLATES",
+    "RESOURCE_TYPES",
+    "SERVICE_ID",
+    "discovery",
+    "service_definition",
+]
+
 SERVICE_ID = "calf-pain"
 HOOK = "patient-view"
 _PATIENT = "patient={{context.patientId}}"

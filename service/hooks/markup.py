@@ -26,6 +26,8 @@ import re
 
 from markupsafe import Markup, escape
 
+__all__ = ["MAX_TEXT", "clean", "escape_html", "escape_markdown"]
+
 MAX_TEXT = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s{2,}")

@@ -23,6 +23,8 @@ from service.config import Settings
 from service.hooks.cards import service_request
 from service.hooks.pipeline import CalfPainService
 
+__all__ = ["PackRegistry", "acute_window", "fact_types", "pack_files", "validate_suggestions"]
+
 
 def fact_types(vocab: Vocabulary) -> dict[str, str]:
     return {name: kind for name, (kind, _) in vocab.types().items()}

@@ -22,6 +22,16 @@ from cds_hooks.models import HookRequest
 from service.config import Settings
 from service.hooks.discovery import RESOURCE_TYPES
 
+__all__ = [
+    "JSON_MEDIA_TYPES",
+    "JsonLimits",
+    "LimitExceededError",
+    "LimitName",
+    "check_json_limits",
+    "check_prefetch_subjects",
+    "is_json_media_type",
+]
+
 LimitName = Literal["depth", "items", "string"]
 JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
 

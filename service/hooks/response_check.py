@@ -27,6 +27,21 @@ from typing import Any
 from service.hooks.cards import RECOMMENDATION_SYSTEM, TOPIC_DISPLAY
 from service.hooks.pipeline import CallRecord
 
+__all__ = [
+    "ACTION_TYPES",
+    "FALLBACK_DETAIL",
+    "FALLBACK_SUMMARY",
+    "INDICATORS",
+    "LINK_TYPES",
+    "RED_FLAG_TOPIC",
+    "SELECTION_BEHAVIORS",
+    "action_problems",
+    "card_problems",
+    "check_response",
+    "fallback_red_flag_card",
+    "is_red_flag",
+]
+
 INDICATORS = frozenset({"info", "warning", "critical"})
 ACTION_TYPES = frozenset({"create", "update", "delete"})
 SELECTION_BEHAVIORS = frozenset({"at-most-one", "any"})

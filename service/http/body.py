@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+__all__ = ["BodyTooLargeError", "read_body", "read_body_with_overflow"]
+
 
 class BodyTooLargeError(Exception):
     """The request body is larger than ``max_body_bytes``."""

@@ -1,4 +1,12 @@
-"""The dependencies routes share: the app's runtime, built once at start-up by the lifespan."""
+"""The dependencies routes share: the app's runtime (built once at start-up by the lifespan) and the
+authenticated CDS Client.
+
+``AuthenticatedClient`` guards discovery, service and feedback routes: the request's bearer JWT,
+verified by the app's :class:`~service.auth.authenticator.ClientAuthenticator` against the exact
+URL called. A refusal raises an ``AuthenticationError`` (401) or ``ReplayCacheUnavailableError``
+(503), which :mod:`service.http.errors` answers. ``/healthz``, ``/readyz`` and ``/metrics`` do not
+use it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,28 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.auth.authenticator import ClientAuthenticator
+from service.auth.errors import ReplayCacheUnavailableError
+from service.auth.identity import ClientIdentity
 from service.config import Settings
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.pipeline import CalfPainService, Fetcher
-from service.store.audit import AuditWriter
 from service.store.probe import StoreProbe
+from service.store.sink import AuditSink
 
-__all__ = ["Runtime", "RuntimeDep", "get_runtime"]
+__all__ = [
+    "BEARER_SCHEME",
+    "AuthenticatedClient",
+    "Runtime",
+    "RuntimeDep",
+    "authenticated_client",
+    "expected_audience",
+    "get_runtime",
+]
+
+BEARER_SCHEME = "cdsClientJwt"
 
 
 @dataclass
@@ -22,7 +44,7 @@ class Runtime:
 
     settings: Settings
     service: CalfPainService
-    audit: AuditWriter
+    audit: AuditSink
     fetcher: Fetcher | None
     guard: FhirServerGuard
     store_probe: StoreProbe | None = None
@@ -39,3 +61,49 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+_bearer = HTTPBearer(
+    bearerFormat="JWT",
+    scheme_name=BEARER_SCHEME,
+    description=(
+        "CDS Hooks client JWT (CDS Hooks 2.0 'Trusting CDS Clients'): signed ES384 or RS384 by a "
+        "trusted issuer, `aud` the exact URL called, a fresh `jti` on every call."
+    ),
+    auto_error=False,
+)
+
+
+def _authenticator(request: Request) -> ClientAuthenticator | None:
+    authenticator: ClientAuthenticator | None = getattr(request.app.state, "authenticator", None)
+    return authenticator
+
+
+def _audience(authenticator: ClientAuthenticator, request: Request) -> str:
+    url = request.url
+    return authenticator.audience(url.path, origin=f"{url.scheme}://{url.netloc}")
+
+
+def expected_audience(request: Request) -> str | None:
+    """The ``aud`` this request needed, for a refusal to name: in development mode only."""
+    authenticator = _authenticator(request)
+    if authenticator is None or not authenticator.dev:
+        return None
+    return _audience(authenticator, request)
+
+
+async def authenticated_client(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ClientIdentity:
+    """The verified caller; raises `AuthenticationError` (→ 401) or `ReplayCacheUnavailableError` (→ 503)."""
+    authenticator = _authenticator(request)
+    if authenticator is None:  # not started: fail closed
+        raise ReplayCacheUnavailableError("the service is not started")
+    token = credentials.credentials if credentials is not None else None
+    identity = await authenticator.authenticate(token, audience=_audience(authenticator, request))
+    request.state.client = identity
+    return identity
+
+
+AuthenticatedClient = Annotated[ClientIdentity, Depends(authenticated_client)]

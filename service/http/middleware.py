@@ -17,7 +17,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ops import metrics
-from service.ops.logging_setup import request_id_from, request_id_var
+from service.ops.logs import request_id_from, request_id_var
+
+__all__ = ["QUIET_ENDPOINTS", "REQUEST_ID_HEADER", "RequestObserver", "endpoint_of", "log_fields"]
 
 log = logging.getLogger("calf_cds.http")
 

@@ -19,6 +19,21 @@ from pydantic.json_schema import models_json_schema
 from cds_hooks.models import DiscoveryResponse, FeedbackRequest, HookRequest, HookResponse, PatientViewContext
 from service.hooks.discovery import HOOK, OPTIONAL_KEYS, PREFETCH_TEMPLATES, SERVICE_ID
 
+__all__ = [
+    "DISCOVERY_PATH",
+    "ERRORS",
+    "FEEDBACK_PATH",
+    "FHIR_RESOURCE",
+    "JSON",
+    "OPERATION_OUTCOME",
+    "REF",
+    "REPORT_PATH",
+    "REQUIRED_KEYS",
+    "SERVICE_PATH",
+    "describe",
+    "install_openapi",
+]
+
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 SERVICE_PATH = "/cds-services/{service_id}"
@@ -177,8 +192,18 @@ def _feedback_rules(schemas: dict[str, Any]) -> None:
     ]
 
 
+def _json_content(schema: str) -> dict[str, Any]:
+    return {JSON: {"schema": {"$ref": REF.format(model=schema)}}}
+
+
 def _json(schema: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": {"$ref": REF.format(model=schema)}}}}
+    """A JSON response of the component ``schema``."""
+    return {"description": description, "content": _json_content(schema)}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    """A required JSON request body of the component ``schema`` (the routes read it themselves)."""
+    return {"required": True, "content": _json_content(schema)}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -198,10 +223,7 @@ def describe(document: dict[str, Any]) -> dict[str, Any]:
         }
     service = paths.get(SERVICE_PATH, {}).get("post")
     if service is not None:
-        service["requestBody"] = {
-            "required": True,
-            "content": {JSON: {"schema": {"$ref": REF.format(model="CalfPainRequest")}}},
-        }
+        service["requestBody"] = _json_body("CalfPainRequest")
         for parameter in service.get("parameters", []):
             if parameter.get("name") == "service_id":
                 parameter["schema"] = {"type": "string", "enum": [SERVICE_ID], "title": "Service Id"}
@@ -211,10 +233,7 @@ def describe(document: dict[str, Any]) -> dict[str, Any]:
         }
     feedback = paths.get(FEEDBACK_PATH, {}).get("post")
     if feedback is not None:
-        feedback["requestBody"] = {
-            "required": True,
-            "content": {JSON: {"schema": {"$ref": REF.format(model="FeedbackRequest")}}},
-        }
+        feedback["requestBody"] = _json_body("FeedbackRequest")
         feedback["responses"] = {
             "200": {"description": "The feedback is queued for the audit trail; the body is empty."},
             **_errors(400, 401, 404, 413, 503),

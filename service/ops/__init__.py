@@ -1,1 +1,3 @@
 """Operations: metrics, logging, log privacy, worker-process tuning."""
+
+__all__: list[str] = []

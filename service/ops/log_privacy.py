@@ -10,8 +10,8 @@ revealing who it is. The key is `CALF_CDS_LOG_HASH_KEY`, or a random key per pro
   `patient_id` attribute given through `extra=` → the hash;
 - compact JWS/JWTs (`eyJ….….…`), `Bearer <token>` and `access_token=<value>` → `[redacted]`.
 
-`logging_config(level, key)` is a `logging.config.dictConfig` document that puts the filter on
-every handler, for the process and for uvicorn (`uvicorn.run(..., log_config=...)`).
+`service.ops.logs.log_config` puts the filter on the one handler every log line goes through, the
+process's and uvicorn's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import hmac
 import logging
 import re
 import secrets
-from typing import Any
+
+__all__ = ["PrivacyFilter", "patient_hash", "scrub"]
 
 _PROCESS_KEY = secrets.token_bytes(32)
 _ID = r"[A-Za-z0-9\-.]{1,64}"
@@ -76,26 +77,3 @@ class PrivacyFilter(logging.Filter):
             record.patient_id = patient_hash(patient_id, self._key)
         record._calf_cds_scrubbed = True
         return True
-
-
-def logging_config(level: str, key: str | None = None) -> dict[str, Any]:
-    """A dictConfig document: one stderr handler with the privacy filter, for us and for uvicorn."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"privacy": {"()": PrivacyFilter, "key": key}},
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "plain",
-                "filters": ["privacy"],
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {
-            name: {"level": level, "handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-        },
-    }

@@ -41,6 +41,38 @@ from prometheus_client import (
     multiprocess,
 )
 
+__all__ = [
+    "AUDIT_DEAD_LETTERS",
+    "AUDIT_QUEUE",
+    "AUDIT_RECORDS",
+    "AUDIT_SPOOL",
+    "AUTH_REJECTIONS",
+    "CARDS",
+    "CONTENT_TYPE",
+    "FETCH_FAILURES",
+    "FETCH_SECONDS",
+    "FHIR_SERVER_REFUSALS",
+    "MULTIPROC_ENV",
+    "REQUEST_SECONDS",
+    "RULE_ERRORS",
+    "RULE_PACK",
+    "count_audit_records",
+    "count_auth_rejection",
+    "count_fhir_server_refusal",
+    "multiprocess_dir",
+    "observe_audit_queue",
+    "observe_fetch",
+    "observe_hook_call",
+    "observe_request",
+    "prepare_multiprocess_dir",
+    "process_stopping",
+    "remove_multiprocess_dir",
+    "render",
+    "set_audit_dead_letters",
+    "set_rule_packs",
+    "worker_gone",
+]
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

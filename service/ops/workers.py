@@ -30,8 +30,22 @@ import os
 import signal
 import socket
 import time
+from dataclasses import KW_ONLY, dataclass, field
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+__all__ = [
+    "RESTART_PAUSE_SECONDS",
+    "STARTUP_FAILURE",
+    "STOP_SIGNALS",
+    "Supervisor",
+    "check_port_free",
+    "hangup_stops_gracefully",
+    "listening_socket",
+    "run_worker",
+    "tune_gc",
+]
 
 log = logging.getLogger("calf_cds.workers")
 
@@ -96,22 +110,25 @@ def run_worker(app: str, host: str, port: int, config: dict[str, Any]) -> None:
     server.run(sockets=[sock])
 
 
+@dataclass
 class Supervisor:
-    """Start, watch and stop the worker processes (see the module docstring)."""
+    """Start, watch and stop the worker processes (see the module docstring).
 
-    def __init__(
-        self, app: str, *, host: str, port: int, workers: int, config: dict[str, Any], stop_seconds: float
-    ) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self.count = workers
-        self.config = config
-        self.stop_seconds = stop_seconds
-        self.context = multiprocessing.get_context("spawn")
-        self.processes: list[BaseProcess] = []
-        self.stopping = False
-        self.failed = False
+    ``app`` is the app factory (``module:function``) each worker runs; ``config`` its uvicorn
+    settings.
+    """
+
+    app: str
+    _: KW_ONLY
+    host: str
+    port: int
+    workers: int
+    config: dict[str, Any]
+    stop_seconds: float
+    processes: list[BaseProcess] = field(default_factory=list, init=False)
+    stopping: bool = field(default=False, init=False)
+    failed: bool = field(default=False, init=False)
+    context: SpawnContext = field(default_factory=lambda: multiprocessing.get_context("spawn"), init=False)
 
     def _start(self) -> BaseProcess:
         process = self.context.Process(
@@ -133,10 +150,10 @@ class Supervisor:
             return 1
         previous = {sig: signal.signal(sig, self._signal) for sig in STOP_SIGNALS}
         try:
-            self.processes = [self._start() for _ in range(self.count)]
+            self.processes = [self._start() for _ in range(self.workers)]
             log.info(
                 "started %d workers on %s:%d: %s",
-                self.count,
+                self.workers,
                 self.host,
                 self.port,
                 [p.pid for p in self.processes],

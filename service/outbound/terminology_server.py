@@ -31,6 +31,14 @@ import httpx
 
 from fhir_mappings.terminology import SNOMED, CodeEntry, Terminology, listed_terminology
 
+__all__ = [
+    "CACHE_FILE",
+    "TerminologyServer",
+    "TerminologyServerError",
+    "extend_terminology",
+    "validate_command",
+]
+
 log = logging.getLogger("calf_cds.terminology")
 CACHE_FILE = "terminology-cache.json"
 

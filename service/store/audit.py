@@ -1,48 +1,46 @@
-"""The audit trail: one row per hook call, written off the response path, never lost.
+"""The audit writer: one row per hook call, written off the response path, never lost.
 
-``AuditWriter`` takes records from the request handlers through a queue and writes them in
-batches from one background thread. It tells two failures apart:
+``AuditWriter`` (an :class:`~service.store.sink.AuditSink`) takes records from the request
+handlers through a queue and writes them in batches from one background thread. It tells two
+failures apart (``service.store.refusals``):
 
 - the database is **down** (no connection, a dropped one, a pool timeout, a schema not yet
-  migrated): the batch is appended to a spool file (JSON lines) in the data folder and written
+  migrated): the batch is appended to the writer's spool file (``service.store.spool``) and written
   again once the database answers;
 - the database **refuses a record** (``DataError``, ``IntegrityError``, a value it cannot even be
   sent, a malformed spooled record): it would refuse it on every retry, so the batch is split in
   halves until the refused record is alone, the others are written, and the refused one is kept,
-  intact, as a row of ``audit_dead_letters`` with the reason (counted by
-  ``calf_cds_audit_records_total{outcome="dead_lettered"}``, shown by ``/readyz`` and by
+  intact, as a row of ``audit_dead_letters`` with the reason (``service.store.dead_letters``;
+  counted by ``calf_cds_audit_records_total{outcome="dead_lettered"}``, shown by ``/readyz`` and by
   ``calf-cds db dead-letters``, which also re-drives them once the cause is fixed).
 
 Records left at shutdown are flushed or spooled, never dropped; spool files of stopped processes
 are adopted (moved into the running writer's own spool) at start-up and every retry.
 
-Tables: ``hook_calls`` (one row per call), ``hook_cards`` (one row per card shown, written in the
-same transaction as its call, so that feedback can find a card by its uuid) and ``feedback`` (one
-row per feedback entry; written by ``service.governance.feedback``), and ``audit_dead_letters``
-(records of either kind the database refused, each with its reason). The schema is managed by the
-Alembic migrations in ``service/migrations``; a test keeps these declarations and the migrations
-in step.
+Tables (``service.store.schema``, re-exported here with the engine factory and the refusal
+classification, so that the store's audit API is one import): ``hook_calls`` (one row per call),
+``hook_cards`` (one row per card shown, written in the same transaction as its call, so that
+feedback can find a card by its uuid) and ``feedback`` (one row per feedback entry; written by
+``service.governance.feedback``), and ``audit_dead_letters`` (records of either kind the database
+refused, each with its reason).
 """
 
 from __future__ import annotations
 
 import atexit
-import fcntl
-import json
 import logging
-import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from service.ops import metrics
+from service.store.dead_letters import keep_dead_letter
+from service.store.refusals import is_refusal, refusal_reason
 from service.store.schema import (
     card_rows,
     dead_letters,
@@ -53,7 +51,7 @@ from service.store.schema import (
     metadata,
     row_of_call,
 )
-from service.store.spool import UNREADABLE, read_spool, rewrite_spool_file, write_spool_file
+from service.store.spool import UNREADABLE, Spool
 
 __all__ = [
     "AuditWriter",
@@ -69,48 +67,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("calf_cds.audit")
-SPOOL_CHUNK = 500  # records per transaction when replaying a spool
-
-
-def is_refusal(error: BaseException) -> bool:
-    """True when the database refused the data (it would again), False when it is down or unready.
-
-    Refusals: ``DataError`` (NUL in text, a string over its column, a bad value),
-    ``IntegrityError``, a ``StatementError`` raised before the statement reached the database (a
-    value that cannot be sent), and a malformed record (``ValueError``, ``TypeError``, ``KeyError``
-    while building its row). Everything else (``OperationalError``, ``InterfaceError``, a pool
-    timeout, ``ProgrammingError`` from a schema that is not migrated yet, a connection invalidated
-    mid-statement) is an outage: retrying later can succeed.
-    """
-    if isinstance(error, DBAPIError):
-        return not error.connection_invalidated and isinstance(error, DataError | IntegrityError)
-    if isinstance(error, SQLAlchemyError):
-        return isinstance(error, StatementError)
-    return isinstance(error, ValueError | TypeError | KeyError | AttributeError)
-
-
-def refusal_reason(error: BaseException) -> str:
-    """Why the database refused a record: the error class and the database's message, never the SQL
-    or its parameters (the record itself is kept beside the reason)."""
-    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
-    if isinstance(error, StatementError) and not isinstance(error, DBAPIError):
-        cause = error.orig or error
-    message = str(cause).split("\n", 1)[0].replace("\x00", "\\x00")
-    return f"{type(error).__name__}: {message}"[:1000]
 
 
 class AuditWriter:
-    """Background, batched, spooling writer of audit records.
+    """Background, batched, spooling writer of audit records: the SQL :class:`AuditSink`.
 
     Subclasses write other kinds of record the same way by overriding ``key``, ``table``,
     ``spool_name`` and :meth:`store` (see ``service.governance.feedback.FeedbackWriter``).
 
-    Each writer (one per worker process and kind) spools to a file of its own, named after
-    ``spool_name`` and locked (``flock``) while the writer runs, so processes sharing the data
-    folder never read or delete each other's records. A spool file of the same kind that no
-    running writer holds (its process stopped or died) is adopted by the next writer that finds
-    it: its records move into that writer's own spool (counted in its spool depth), and the file
-    is deleted. Replays are idempotent (by ``key``), so a record spooled twice is written once.
+    Each writer (one per worker process and kind) spools to a :class:`~service.store.spool.Spool`
+    of its own, named after ``spool_name``. Replays are idempotent (by ``key``), so a record
+    spooled twice is written once.
     """
 
     key = "call_id"
@@ -128,8 +95,7 @@ class AuditWriter:
     ) -> None:
         self.engine = engine
         self.spool_dir = spool_dir
-        self.spool_kind = Path(self.spool_name).stem  # "audit-spool": also the file of earlier releases
-        self.spool_path = spool_dir / f"{self.spool_kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.spool = Spool(spool_dir, Path(self.spool_name).stem)
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
         # After the first record, wait this long for more before writing: at a few hundred calls a
@@ -138,22 +104,19 @@ class AuditWriter:
         self.linger_seconds = linger_seconds
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._lock_file: IO[bytes] | None = None
         self._inflight: list[dict[str, Any]] = []
         self._abandoned = threading.Event()  # stop() gave up waiting: the thread ends when it can
-        self._spooled = 0
-        self.written = 0
-        self.dead_lettered = 0
+
+    @property
+    def spool_path(self) -> Path:
+        """This writer's own spool file."""
+        return self.spool.path
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_file = self.spool_path.open("ab")
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self.adopt_orphans()  # before any traffic: the spool depth counts them from the start
+            self.spool.open()  # adopts orphans before any traffic: the spool depth counts them
             self.report_metrics()
             self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
             self._thread.start()
@@ -177,46 +140,32 @@ class AuditWriter:
             self._thread = None
             if stuck:
                 self._abandoned.set()
-                # The thread may hold the spool lock while it waits on the database: write what
-                # is left to a file of its own instead, which the next writer adopts.
                 log.warning("audit store did not answer within %.1f s at shutdown; spooling", timeout)
                 leftover = [*self._inflight, *self._drain()]
+                self.spool.abandon(leftover)
                 if leftover:
-                    write_spool_file(self.spool_path.with_suffix(".shutdown.jsonl"), leftover)
                     metrics.count_audit_records(self.table.name, spooled=len(leftover))
                 metrics.observe_audit_queue(self.table.name, 0, 0)
-                if self._lock_file is not None:
-                    self._lock_file.close()
-                    self._lock_file = None
                 return
         leftover = self._drain()
         if leftover:
             self._spool(leftover)
-        metrics.observe_audit_queue(self.table.name, 0, self._spooled)
-        if self._lock_file is not None:
-            with self._lock:
-                if self._spooled == 0:
-                    self.spool_path.unlink(missing_ok=True)
-                self._lock_file.close()  # releases the flock: a later writer adopts what is left
-                self._lock_file = None
+        metrics.observe_audit_queue(self.table.name, 0, self.spool.depth)
+        self.spool.close()
 
-    # -- producers -------------------------------------------------------------------------
+    # -- producers (the AuditSink) -----------------------------------------------------------
 
     def submit(self, record: Mapping[str, Any]) -> None:
         """Queue one record; never blocks, never raises."""
         self._queue.put(dict(record))
 
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
     def report_metrics(self) -> None:
         """Publish this writer's queue and spool depth (its thread does it after every batch)."""
-        metrics.observe_audit_queue(self.table.name, self._queue.qsize(), self._spooled)
+        metrics.observe_audit_queue(self.table.name, self._queue.qsize(), self.spool.depth)
 
     def spool_depth(self) -> int:
         """Records in this writer's spool file (its own and adopted ones), waiting for the database."""
-        return self._spooled
+        return self.spool.depth
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -334,7 +283,6 @@ class AuditWriter:
             if left:  # the database went down meanwhile: the second half waits too
                 return [*left, *records[middle:]]
             return self._write_isolating(records[middle:], idempotent=idempotent)
-        self.written += len(fresh)
         metrics.count_audit_records(self.table.name, written=len(fresh))
         return []
 
@@ -346,50 +294,13 @@ class AuditWriter:
         return [record for identifier, record in unique.items() if identifier not in present]
 
     def _dead_letter(self, record: object, reason: str) -> list[dict[str, Any]]:
-        """Keep a refused record in ``audit_dead_letters``; ``[record]`` if the database is down."""
-        record_key = record.get(self.key) if isinstance(record, dict) else None
-        record_key = str(record_key).replace("\x00", "\\x00")[:128] if record_key is not None else None
-        text = json.dumps(record, default=str)  # ASCII: any record is storable text
-        try:
-            with self.engine.begin() as connection:
-                same = dead_letters.c.source_table == self.table.name
-                if record_key is not None and connection.scalar(
-                    select(dead_letters.c.dead_letter_id).where(same, dead_letters.c.record_key == record_key)
-                ):
-                    return []  # kept already (a replay of a batch that was half written)
-                connection.execute(
-                    insert(dead_letters),
-                    [
-                        {
-                            "dead_letter_id": str(uuid.uuid4()),
-                            "source_table": self.table.name,
-                            "record_key": record_key,
-                            "reason": reason,
-                            "record": text,
-                        }
-                    ],
-                )
-        except Exception as error:  # noqa: BLE001 -- whatever it is, the record goes back to the spool
-            # Down (or, never seen, refusing even an ASCII text row): the record waits in the
-            # spool and is tried again, so it is never dropped.
-            log.warning("could not keep a refused audit record as a dead letter: %s", type(error).__name__)
-            return [record] if isinstance(record, dict) else [{UNREADABLE: text}]
-        self.dead_lettered += 1
-        metrics.count_audit_records(self.table.name, dead_lettered=1)
-        log.error(
-            "the audit store refused a %s record (%s); kept as a dead letter: %s",
-            self.table.name,
-            record_key,
-            reason,
-        )
-        return []
+        """Keep a refused record as a dead letter; ``[record]`` if the database is down."""
+        return keep_dead_letter(self.engine, record, reason, source_table=self.table.name, key=self.key)
 
     # -- the spool ---------------------------------------------------------------------------
 
     def _spool(self, batch: list[dict[str, Any]]) -> None:
-        with self._lock:
-            write_spool_file(self.spool_path, batch)
-            self._spooled += len(batch)
+        self.spool.append(batch)
         metrics.count_audit_records(self.table.name, spooled=len(batch))
 
     def flush_spool(self) -> int:
@@ -397,53 +308,5 @@ class AuditWriter:
 
         Returns how many records left the spool (written, or kept as dead letters).
         """
-        self.adopt_orphans()
-        with self._lock:
-            if not self._spooled:
-                return 0
-            records = read_spool(self.spool_path)
-            left: list[dict[str, Any]] = []
-            for start in range(0, len(records), SPOOL_CHUNK):
-                chunk = records[start : start + SPOOL_CHUNK]
-                left.extend(chunk if left else self.write(chunk, idempotent=True))
-            if len(left) != len(records):
-                rewrite_spool_file(self.spool_path, left)
-            self._spooled = len(left)
-            return len(records) - len(left)
-
-    def adopt_orphans(self) -> int:
-        """Move the records of spool files no running writer holds into this writer's spool.
-
-        No database is needed: the records are counted in this writer's spool depth at once, and
-        written (or dead-lettered) by its next flush. Returns how many records were adopted.
-        """
-        adopted = 0
-        for path in sorted(self.spool_dir.glob(f"{self.spool_kind}*.jsonl")):
-            if path != self.spool_path:
-                adopted += self._adopt(path)
-        return adopted
-
-    def _adopt(self, path: Path) -> int:
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            return 0
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0  # its writer is running
-            try:
-                if os.fstat(handle.fileno()).st_ino != path.stat().st_ino:
-                    return 0  # adopted and deleted by another writer meanwhile
-            except FileNotFoundError:
-                return 0
-            records = read_spool(path)
-            if records:
-                with self._lock:  # moved, not newly spooled: the spooled-records count stays
-                    write_spool_file(self.spool_path, records)
-                    self._spooled += len(records)
-            path.unlink(missing_ok=True)
-        if records:
-            log.info("adopted %d spooled audit records from %s", len(records), path.name)
-        return len(records)
+        self.spool.adopt_orphans()
+        return self.spool.replay(lambda chunk: self.write(chunk, idempotent=True))

@@ -27,6 +27,14 @@ import orjson
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+__all__ = [
+    "PURGE_EVERY",
+    "ExplanationStore",
+    "StoredExplanation",
+    "card_explanations",
+    "explanation_metadata",
+]
+
 log = logging.getLogger("calf_cds.explanations")
 PURGE_EVERY = 200
 

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,9 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.ops import metrics
-from service.store.audit import dead_letters
+from service.store.schema import dead_letters
+
+__all__ = ["AuditPath", "StoreProbe", "StoreStatus", "count_dead_letters", "ping"]
 
 log = logging.getLogger("calf_cds.health")
 
@@ -68,32 +70,31 @@ def count_dead_letters(engine: Engine) -> int | None:
         return None
 
 
+@dataclass
 class StoreProbe:
-    """A cached, time-bounded check of the audit store and of the spool as its fallback."""
+    """A cached, time-bounded check of the audit store and of the spool as its fallback.
 
-    def __init__(
-        self,
-        engine: Engine,
-        spool_dir: Path,
-        *,
-        writer_alive: Callable[[], bool],
-        interval: float = 5.0,
-        timeout: float = 1.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.engine = engine
-        self.spool_dir = spool_dir
-        self.writer_alive = writer_alive
-        self.interval = interval
-        self.timeout = timeout
-        self.monotonic = monotonic
-        self._checked_at: float | None = None
-        self._database = False
-        self._dead_letters: int | None = None
-        self._ping: asyncio.Future[bool] | None = None
-        self._lock = asyncio.Lock()
-        # One thread of its own: a hung database never holds the event loop or the request threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-store-ping")
+    ``writer_alive`` tells whether the audit writer runs (``AuditSink.alive``); ``interval`` and
+    ``timeout`` are the seconds between pings and the longest wait for one.
+    """
+
+    engine: Engine
+    spool_dir: Path
+    _: KW_ONLY
+    writer_alive: Callable[[], bool]
+    interval: float = 5.0
+    timeout: float = 1.0
+    monotonic: Callable[[], float] = time.monotonic
+    _checked_at: float | None = field(default=None, init=False)
+    _database: bool = field(default=False, init=False)
+    _dead_letters: int | None = field(default=None, init=False)
+    _ping: asyncio.Future[bool] | None = field(default=None, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # One thread of its own: a hung database never holds the event loop or the request threads.
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-store-ping"),
+        init=False,
+    )
 
     async def status(self) -> StoreStatus:
         database = await self._database_reachable()

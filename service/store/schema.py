@@ -1,9 +1,9 @@
 """The audit store's tables and engine: what a call, a card, a feedback entry and a dead letter are.
 
-Declared here, created and changed only by the Alembic migrations in ``service/migrations`` (a
-test keeps the two in step). ``service.store.audit`` re-exports every name, so callers import them from
-there. What each request-supplied string may hold, and why, is in the README ("What the audit
-trail stores").
+Declared here, created and changed only by the Alembic migrations in ``service/store/migrations`` (a
+test keeps the two in step). ``service.store.audit`` re-exports the audit tables and the engine, so
+that the audit API is one import. What each request-supplied string may hold, and why, is in the
+README ("What the audit trail stores").
 """
 
 from __future__ import annotations
@@ -32,6 +32,20 @@ from sqlalchemy import (
     create_engine,
     func,
 )
+
+__all__ = [
+    "MAX_JTI_LENGTH",
+    "auth_metadata",
+    "card_rows",
+    "dead_letters",
+    "feedback",
+    "hook_calls",
+    "hook_cards",
+    "jwt_replay_table",
+    "make_engine",
+    "metadata",
+    "row_of_call",
+]
 
 metadata = MetaData()
 
@@ -195,7 +209,7 @@ def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-# The replay check of client JWTs (``service.auth.tokens.SqlReplayCache``): one row per (iss, jti)
+# The replay check of client JWTs (``service.auth.replay.SqlReplayCache``): one row per (iss, jti)
 # until the token expires. Its own metadata: the auth room owns the rows, the store the table.
 MAX_JTI_LENGTH = 255
 auth_metadata = MetaData()

@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.auth.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
-from service.auth.tokens import (
+from service.auth.errors import (
     AlgorithmNotAllowedError,
     AudienceError,
     AuthenticationError,
@@ -31,20 +30,20 @@ from service.auth.tokens import (
     IssuedInFutureError,
     JkuNotAllowedError,
     JwksUnavailableError,
-    JwtVerifier,
     LifetimeTooLongError,
     MalformedTokenError,
-    MemoryReplayCache,
     MissingClaimError,
     NotYetValidError,
     ReplayCacheUnavailableError,
     ReplayedTokenError,
-    SqlReplayCache,
     TenantNotAllowedError,
     TokenTypeError,
     UnknownIssuerError,
     UnknownKeyIdError,
 )
+from service.auth.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
+from service.auth.replay import MemoryReplayCache, SqlReplayCache
+from service.auth.verifier import JwtVerifier
 from service.store.schema import auth_metadata
 from tests.service.jwt_factory import (
     ABSENT,

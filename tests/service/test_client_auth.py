@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.auth.clients import challenge
 from service.auth.dev_issuer import DevIssuer
-from service.auth.tokens import AudienceError
+from service.auth.errors import AudienceError
 from service.config import Settings
+from service.http.errors import challenge
 from service.store.audit import hook_calls
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.service.jwt_factory import (
@@ -407,7 +407,7 @@ def test_without_public_base_the_request_url_is_the_audience(
 
 def test_app_without_trusted_issuers_does_not_start(tmp_path: Path) -> None:
     """Not dev, no issuer file: start-up fails rather than serving an endpoint nobody can call."""
-    from service.auth.clients import AuthConfigError
+    from service.auth.errors import AuthConfigError
 
     app = create_app(Settings(data_dir=tmp_path / "data"))
     with pytest.raises(AuthConfigError, match="CALF_CDS_TRUSTED_ISSUERS_FILE"), TestClient(app):
@@ -416,7 +416,7 @@ def test_app_without_trusted_issuers_does_not_start(tmp_path: Path) -> None:
 
 def test_bad_trusted_issuer_file_does_not_start(tmp_path: Path) -> None:
     """A trusted-issuer file that does not parse stops the start with the file named."""
-    from service.auth.clients import AuthConfigError
+    from service.auth.errors import AuthConfigError
 
     path = tmp_path / "issuers.json"
     path.write_text('{"issuers": [{"iss": "https://x.example.org/"}]}')

@@ -14,7 +14,8 @@ from jwt.algorithms import ECAlgorithm
 from service.auth.dev_issuer import DEV_ISSUER, DevIssuer
 from service.auth.jwk import jwk_thumbprint
 from service.auth.jwks import KeyStore
-from service.auth.tokens import JwtVerifier, MemoryReplayCache
+from service.auth.replay import MemoryReplayCache
+from service.auth.verifier import JwtVerifier
 from tests.service.jwt_factory import AUDIENCE, NOW, FakeClock
 
 # RFC 7638 §3.1: the example RSA key and its SHA-256 thumbprint.

@@ -8,7 +8,8 @@ import logging.config
 
 import pytest
 
-from service.ops.log_privacy import PrivacyFilter, logging_config, patient_hash, scrub
+from service.ops.log_privacy import PrivacyFilter, patient_hash, scrub
+from service.ops.logs import log_config
 
 KEY = b"k" * 32
 JWT = (
@@ -88,16 +89,24 @@ def test_filter_rewrites_message_args_extra_and_traceback() -> None:
 
 
 def test_logging_config_installs_the_filter_for_uvicorn_too(capsys: pytest.CaptureFixture[str]) -> None:
-    """The dictConfig document puts the filter on the one handler that uvicorn's loggers reach."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
+    """The service's dictConfig document (``service.ops.logs.log_config``) puts the filter on the one
+    handler that its own and uvicorn's loggers reach."""
+    names = ("", "calf_cds", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx")
+    saved = {
+        name: (logger.handlers[:], logger.level, logger.propagate)
+        for name in names
+        for logger in [logging.getLogger(name)]
+    }
     try:
-        logging.config.dictConfig(logging_config("INFO"))
+        logging.config.dictConfig(log_config("INFO"))
         logging.getLogger("uvicorn.error").warning("client sent Bearer %s", JWT)
         logging.getLogger("calf_cds.service").info("read Patient/%s", "p-77")
     finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
     err = capsys.readouterr().err
     assert JWT not in err
     assert "p-77" not in err

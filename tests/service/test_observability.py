@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.auth.dev_issuer import DevIssuer
 from service.ops import metrics
-from service.ops.logging_setup import JsonFormatter, log_config, request_id_from
+from service.ops.logs import JsonFormatter, log_config, request_id_from
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
 from tests.signing import dev_client
 

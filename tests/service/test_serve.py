@@ -47,7 +47,7 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[str, A
 
     def supervise(self: Supervisor) -> int:
         folder = os.environ.get(metrics.MULTIPROC_ENV)
-        calls.append({"how": "supervisor", "app": self.app, "workers": self.count, "metrics_dir": folder})
+        calls.append({"how": "supervisor", "app": self.app, "workers": self.workers, "metrics_dir": folder})
         return 0
 
     import uvicorn

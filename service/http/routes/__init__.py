@@ -1,1 +1,3 @@
 """The routes of the HTTP surface, one module per concern."""
+
+__all__: list[str] = []

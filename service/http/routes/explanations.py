@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from cds_hooks.outcome import IssueType, operation_outcome
 from fhir_mappings.facts import Facts, Vocabulary
 from rules.engine import Assessment
 from service.config import Settings
@@ -35,9 +33,21 @@ from service.hooks.explanation import (
     stylesheet,
 )
 from service.hooks.pipeline import HookResult
+from service.http.errors import error_response
 from service.store.explanations import ExplanationStore
 
+__all__ = [
+    "FHIR_JSON",
+    "HTML",
+    "SAVE_WAIT_SECONDS",
+    "Explanations",
+    "explanation_page",
+    "router",
+    "stylesheet_file",
+]
+
 HTML = "text/html; charset=utf-8"
+FHIR_JSON = "application/fhir+json"
 SAVE_WAIT_SECONDS = 0.25
 
 
@@ -107,12 +117,11 @@ def _wants_json(request: Request) -> bool:
     return "json" in accept and "text/html" not in accept
 
 
-def _refusal(request: Request, reason: str) -> Response:
-    status, page = render_refusal(reason)
+def _refusal(request: Request, error: LinkError) -> Response:
+    """The refusal page, or its OperationOutcome (``service.http.errors``) to a client that asks for JSON."""
     if _wants_json(request):
-        code: IssueType = "not-found" if status == 404 else "security"
-        body = operation_outcome(f"explanation link {reason}", code=code)
-        return Response(orjson.dumps(body), status, headers=HEADERS, media_type="application/fhir+json")
+        return error_response(error, media_type=FHIR_JSON, headers=HEADERS)
+    status, page = render_refusal(error.reason)
     return Response(page, status, headers=HEADERS, media_type=HTML)
 
 
@@ -134,13 +143,13 @@ async def explanation_page(
     """A card's explanation, for as long as its signed link is valid."""
     explanations: Explanations | None = getattr(request.app.state, "explanations", None)
     if explanations is None:
-        return _refusal(request, "unknown")
+        return _refusal(request, LinkError("unknown"))
     now = explanations.clock()
     try:
         explanations.signer.check(card_uuid, expires, sig, now)
     except LinkError as error:
-        return _refusal(request, error.reason)
+        return _refusal(request, error)
     entry = await asyncio.to_thread(explanations.store.find, card_uuid, now=now)
     if entry is None:
-        return _refusal(request, "unknown")
+        return _refusal(request, LinkError("unknown"))
     return Response(render_page(dict(entry.body)), headers=HEADERS, media_type=HTML)

@@ -14,8 +14,7 @@ from pydantic import ValidationError
 
 from cds_hooks.errors import CdsHooksError
 from cds_hooks.models import HookRequest
-from cds_hooks.outcome import error_outcome
-from service.auth.clients import AuthenticatedClient, client_record
+from service.auth.identity import client_record
 from service.hooks.discovery import SERVICE_ID, discovery
 from service.hooks.pipeline import CallRecord, new_record
 from service.hooks.request_guard import (
@@ -27,7 +26,8 @@ from service.hooks.request_guard import (
 )
 from service.hooks.response_check import check_response
 from service.http.body import BodyTooLargeError, read_body_with_overflow
-from service.http.deps import Runtime, RuntimeDep
+from service.http.deps import AuthenticatedClient, Runtime, RuntimeDep
+from service.http.errors import error_response
 from service.http.middleware import log_fields
 from service.http.responses import json_response, outcome_response
 from service.http.routes.explanations import Explanations
@@ -115,9 +115,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         body, oversized = await read_body_with_overflow(
             request, rt.settings.max_body_bytes, rt.settings.max_oversized_body_bytes
         )
-    except BodyTooLargeError:
+    except BodyTooLargeError as error:
         record.error = "body too large"
-        return outcome_response(413, "request body too large", code="too-long")
+        return error_response(error)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -136,7 +136,7 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         within_prefetch = (error.pointer or "").startswith("/prefetch")
         if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
             record.error = f"JSON limit: {error.limit}"
-            return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+            return error_response(error)
         # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
         _drop_oversized_prefetch(document, len(body), record)
     try:
@@ -163,8 +163,7 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         )
     except CdsHooksError as error:
         record.error = f"{type(error).__name__}: {error}"
-        status, outcome = error_outcome(error)
-        return json_response(outcome, status)
+        return error_response(error)
     await explanations.keep(
         result, result.facts, rt.service.vocabulary, result.assessment, now=now, expires_at=expires_at
     )

@@ -6,3 +6,5 @@ the schema, change the table declarations and add a revision file in ``versions/
 ``down_revision`` is the newest one; ``tests/service/governance/test_migrations.py`` fails until
 the declarations and the migrations agree.
 """
+
+__all__: list[str] = []

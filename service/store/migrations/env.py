@@ -13,6 +13,8 @@ from service.store.audit import metadata as audit_metadata
 from service.store.explanations import explanation_metadata
 from service.store.schema import auth_metadata
 
+__all__ = ["run_offline", "run_online", "target_metadata"]
+
 
 def target_metadata() -> list[MetaData]:
     """Every table the migrations manage, for autogenerate and the schema-drift test."""

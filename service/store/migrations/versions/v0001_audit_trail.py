@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+__all__ = ["TABLES", "TZ", "branch_labels", "depends_on", "down_revision", "downgrade", "revision", "upgrade"]
+
 revision = "0001"
 down_revision: str | None = None
 branch_labels: tuple[str, ...] | None = None

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+__all__ = ["JsonFormatter", "log_config", "request_id_from", "request_id_var"]
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
