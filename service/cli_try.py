@@ -42,7 +42,7 @@ from service.hooks.discovery import SERVICE_ID
 from service.outbound.pinned_transport import Resolver, system_resolver
 
 if TYPE_CHECKING:
-    from service.hooks.patient_data import Fetcher
+    from cds_hooks.prefetch_plan import Fetcher
 
 __all__ = ["build_request", "handle", "render_cards", "run_try"]
 

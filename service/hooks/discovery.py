@@ -40,11 +40,6 @@ OPTIONAL_KEYS = frozenset(
     {"procedures", "medication_requests", "medication_statements", "diagnostic_reports", "encounters"}
 )
 
-# The search keys and the resource type each returns (reads, such as `patient`, are not searches).
-RESOURCE_TYPES: dict[str, str] = {
-    key: template.split("?", 1)[0] for key, template in PREFETCH_TEMPLATES.items() if "?" in template
-}
-
 
 def service_definition() -> ServiceDefinition:
     return ServiceDefinition(

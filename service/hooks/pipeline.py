@@ -14,12 +14,13 @@ from typing import Any
 
 from cds_hooks.errors import RequestError
 from cds_hooks.models import Card, HookRequest, HookResponse, PatientViewContext
+from cds_hooks.prefetch_plan import Fetcher, gather_patient_data
 from fhir_mappings.facts import Facts, Vocabulary
 from fhir_mappings.mapper import Mapper
 from rules.engine import Assessment, Recommendation, evaluate
 from rules.pack import RulePack
 from service.hooks.cards import ExplanationLink, build_cards
-from service.hooks.patient_data import Fetcher, gather_patient_data
+from service.hooks.discovery import OPTIONAL_KEYS, PREFETCH_TEMPLATES
 
 __all__ = ["CalfPainService", "CallRecord", "Fetcher", "HookResult", "new_record"]
 
@@ -113,6 +114,8 @@ class CalfPainService:
             fetcher=fetcher,
             states=record.prefetch_states,
             notes=record.notes,
+            templates=PREFETCH_TEMPLATES,
+            optional=OPTIONAL_KEYS,
         )
         facts = self.mapper.map(
             patient_id=context.patient_id, patient=data.patient, resources=data.resources, now=now

@@ -5,22 +5,17 @@ refuses NaN and Infinity, lone surrogates and nesting deeper than 1024. `check_j
 the parsed document once, level by level, touching each value once: nesting depth, items per array
 (and members per object) and the length of string values. The walk is the only Python pass over the whole body,
 so it is written for speed; the JSON pointer of a violation is found afterwards, on the slow path
-only. `check_prefetch_subjects` refuses prefetched Observations and Conditions that name another
-patient as their subject.
+only.
 
     LimitExceededError      a JSON limit is exceeded; `.limit` names it, `.pointer` locates it
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cds_hooks.errors import PrefetchMismatchError
-from cds_hooks.models import HookRequest
 from service.config import Settings
-from service.hooks.discovery import RESOURCE_TYPES
 
 LimitName = Literal["depth", "items", "string"]
 JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
@@ -126,42 +121,3 @@ def is_json_media_type(content_type: str | None) -> bool:
         return True
     media = content_type.partition(";")[0].strip().lower()
     return media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json"))
-
-
-def check_prefetch_subjects(request: HookRequest) -> None:
-    """Refuse prefetched Observations and Conditions whose subject is another patient.
-
-    Only a subject written as a `Patient/<id>` reference (relative or absolute) is compared; other
-    shapes (`urn:uuid:`, identifiers) cannot be checked here and are left to the mapper, which
-    reads only resources about the context patient.
-    """
-    patient_id = request.context.get("patientId")
-    if not isinstance(patient_id, str) or not isinstance(request.prefetch, Mapping):
-        return
-    for key in RESOURCE_TYPES:
-        value = request.prefetch.get(key)
-        if not isinstance(value, Mapping):
-            continue
-        if value.get("resourceType") == "Bundle":
-            entries = value.get("entry")
-            if not isinstance(entries, list):
-                continue
-            for index, entry in enumerate(entries):
-                resource = entry.get("resource") if isinstance(entry, Mapping) else None
-                _check_subject(resource, patient_id, f"/prefetch/{key}/entry/{index}/resource")
-        else:
-            _check_subject(value, patient_id, f"/prefetch/{key}")
-
-
-def _check_subject(resource: object, patient_id: str, pointer: str) -> None:
-    if not isinstance(resource, Mapping):
-        return
-    subject = resource.get("subject")
-    reference = subject.get("reference") if isinstance(subject, Mapping) else None
-    if not isinstance(reference, str):
-        return
-    kind, _, subject_id = reference.rstrip("/").rpartition("/")
-    if (kind == "Patient" or kind.endswith("/Patient")) and subject_id != patient_id:
-        raise PrefetchMismatchError(
-            "prefetch holds a resource about another patient", pointer=f"{pointer}/subject/reference"
-        )

@@ -15,14 +15,14 @@ from pydantic import ValidationError
 from cds_hooks.errors import CdsHooksError
 from cds_hooks.models import HookRequest
 from cds_hooks.outcome import error_outcome
+from cds_hooks.prefetch_plan import check_prefetch_subjects, search_types
 from service.auth.clients import AuthenticatedClient, client_record
-from service.hooks.discovery import SERVICE_ID, discovery
+from service.hooks.discovery import PREFETCH_TEMPLATES, SERVICE_ID, discovery
 from service.hooks.pipeline import CallRecord, new_record
 from service.hooks.request_guard import (
     JsonLimits,
     LimitExceededError,
     check_json_limits,
-    check_prefetch_subjects,
     is_json_media_type,
 )
 from service.hooks.response_check import check_response
@@ -147,7 +147,7 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         return outcome_response(400, f"invalid hook request at {pointer}", code="invalid", expression=pointer)
     record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
     try:
-        check_prefetch_subjects(hook_request)
+        check_prefetch_subjects(hook_request, search_types(PREFETCH_TEMPLATES))
         fetcher = None
         if rt.fetcher is not None:  # the one place a fetcher meets the caller's identity
             fetcher = rt.guard.bind(rt.fetcher, issuer=record.client.get("iss"), notes=record.notes)
