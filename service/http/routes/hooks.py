@@ -168,4 +168,9 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
     await explanations.keep(
         result, result.facts, rt.service.vocabulary, result.assessment, now=now, expires_at=expires_at
     )
-    return json_response(check_response(result.response.to_json(), record))
+    checked = check_response(result.response.to_json(), record.cards)
+    record.notes.extend(checked.notes)
+    for entry in record.cards:
+        if entry.get("uuid") in checked.checks:
+            entry["check"] = checked.checks[entry["uuid"]]
+    return json_response(checked.body)
