@@ -101,12 +101,18 @@ class FhirAuthorization(_Incoming):
     __str__ = __repr__
 
 
-class PatientViewContext(_Incoming):
-    """Context of the ``patient-view`` hook."""
+class PatientContext(_Incoming):
+    """What the context of every hook about one patient holds (``patient-view``, ``order-select``,
+    ``order-sign``): the user, the patient and, if any, the encounter. A hook's own context model
+    adds its members (e.g. ``draftOrders``)."""
 
     user_id: str = Field(alias="userId", min_length=1, max_length=256, pattern=NO_NUL)
     patient_id: str = Field(alias="patientId", min_length=1, max_length=64, pattern=NO_NUL)
     encounter_id: str | None = Field(default=None, alias="encounterId")
+
+
+class PatientViewContext(PatientContext):
+    """Context of the ``patient-view`` hook."""
 
 
 class HookRequest(_Incoming):

@@ -140,10 +140,11 @@ def _call_in_process(
     clock: Callable[[], datetime],
 ) -> Answer:
     # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
+    from service.hooks.discovery import CALF_PAIN
     from service.hooks.fhir_fetcher import FhirFetcher
     from service.hooks.fhir_server_guard import FhirServerGuard
     from service.hooks.packs import PackRegistry
-    from service.hooks.pipeline import new_record
+    from service.hooks.pipeline import call_hook, new_record
 
     try:
         registry = PackRegistry.load(settings)
@@ -159,7 +160,7 @@ def _call_in_process(
     guard = FhirServerGuard.from_settings(settings, resolver=resolver)  # no client: no fhir_servers
     fetcher = guard.bind(fetcher or FhirFetcher.from_settings(settings), issuer=None, notes=record.notes)
     try:
-        result = asyncio.run(service.call(request, record, fetcher=fetcher))
+        result = asyncio.run(call_hook(CALF_PAIN, service, request, record, fetcher=fetcher))
     except CdsHooksError as error:
         status, outcome = error_outcome(error)
         return status, outcome, record.notes

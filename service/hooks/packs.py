@@ -25,7 +25,7 @@ from rules.errors import PackError
 from rules.pack import Rule, RulePack, bundled_pack_files, load_pack
 from service.config import Settings
 from service.hooks.cards import service_request
-from service.hooks.pipeline import CalfPainService
+from service.hooks.registry import CalfPainService
 
 
 def fact_types(vocab: Vocabulary) -> dict[str, str]:

@@ -1,28 +1,25 @@
 """One hook call, end to end: request → resources → facts → assessment(s) → cards + audit record.
 
-Used by the web app and by ``calf-cds try`` alike, so both give the same cards.
+The hook is a :class:`~service.hooks.registry.HookDefinition`: its context model, prefetch
+templates and handler. Used by the web app and by ``calf-cds try`` alike, so both give the same cards.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cds_hooks.errors import RequestError
-from cds_hooks.models import Card, HookRequest, HookResponse, PatientViewContext
+from cds_hooks.models import Card, HookRequest
 from cds_hooks.prefetch_plan import Fetcher, gather_patient_data
-from fhir_mappings.facts import Facts, Vocabulary
-from fhir_mappings.mapper import Mapper
-from rules.engine import Assessment, Recommendation, evaluate
-from rules.pack import RulePack
-from service.hooks.cards import ExplanationLink, build_cards
-from service.hooks.discovery import OPTIONAL_KEYS, PREFETCH_TEMPLATES
+from fhir_mappings.facts import Facts
+from rules.engine import Assessment, Recommendation
+from service.hooks.registry import CalfPainService, CardLinks, HookDefinition, HookKit, HookResult
 
-__all__ = ["CalfPainService", "CallRecord", "Fetcher", "HookResult", "new_record"]
+__all__ = ["CalfPainService", "CallRecord", "Fetcher", "HookResult", "call_hook", "new_record"]
 
 
 @dataclass
@@ -60,84 +57,42 @@ class CallRecord:
         return body
 
 
-@dataclass(frozen=True)
-class HookResult:
-    response: HookResponse
-    record: CallRecord
-    facts: Facts
-    assessment: Assessment
-    cards: tuple[tuple[Card, Recommendation], ...] = ()
+async def call_hook(
+    definition: HookDefinition[Any],
+    services: CalfPainService,
+    request: HookRequest,
+    record: CallRecord,
+    *,
+    fetcher: Fetcher | None = None,
+    links: CardLinks | None = None,
+) -> HookResult:
+    """Run ``definition``'s hook; raises ``CdsHooksError`` leaves for the web layer to map.
 
-
-class CalfPainService:
-    """The calf-pain service: mapper, vocabulary, active pack and shadow packs, built once."""
-
-    def __init__(
-        self,
-        *,
-        mapper: Mapper,
-        vocabulary: Vocabulary,
-        active: RulePack,
-        shadows: tuple[RulePack, ...] = (),
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.mapper = mapper
-        self.vocabulary = vocabulary
-        self.active = active
-        self.shadows = shadows
-        self.clock = clock
-
-    async def call(
-        self,
-        request: HookRequest,
-        record: CallRecord,
-        *,
-        fetcher: Fetcher | None = None,
-        explanation_link: ExplanationLink | None = None,
-        app_base_url: str | None = None,
-    ) -> HookResult:
-        """Run the hook; raises ``CdsHooksError`` leaves for the web layer to map.
-
-        ``explanation_link(card_uuid)`` gives each card's explanation-page link and ``app_base_url``
-        the base of the assessment app that cards lacking findings link to (web app only).
-        """
-        started = time.perf_counter()
-        context = _patient_view_context(request)
-        record.patient_id, record.user_id = context.patient_id, context.user_id
-        record.fhir_server = request.fhir_server
-        now = self.clock()
-        data = await gather_patient_data(
-            request,
-            patient_id=context.patient_id,
-            user_id=context.user_id,
-            today=now.date(),
-            fetcher=fetcher,
-            states=record.prefetch_states,
-            notes=record.notes,
-            templates=PREFETCH_TEMPLATES,
-            optional=OPTIONAL_KEYS,
-        )
-        facts = self.mapper.map(
-            patient_id=context.patient_id, patient=data.patient, resources=data.resources, now=now
-        )
-        record.notes.extend(facts.notes)
-        assessment = evaluate(self.active, facts)
-        pairs = build_cards(
-            assessment,
-            facts,
-            self.vocabulary,
-            patient_id=context.patient_id,
-            now=now,
-            explanation_link=explanation_link,
-            app_base_url=app_base_url,
-        )
-        for shadow in self.shadows:
-            shadow_assessment = evaluate(shadow, facts)
-            record.shadow.append(_assessment_json(shadow_assessment))
-        _fill(record, assessment, facts, pairs)
-        record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        response = HookResponse(cards=[card for card, _ in pairs])
-        return HookResult(response, record, facts, assessment, tuple(pairs))
+    ``links`` are what the cards link to: each card's explanation page and the base of the
+    assessment app that cards lacking findings link to (web app only).
+    """
+    started = time.perf_counter()
+    context = definition.read_context(request)
+    record.patient_id, record.user_id = context.patient_id, context.user_id
+    record.fhir_server = request.fhir_server
+    now = services.clock()
+    data = await gather_patient_data(
+        request,
+        patient_id=context.patient_id,
+        user_id=context.user_id,
+        today=now.date(),
+        fetcher=fetcher,
+        states=record.prefetch_states,
+        notes=record.notes,
+        templates=definition.prefetch,
+        optional=definition.optional_prefetch,
+    )
+    result = definition.handler(context, data, HookKit(services, now, links or CardLinks(), record.notes))
+    for shadow in result.shadows:
+        record.shadow.append(_assessment_json(shadow))
+    _fill(record, result.assessment, result.facts, result.cards)
+    record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    return result
 
 
 def new_record(request: HookRequest | None, *, service_id: str, now: datetime) -> CallRecord:
@@ -148,15 +103,6 @@ def new_record(request: HookRequest | None, *, service_id: str, now: datetime) -
         hook_instance=request.hook_instance if request else "",
         service_id=service_id,
     )
-
-
-def _patient_view_context(request: HookRequest) -> PatientViewContext:
-    if request.hook != "patient-view":
-        raise RequestError(f"this service answers patient-view, not {request.hook!r}", pointer="/hook")
-    try:
-        return PatientViewContext.model_validate(request.context)
-    except ValueError as error:
-        raise RequestError("context needs userId and patientId strings", pointer="/context") from error
 
 
 def _assessment_json(assessment: Assessment) -> dict[str, Any]:
@@ -177,7 +123,7 @@ def _fill(
     record: CallRecord,
     assessment: Assessment,
     facts: Facts,
-    pairs: list[tuple[Card, Recommendation]],
+    pairs: Sequence[tuple[Card, Recommendation]],
 ) -> None:
     record.pack_id = assessment.pack_id
     record.pack_version = assessment.pack_version

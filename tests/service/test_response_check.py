@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-import service.hooks.pipeline
+import service.hooks.registry
 from cds_hooks.card_contract import action_problems, card_problems
 from cds_hooks.models import Link
 from service.config import Settings
@@ -224,7 +224,7 @@ def test_bad_system_actions_are_dropped() -> None:
 
 def spoil_cards(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
     """Make every card the pipeline builds break a rule (an absolute link with appContext)."""
-    original = service.hooks.pipeline.build_cards
+    original = service.hooks.registry.build_cards
 
     def build(*args: Any, **kwargs: Any) -> Any:
         pairs = original(*args, **kwargs)
@@ -240,7 +240,7 @@ def spoil_cards(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
                 setattr(card, name, value)
         return pairs
 
-    monkeypatch.setattr(service.hooks.pipeline, "build_cards", build)
+    monkeypatch.setattr(service.hooks.registry, "build_cards", build)
 
 
 def test_app_drops_a_failing_card_and_audits_it(

@@ -15,10 +15,11 @@ from pydantic import ValidationError
 from cds_hooks.errors import CdsHooksError
 from cds_hooks.models import HookRequest
 from cds_hooks.outcome import error_outcome
-from cds_hooks.prefetch_plan import check_prefetch_subjects, search_types
+from cds_hooks.prefetch_plan import check_prefetch_subjects
 from service.auth.clients import AuthenticatedClient, client_record
-from service.hooks.discovery import PREFETCH_TEMPLATES, SERVICE_ID, discovery
-from service.hooks.pipeline import CallRecord, new_record
+from service.hooks.discovery import standard_hooks
+from service.hooks.pipeline import CallRecord, call_hook, new_record
+from service.hooks.registry import CardLinks, HookRegistry
 from service.hooks.request_guard import (
     JsonLimits,
     LimitExceededError,
@@ -36,24 +37,26 @@ from service.ops import metrics
 __all__ = ["hooks_router"]
 
 
-def hooks_router(clock: Callable[[], datetime]) -> APIRouter:
-    """Discovery and the hook route; ``clock`` stamps each call's audit record."""
+def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = None) -> APIRouter:
+    """Discovery and the hook route for ``hooks`` (by default, the standard ones); ``clock`` stamps
+    each call's audit record."""
     router = APIRouter()
+    registry = hooks if hooks is not None else standard_hooks()
 
     @router.get("/cds-services")
     async def get_discovery(_client: AuthenticatedClient) -> Response:
         """CDS Hooks discovery: the services offered here (needs a client JWT)."""
-        return json_response(discovery().to_json())
+        return json_response(registry.discovery().to_json())
 
     @router.post("/cds-services/{service_id}")
     async def call_service(
         service_id: str, request: Request, rt: RuntimeDep, client: AuthenticatedClient
     ) -> Response:
         """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
-        record = new_record(None, service_id=_storable_service_id(service_id), now=clock())
+        record = new_record(None, service_id=_storable_service_id(service_id, registry), now=clock())
         record.client = client_record(client)
         try:
-            response = await _handle(service_id, request, rt, record)
+            response = await _handle(registry, service_id, request, rt, record)
         except Exception as error:
             record.status_code, record.error = 500, type(error).__name__
             rt.audit.submit(record.to_json())
@@ -76,10 +79,10 @@ def _pointer(error: ValidationError) -> str:
     return "/" + "/".join(str(part) for part in first.get("loc", ()))
 
 
-def _storable_service_id(service_id: str) -> str:
+def _storable_service_id(service_id: str, hooks: HookRegistry) -> str:
     """The path's service id as the audit column can hold it: ours as is; another one (404) escaped and
     cut to the column's 64 characters (``_handle`` keeps it in full in the record's ``error``)."""
-    if service_id == SERVICE_ID:
+    if service_id in hooks:
         return service_id
     return json.dumps(service_id)[1:-1][:64]
 
@@ -104,8 +107,11 @@ def _drop_oversized_prefetch(document: dict[str, Any], size: int, record: CallRe
     return None
 
 
-async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRecord) -> Response:
-    if service_id != SERVICE_ID:
+async def _handle(
+    hooks: HookRegistry, service_id: str, request: Request, rt: Runtime, record: CallRecord
+) -> Response:
+    definition = hooks.get(service_id)
+    if definition is None:
         record.error = f"unknown service {json.dumps(service_id)}"  # the id as sent, in full (escaped)
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
     if not is_json_media_type(request.headers.get("content-type")):
@@ -147,19 +153,20 @@ async def _handle(service_id: str, request: Request, rt: Runtime, record: CallRe
         return outcome_response(400, f"invalid hook request at {pointer}", code="invalid", expression=pointer)
     record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
     try:
-        check_prefetch_subjects(hook_request, search_types(PREFETCH_TEMPLATES))
+        check_prefetch_subjects(hook_request, definition.search_types)
         fetcher = None
         if rt.fetcher is not None:  # the one place a fetcher meets the caller's identity
             fetcher = rt.guard.bind(rt.fetcher, issuer=record.client.get("iss"), notes=record.notes)
         explanations: Explanations = request.app.state.explanations
         now = rt.service.clock()
         link, expires_at = explanations.links(request, now)
-        result = await rt.service.call(
+        result = await call_hook(
+            definition,
+            rt.service,
             hook_request,
             record,
             fetcher=fetcher,
-            explanation_link=link,
-            app_base_url=explanations.base_url(request),
+            links=CardLinks(link, explanations.base_url(request)),
         )
     except CdsHooksError as error:
         record.error = f"{type(error).__name__}: {error}"

@@ -16,8 +16,9 @@ from service.config import Settings
 from service.governance import database
 from service.governance.feedback import FeedbackWriter
 from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from service.hooks.discovery import CALF_PAIN
 from service.hooks.packs import PackRegistry
-from service.hooks.pipeline import new_record
+from service.hooks.pipeline import call_hook, new_record
 from service.store.audit import AuditWriter, make_engine
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request
 from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN
@@ -49,7 +50,7 @@ def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
             request = HookRequest.model_validate(body)
             at = NOW - timedelta(days=days - 1 - day, hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
             record = new_record(request, service_id="calf-pain", now=at)
-            result = asyncio.run(service.call(request, record))
+            result = asyncio.run(call_hook(CALF_PAIN, service, request, record))
             assert calls.write([record.to_json()]) == []
             sample.calls += 1
             for card in result.response.cards:
