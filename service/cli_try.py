@@ -144,7 +144,7 @@ def _call_in_process(
     from service.hooks.fhir_fetcher import FhirFetcher
     from service.hooks.fhir_server_guard import FhirServerGuard
     from service.hooks.packs import PackRegistry
-    from service.hooks.pipeline import call_hook, new_record
+    from service.hooks.pipeline import CallDraft, call_hook
 
     try:
         registry = PackRegistry.load(settings)
@@ -156,15 +156,15 @@ def _call_in_process(
     except ValidationError as error:
         outcome = operation_outcome(f"not a valid hook request: {error.errors()[0]['msg']}", code="invalid")
         return 400, outcome, []
-    record = new_record(request, service_id=SERVICE_ID, now=clock())
+    draft = CallDraft.start(SERVICE_ID, clock())
     guard = FhirServerGuard.from_settings(settings, resolver=resolver)  # no client: no fhir_servers
-    fetcher = guard.bind(fetcher or FhirFetcher.from_settings(settings), issuer=None, notes=record.notes)
+    fetcher = guard.bind(fetcher or FhirFetcher.from_settings(settings), issuer=None, notes=draft.notes)
     try:
-        result = asyncio.run(call_hook(CALF_PAIN, service, request, record, fetcher=fetcher))
+        result = asyncio.run(call_hook(CALF_PAIN, service, request, draft, fetcher=fetcher))
     except CdsHooksError as error:
         status, outcome = error_outcome(error)
-        return status, outcome, record.notes
-    return 200, result.response.to_json(), record.notes
+        return status, outcome, draft.notes
+    return 200, result.response.to_json(), draft.notes
 
 
 def _dev_token(service: str, settings: Settings, *, now: float) -> str | None:

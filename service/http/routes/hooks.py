@@ -18,7 +18,7 @@ from cds_hooks.outcome import error_outcome
 from cds_hooks.prefetch_plan import check_prefetch_subjects
 from service.auth.clients import AuthenticatedClient, client_record
 from service.hooks.discovery import standard_hooks
-from service.hooks.pipeline import CallRecord, call_hook, new_record
+from service.hooks.pipeline import CallDraft, call_hook
 from service.hooks.registry import CardLinks, HookRegistry
 from service.hooks.request_guard import (
     JsonLimits,
@@ -53,15 +53,14 @@ def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = Non
         service_id: str, request: Request, rt: RuntimeDep, client: AuthenticatedClient
     ) -> Response:
         """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
-        record = new_record(None, service_id=_storable_service_id(service_id, registry), now=clock())
-        record.client = client_record(client)
+        storable = _storable_service_id(service_id, registry)
+        draft = CallDraft.start(storable, clock(), client_record(client))
         try:
-            response = await _handle(registry, service_id, request, rt, record)
-        except Exception as error:
-            record.status_code, record.error = 500, type(error).__name__
-            rt.audit.submit(record.to_json())
+            response, error = await _handle(registry, service_id, request, rt, draft)
+        except Exception as failure:
+            rt.audit.submit(draft.record(500, type(failure).__name__).to_json())
             raise
-        record.status_code = response.status_code
+        record = draft.record(response.status_code, error)
         rt.audit.submit(record.to_json())
         if record.cards or record.rule_errors:
             metrics.observe_hook_call(
@@ -87,20 +86,21 @@ def _storable_service_id(service_id: str, hooks: HookRegistry) -> str:
     return json.dumps(service_id)[1:-1][:64]
 
 
-def _drop_oversized_prefetch(document: dict[str, Any], size: int, record: CallRecord) -> Response | None:
+def _drop_oversized_prefetch(
+    document: dict[str, Any], size: int, draft: CallDraft
+) -> tuple[Response, str] | None:
     """A whole-chart prefetch over the body limit must not blank the patient: with a fhirServer,
     the prefetch is discarded and every key is fetched with the narrowed templates; without one,
     413 (nothing else could be read)."""
     if not isinstance(document.get("fhirServer"), str):
-        record.error = "body too large"
         return outcome_response(
             413,
             "request body too large; send the prefetch of the discovery document's narrowed templates, "
             "or a fhirServer to fetch from",
             code="too-long",
-        )
+        ), "body too large"
     document["prefetch"] = {}
-    record.notes.append(
+    draft.notes.append(
         f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
         "every key was fetched from fhirServer with the narrowed templates"
     )
@@ -108,32 +108,30 @@ def _drop_oversized_prefetch(document: dict[str, Any], size: int, record: CallRe
 
 
 async def _handle(
-    hooks: HookRegistry, service_id: str, request: Request, rt: Runtime, record: CallRecord
-) -> Response:
+    hooks: HookRegistry, service_id: str, request: Request, rt: Runtime, draft: CallDraft
+) -> tuple[Response, str | None]:
+    """The response, and the error the audit record keeps (``None`` for the cards)."""
     definition = hooks.get(service_id)
     if definition is None:
-        record.error = f"unknown service {json.dumps(service_id)}"  # the id as sent, in full (escaped)
-        return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
+        return outcome_response(
+            404, f"no CDS service {service_id!r} here", code="not-found"
+        ), f"unknown service {json.dumps(service_id)}"  # the id as sent, in full (escaped)
     if not is_json_media_type(request.headers.get("content-type")):
-        record.error = "not JSON"
-        return outcome_response(415, "the body must be application/json", code="not-supported")
+        return outcome_response(415, "the body must be application/json", code="not-supported"), "not JSON"
     try:
         body, oversized = await read_body_with_overflow(
             request, rt.settings.max_body_bytes, rt.settings.max_oversized_body_bytes
         )
     except BodyTooLargeError:
-        record.error = "body too large"
-        return outcome_response(413, "request body too large", code="too-long")
+        return outcome_response(413, "request body too large", code="too-long"), "body too large"
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        record.error = "malformed JSON"
-        return outcome_response(400, "the body is not valid JSON", code="structure")
+        return outcome_response(400, "the body is not valid JSON", code="structure"), "malformed JSON"
     if not isinstance(document, dict):
-        record.error = "not an object"
-        return outcome_response(400, "the body must be a JSON object", code="structure")
+        return outcome_response(400, "the body must be a JSON object", code="structure"), "not an object"
     if oversized:
-        refused = _drop_oversized_prefetch(document, len(body), record)
+        refused = _drop_oversized_prefetch(document, len(body), draft)
         if refused is not None:
             return refused
     try:
@@ -141,22 +139,24 @@ async def _handle(
     except LimitExceededError as error:
         within_prefetch = (error.pointer or "").startswith("/prefetch")
         if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
-            record.error = f"JSON limit: {error.limit}"
-            return outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+            outcome = outcome_response(400, str(error), code="too-long", expression=error.pointer or None)
+            return outcome, f"JSON limit: {error.limit}"
         # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
-        _drop_oversized_prefetch(document, len(body), record)
+        _drop_oversized_prefetch(document, len(body), draft)
     try:
         hook_request = HookRequest.model_validate(document)
     except ValidationError as error:
-        record.error = "invalid request"
         pointer = _pointer(error)
-        return outcome_response(400, f"invalid hook request at {pointer}", code="invalid", expression=pointer)
-    record.hook, record.hook_instance = hook_request.hook, hook_request.hook_instance
+        outcome = outcome_response(
+            400, f"invalid hook request at {pointer}", code="invalid", expression=pointer
+        )
+        return outcome, "invalid request"
+    draft.hook, draft.hook_instance = hook_request.hook, hook_request.hook_instance
     try:
         check_prefetch_subjects(hook_request, definition.search_types)
         fetcher = None
         if rt.fetcher is not None:  # the one place a fetcher meets the caller's identity
-            fetcher = rt.guard.bind(rt.fetcher, issuer=record.client.get("iss"), notes=record.notes)
+            fetcher = rt.guard.bind(rt.fetcher, issuer=draft.client.get("iss"), notes=draft.notes)
         explanations: Explanations = request.app.state.explanations
         now = rt.service.clock()
         link, expires_at = explanations.links(request, now)
@@ -164,20 +164,17 @@ async def _handle(
             definition,
             rt.service,
             hook_request,
-            record,
+            draft,
             fetcher=fetcher,
             links=CardLinks(link, explanations.base_url(request)),
         )
     except CdsHooksError as error:
-        record.error = f"{type(error).__name__}: {error}"
-        status, outcome = error_outcome(error)
-        return json_response(outcome, status)
+        status, body_of_error = error_outcome(error)
+        return json_response(body_of_error, status), f"{type(error).__name__}: {error}"
     await explanations.keep(
         result, result.facts, rt.service.vocabulary, result.assessment, now=now, expires_at=expires_at
     )
-    checked = check_response(result.response.to_json(), record.cards)
-    record.notes.extend(checked.notes)
-    for entry in record.cards:
-        if entry.get("uuid") in checked.checks:
-            entry["check"] = checked.checks[entry["uuid"]]
-    return json_response(checked.body)
+    checked = check_response(result.response.to_json(), draft.cards)
+    draft.notes.extend(checked.notes)
+    draft.checks = checked.checks
+    return json_response(checked.body), None

@@ -18,7 +18,7 @@ from service.governance.feedback import FeedbackWriter
 from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.hooks.discovery import CALF_PAIN
 from service.hooks.packs import PackRegistry
-from service.hooks.pipeline import call_hook, new_record
+from service.hooks.pipeline import CallDraft, call_hook
 from service.store.audit import AuditWriter, make_engine
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request
 from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN
@@ -49,9 +49,10 @@ def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
             body = hook_request(rng.choice(MIX), hookInstance=str(uuid.uuid4()))
             request = HookRequest.model_validate(body)
             at = NOW - timedelta(days=days - 1 - day, hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
-            record = new_record(request, service_id="calf-pain", now=at)
-            result = asyncio.run(call_hook(CALF_PAIN, service, request, record))
-            assert calls.write([record.to_json()]) == []
+            draft = CallDraft.start("calf-pain", at)
+            draft.hook, draft.hook_instance = request.hook, request.hook_instance
+            result = asyncio.run(call_hook(CALF_PAIN, service, request, draft))
+            assert calls.write([draft.record(200).to_json()]) == []
             sample.calls += 1
             for card in result.response.cards:
                 sample.cards += 1
