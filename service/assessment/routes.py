@@ -86,8 +86,8 @@ def assessment_router(settings: Settings, clock: Callable[[], datetime]) -> APIR
             return fhir_response(operation_outcome("the body must be FHIR JSON", code="not-supported"), 415)
         try:
             body = await read_body(request, settings.max_body_bytes)
-        except BodyTooLargeError:
-            return fhir_response(operation_outcome("request body too large", code="too-long"), 413)
+        except BodyTooLargeError as refusal:
+            return fhir_response(refusal.outcome(), refusal.status)
         status, answer = extract_body(body, settings, clock())
         return fhir_response(answer, status)
 

@@ -26,7 +26,8 @@ from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
 from service.hooks.discovery import SERVICE_ID
-from service.http.body import BodyTooLargeError, read_body
+from service.hooks.request_guard import RequestRefusedError, decode_json_object
+from service.http.body import read_body
 
 log = logging.getLogger("calf_cds.feedback")
 FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -54,15 +55,9 @@ async def post_feedback(service_id: str, request: Request, governance: Governanc
     if service_id != SERVICE_ID:
         return _outcome(404, f"no CDS service {service_id!r} here", code="not-found")
     try:
-        body = await read_body(request, governance.settings.max_body_bytes)
-    except BodyTooLargeError:
-        return _outcome(413, "request body too large", code="too-long")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return _outcome(400, "the body is not valid JSON", code="structure")
-    if not isinstance(document, dict):
-        return _outcome(400, "the body must be a JSON object", code="structure")
+        document = decode_json_object(await read_body(request, governance.settings.max_body_bytes))
+    except RequestRefusedError as refusal:
+        return _outcome(refusal.status, refusal.diagnostics, code=refusal.code)
     try:
         entries = parse_feedback(document)
     except FeedbackError as error:
