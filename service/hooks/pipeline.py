@@ -68,7 +68,6 @@ __all__ = [
     "HookCall",
     "HookResult",
     "body_reader",
-    "call_hook",
 ]
 
 #: Reads the request body, refusing more than the given number of bytes (:class:`BodyTooLargeError`).
@@ -198,9 +197,25 @@ class FrontDoor:
         if self.fetcher is not None and self.guard is not None and request.fhir_server is not None:
             # the one place a fetcher meets the caller's identity
             fetcher = self.guard.bind(self.fetcher, issuer=call.client.get("iss"), notes=draft.notes)
-        result = await call_hook(
-            definition, self.services, request, draft, fetcher=fetcher, links=call.links, timer=self.timer
+        started = self.timer()
+        context = definition.read_context(request)
+        draft.patient_id, draft.user_id = context.patient_id, context.user_id
+        draft.fhir_server = request.fhir_server
+        now = self.services.clock()
+        data = await gather_patient_data(
+            request,
+            patient_id=context.patient_id,
+            user_id=context.user_id,
+            today=now.date(),
+            fetcher=fetcher,
+            states=draft.prefetch_states,
+            notes=draft.notes,
+            templates=definition.prefetch,
+            optional=definition.optional_prefetch,
         )
+        result = definition.handler(context, data, HookKit(self.services, now, call.links, draft.notes))
+        entries = card_entries(result.cards)
+        draft.decide(result.assessment, result.facts, entries, result.shadows, self.timer() - started)
         if call.keep is not None:
             await call.keep(result)
         checked = check_response(result.response.to_json(), draft.cards)
@@ -238,41 +253,3 @@ def _drop_oversized_prefetch(document: dict[str, Any], size: int, draft: CallDra
         f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
         "every key was fetched from fhirServer with the narrowed templates"
     )
-
-
-async def call_hook(
-    definition: HookDefinition[Any],
-    services: CalfPainService,
-    request: HookRequest,
-    draft: CallDraft,
-    *,
-    fetcher: Fetcher | None = None,
-    links: CardLinks | None = None,
-    timer: Callable[[], float] = time.perf_counter,
-) -> HookResult:
-    """Run ``definition``'s hook, noting what it learns in ``draft``; raises ``CdsHooksError`` leaves
-    for the web layer to map.
-
-    ``links`` are what the cards link to: each card's explanation page and the base of the
-    assessment app that cards lacking findings link to (web app only).
-    """
-    started = timer()
-    context = definition.read_context(request)
-    draft.patient_id, draft.user_id = context.patient_id, context.user_id
-    draft.fhir_server = request.fhir_server
-    now = services.clock()
-    data = await gather_patient_data(
-        request,
-        patient_id=context.patient_id,
-        user_id=context.user_id,
-        today=now.date(),
-        fetcher=fetcher,
-        states=draft.prefetch_states,
-        notes=draft.notes,
-        templates=definition.prefetch,
-        optional=definition.optional_prefetch,
-    )
-    result = definition.handler(context, data, HookKit(services, now, links or CardLinks(), draft.notes))
-    entries = card_entries(result.cards)
-    draft.decide(result.assessment, result.facts, entries, result.shadows, timer() - started)
-    return result
