@@ -4,6 +4,14 @@ Requests are parsed leniently (unknown fields ignored, as the spec requires of s
 responses are built strictly and serialised without null or empty values.
 Prefetch values stay plain JSON (``dict``): FHIR resources are parsed by ``fhir_mappings``.
 
+The response models are the card contract of CDS Hooks 2.0.1: besides each element's type, their
+validators hold the rules between elements (``selectionBehavior`` exactly when there are
+suggestions, a resource on a create or update action, absolute URLs, ``appContext`` only on a
+SMART link, a ``display`` on every override reason). Cards the service builds satisfy them by
+construction, and :mod:`cds_hooks.card_contract` checks a response's JSON against the same models
+before it leaves, adding the one rule of the wire form: no null, empty string, empty list or empty
+object anywhere (:func:`empty_members`, the mirror of what ``to_json`` prunes).
+
 Stored strings: a request string that the service keeps in a text column of its audit trail has
 the column's maximum length and may not hold U+0000 (NUL), which PostgreSQL cannot store in text;
 such a string is refused (400), never cut or changed (see the README, "What the audit trail
@@ -12,12 +20,13 @@ stores"). Strings kept only inside JSON columns (prefetched resources) are store
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
-    "INDICATOR_RANK",
     "NO_NUL",
     "AcceptedSuggestion",
     "Action",
@@ -33,14 +42,15 @@ __all__ = [
     "Indicator",
     "Link",
     "OverrideReason",
+    "PatientContext",
     "PatientViewContext",
     "ServiceDefinition",
     "Source",
     "Suggestion",
+    "empty_members",
 ]
 
 Indicator = Literal["info", "warning", "critical"]
-INDICATOR_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 NO_NUL = r"^[^\x00]*$"  # a stored string: PostgreSQL text cannot hold U+0000
 
 
@@ -70,6 +80,32 @@ def _prune(value: Any) -> Any:
     return value
 
 
+def empty_members(value: Any, pointer: str = "") -> Iterator[str]:
+    """Where a JSON value holds a null, an empty string, an empty list or an empty object, which the
+    wire form of a response never does (``to_json`` prunes them): one ``"<pointer>: null or empty"``
+    each."""
+    if value is None or value == "" or value == [] or value == {}:
+        yield f"{pointer}: null or empty"
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from empty_members(item, f"{pointer}/{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from empty_members(item, f"{pointer}/{index}")
+
+
+def contract_error(message: str, *, at: str = "") -> PydanticCustomError:
+    """A broken card rule; ``at`` continues the error's location below the validated field
+    (``0/display``), so that :mod:`cds_hooks.card_contract` can point at the element itself."""
+    return PydanticCustomError("card_contract", message, {"at": at})
+
+
+def _absolute_url(value: str | None) -> str | None:
+    if value is not None and not (value.startswith(("https://", "http://")) and len(value) > 8):
+        raise contract_error("not an absolute URL")
+    return value
+
+
 # --- requests -------------------------------------------------------------------------------
 
 
@@ -89,12 +125,18 @@ class FhirAuthorization(_Incoming):
     __str__ = __repr__
 
 
-class PatientViewContext(_Incoming):
-    """Context of the ``patient-view`` hook."""
+class PatientContext(_Incoming):
+    """What the context of every hook about one patient holds (``patient-view``, ``order-select``,
+    ``order-sign``): the user, the patient and, if any, the encounter. A hook's own context model
+    adds its members (e.g. ``draftOrders``)."""
 
     user_id: str = Field(alias="userId", min_length=1, max_length=256, pattern=NO_NUL)
     patient_id: str = Field(alias="patientId", min_length=1, max_length=64, pattern=NO_NUL)
     encounter_id: str | None = Field(default=None, alias="encounterId")
+
+
+class PatientViewContext(PatientContext):
+    """Context of the ``patient-view`` hook."""
 
 
 class HookRequest(_Incoming):
@@ -137,12 +179,22 @@ class Source(_Outgoing):
     icon: str | None = None
     topic: Coding | None = None
 
+    _absolute = field_validator("url", "icon")(_absolute_url)
+
 
 class Action(_Outgoing):
     type: Literal["create", "update", "delete"]
     description: str = Field(min_length=1)
-    resource: dict[str, Any] | None = None
+    resource: dict[str, Any] | None = Field(default=None, validate_default=True)
     resource_id: str | None = Field(default=None, alias="resourceId")
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_to_write(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        kind = info.data.get("type")
+        if kind in ("create", "update") and not (value and isinstance(value.get("resourceType"), str)):
+            raise contract_error(f"a {kind} action needs a FHIR resource")
+        return value
 
 
 class Suggestion(_Outgoing):
@@ -159,6 +211,15 @@ class Link(_Outgoing):
     app_context: str | None = Field(default=None, alias="appContext")
     autolaunchable: bool | None = None  # 3.0 ballot; a hint CDS clients may ignore
 
+    _absolute = field_validator("url")(_absolute_url)
+
+    @field_validator("app_context")
+    @classmethod
+    def _only_on_smart_links(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") != "smart":
+            raise contract_error("only on a smart link")
+        return value
+
 
 class Card(_Outgoing):
     uuid: str | None = None
@@ -170,6 +231,23 @@ class Card(_Outgoing):
     selection_behavior: Literal["at-most-one", "any"] | None = Field(default=None, alias="selectionBehavior")
     override_reasons: list[Coding] = Field(default_factory=list, alias="overrideReasons")
     links: list[Link] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _selection_behavior_exactly_with_suggestions(self) -> Card:
+        if self.suggestions and self.selection_behavior is None:
+            raise contract_error("required with suggestions (at-most-one or any)", at="selectionBehavior")
+        if not self.suggestions and self.selection_behavior is not None:
+            raise contract_error("given without suggestions", at="selectionBehavior")
+        return self
+
+    @field_validator("override_reasons")
+    @classmethod
+    def _reasons_are_displayed(cls, value: list[Coding]) -> list[Coding]:
+        # The client shows an override reason's display: a code alone means nothing to a clinician.
+        for index, reason in enumerate(value):
+            if reason.display is None:
+                raise contract_error("required on an override reason", at=f"{index}/display")
+        return value
 
 
 class HookResponse(_Outgoing):

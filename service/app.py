@@ -22,11 +22,12 @@ from service.config import Settings
 from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
-from service.hooks.discovery import SERVICE_ID
+from service.hooks.discovery import standard_hooks
 from service.hooks.fhir_fetcher import FhirFetcher
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.packs import PackRegistry
 from service.hooks.pipeline import Fetcher
+from service.hooks.registry import HookRegistry
 from service.http.deps import Runtime, authenticated_client
 from service.http.errors import install_error_handlers
 from service.http.middleware import RequestObserver
@@ -74,9 +75,11 @@ def create_app(
     token_clock: Callable[[], float] = time.time,
     fetcher: Fetcher | None = None,
     resolver: Resolver = system_resolver,
+    hooks: HookRegistry | None = None,
 ) -> FastAPI:
-    """Build the app. ``clock``, ``token_clock``, ``fetcher`` and ``resolver`` (DNS) are injectable
-    for tests.
+    """Build the app. ``clock``, ``token_clock``, ``fetcher``, ``resolver`` (DNS) and ``hooks`` (the
+    CDS services offered: by default :func:`~service.hooks.discovery.standard_hooks`) are
+    injectable for tests.
 
     ``clock`` is "now" for everything clinical and for the audit trail (look-back windows,
     received times, retention, the report); ``token_clock`` (seconds since the epoch) is what
@@ -88,6 +91,7 @@ def create_app(
     :class:`FhirFetcher` on the settings' limits, unless ``settings.fhir_fetch`` is off. Any
     fetcher reads only a ``fhirServer`` the :class:`FhirServerGuard` approves for the caller.
     """
+    hooks = hooks if hooks is not None else standard_hooks()
     if fetcher is None and settings.fhir_fetch:
         fetcher = FhirFetcher.from_settings(settings)
 
@@ -163,11 +167,11 @@ def create_app(
         max_age=600,
     )
     install_openapi(app)
-    app.add_middleware(RequestObserver, services=frozenset({SERVICE_ID}))
+    app.add_middleware(RequestObserver, services=frozenset(definition.id for definition in hooks))
 
     install_error_handlers(app)
     app.include_router(ops_router)
-    app.include_router(hooks_router(clock))  # GET /cds-services and POST /cds-services/{id}
+    app.include_router(hooks_router(clock, hooks))  # GET /cds-services and POST /cds-services/{id}
     # A card's explanation page: opened by the clinician's browser, the signed link is the credential.
     app.include_router(explanation_router)
     signed = [Depends(authenticated_client)]  # the same client JWT as the hook itself

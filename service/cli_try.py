@@ -6,11 +6,12 @@
                  [--service URL [--jwt TOKEN]] [--dev] [--json]
 
 The call carries no prefetch, so the service reads the patient from ``--fhir-server`` itself (with
-``--bearer`` as ``fhirAuthorization``). Without ``--service`` it runs in this process: the same
-:class:`~service.hooks.pipeline.CalfPainService` and :class:`~service.hooks.fhir_fetcher.FhirFetcher` the web
-service uses, on the same ``CALF_CDS_*`` settings, reading only a FHIR server the
-:class:`~service.hooks.fhir_server_guard.FhirServerGuard` approves (``--dev``: as ``calf-cds serve --dev``
-does, plain http and loopback servers too). With ``--service`` it is POSTed to a running
+``--bearer`` as ``fhirAuthorization``). Without ``--service`` it runs in this process, through the
+web service's own front door (:class:`~service.hooks.pipeline.FrontDoor`: the same request guards,
+pipeline and response check, and an audit record, kept nowhere) and
+:class:`~service.hooks.fhir_fetcher.FhirFetcher`, on the same ``CALF_CDS_*`` settings, reading only
+a FHIR server the :class:`~service.hooks.fhir_server_guard.FhirServerGuard` approves (``--dev``: as
+``calf-cds serve --dev`` does, plain http and loopback servers too). With ``--service`` it is POSTed to a running
 service (``--jwt`` is sent as its client token). Exit codes: 0 cards shown (possibly none),
 1 the call failed (the OperationOutcome's diagnostics are printed), 2 usage.
 """
@@ -27,28 +28,27 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from pydantic import ValidationError
+import orjson
 from rich.console import Console, Group, RenderableType
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.text import Text
 
-from cds_hooks.errors import CdsHooksError
-from cds_hooks.models import HookRequest
-from cds_hooks.outcome import error_outcome, operation_outcome
+from cds_hooks.outcome import operation_outcome
 from rules.errors import RuleError
 from service.config import Settings
-from service.hooks.discovery import SERVICE_ID
+from service.hooks.discovery import SERVICE_ID, standard_hooks
 from service.outbound.pinned_transport import Resolver, system_resolver
 
 if TYPE_CHECKING:
-    from service.hooks.patient_data import Fetcher
+    from cds_hooks.prefetch_plan import Fetcher
+    from service.hooks.pipeline import Answer
 
-__all__ = ["build_request", "handle", "render_cards", "run_try"]
+__all__ = ["answer_in_process", "build_request", "handle", "render_cards", "run_try"]
 
 INDICATOR_STYLES: Mapping[str, str] = {"critical": "bold red", "warning": "yellow", "info": "blue"}
 SCOPE = "patient/Patient.read patient/Observation.read patient/Condition.read"
-Answer = tuple[int, dict[str, Any], list[str]]  # status, response or OperationOutcome, audit notes
+Reply = tuple[int, dict[str, Any], list[str]]  # status, response or OperationOutcome, audit notes
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -132,38 +132,52 @@ def run_try(
     return 0
 
 
+def answer_in_process(
+    body: dict[str, Any],
+    settings: Settings,
+    *,
+    fetcher: Fetcher | None = None,
+    resolver: Resolver = system_resolver,
+    clock: Callable[[], datetime],
+) -> Answer:
+    """The answer to ``body`` from the web service's own front door, built here on ``settings``: the
+    same guards, pipeline, response check and audit record (kept nowhere: there is no audit store
+    here). The call has no client, so no issuer's ``fhir_servers`` apply.
+
+    :raises RuleError, OSError, ValueError: when the rule packs cannot be loaded.
+    """
+    # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
+    from service.hooks.fhir_fetcher import FhirFetcher
+    from service.hooks.fhir_server_guard import FhirServerGuard
+    from service.hooks.packs import PackRegistry
+    from service.hooks.pipeline import FrontDoor, HookCall, body_reader
+    from service.hooks.request_guard import RequestLimits
+
+    door = FrontDoor(
+        standard_hooks(),
+        PackRegistry.load(settings).service(clock=clock),
+        RequestLimits.from_settings(settings),
+        fetcher=fetcher or FhirFetcher.from_settings(settings),
+        guard=FhirServerGuard.from_settings(settings, resolver=resolver),
+    )
+    call = HookCall(SERVICE_ID, "application/json", body_reader(orjson.dumps(body)))
+    return asyncio.run(door.answer(call))
+
+
 def _call_in_process(
     body: dict[str, Any],
     settings: Settings,
     fetcher: Fetcher | None,
     resolver: Resolver,
     clock: Callable[[], datetime],
-) -> Answer:
-    # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
-    from service.hooks.fhir_fetcher import FhirFetcher
-    from service.hooks.fhir_server_guard import FhirServerGuard
-    from service.hooks.packs import PackRegistry
-    from service.hooks.pipeline import new_record
-
+) -> Reply:
     try:
-        registry = PackRegistry.load(settings)
+        answer = answer_in_process(body, settings, fetcher=fetcher, resolver=resolver, clock=clock)
     except (RuleError, OSError, ValueError) as error:
         return 500, operation_outcome(f"cannot load the rule packs: {error}", code="exception"), []
-    service = registry.service(clock=clock)
-    try:
-        request = HookRequest.model_validate(body)
-    except ValidationError as error:
-        outcome = operation_outcome(f"not a valid hook request: {error.errors()[0]['msg']}", code="invalid")
-        return 400, outcome, []
-    record = new_record(request, service_id=SERVICE_ID, now=clock())
-    guard = FhirServerGuard.from_settings(settings, resolver=resolver)  # no client: no fhir_servers
-    fetcher = guard.bind(fetcher or FhirFetcher.from_settings(settings), issuer=None, notes=record.notes)
-    try:
-        result = asyncio.run(service.call(request, record, fetcher=fetcher))
-    except CdsHooksError as error:
-        status, outcome = error_outcome(error)
-        return status, outcome, record.notes
-    return 200, result.response.to_json(), record.notes
+    if answer.error is not None:
+        raise answer.error
+    return answer.status, answer.body, list(answer.record.notes)
 
 
 def _dev_token(service: str, settings: Settings, *, now: float) -> str | None:
@@ -180,7 +194,7 @@ def _dev_token(service: str, settings: Settings, *, now: float) -> str | None:
 
 def _call_service(
     service: str, body: dict[str, Any], *, jwt: str | None, transport: httpx.BaseTransport | None
-) -> Answer:
+) -> Reply:
     url = service.rstrip("/") + f"/cds-services/{SERVICE_ID}"
     headers = {"Accept": "application/json"}
     if jwt:

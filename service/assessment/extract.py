@@ -10,31 +10,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from cds_hooks.outcome import operation_outcome
 from fhir_mappings.extraction import ExtractionError, extract
 from fhir_mappings.questionnaire import bundled_assessment
 from service.config import Settings
-from service.hooks.request_guard import JsonLimits, LimitExceededError, check_json_limits
+from service.hooks.request_guard import BodyTooLargeError, JsonLimits, RequestRefusedError, decode_json_object
 
 __all__ = ["extract_body"]
 
 
 def extract_body(body: bytes, settings: Settings, now: datetime) -> tuple[int, dict[str, Any]]:
     """The transaction Bundle (200) or an OperationOutcome (400/413) for one request body."""
-    if len(body) > settings.max_body_bytes:
-        return 413, operation_outcome("request body too large", code="too-long")
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return 400, operation_outcome("the body is not valid JSON", code="structure")
-    if not isinstance(document, dict):
-        return 400, operation_outcome("the body must be a JSON object", code="structure")
-    try:
-        check_json_limits(document, JsonLimits.from_settings(settings), body_size=len(body))
-    except LimitExceededError as error:
-        return 400, operation_outcome(str(error), code="too-long", expression=error.pointer or None)
+        if len(body) > settings.max_body_bytes:
+            raise BodyTooLargeError
+        document = decode_json_object(body, JsonLimits.from_settings(settings))
+    except RequestRefusedError as refusal:
+        return refusal.status, refusal.outcome()
     try:
         return 200, extract(document, bundled_assessment(), now=now)
     except ExtractionError as error:

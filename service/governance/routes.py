@@ -14,7 +14,6 @@ import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,7 +24,8 @@ from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
 from service.hooks.discovery import SERVICE_ID
-from service.http.body import BodyTooLargeError, read_body
+from service.hooks.request_guard import RequestRefusedError, decode_json_object
+from service.http.body import read_body
 from service.http.errors import error_response
 from service.http.responses import outcome_response
 
@@ -52,15 +52,9 @@ async def post_feedback(service_id: str, request: Request, governance: Governanc
     if service_id != SERVICE_ID:
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
     try:
-        body = await read_body(request, governance.settings.max_body_bytes)
-    except BodyTooLargeError as error:
+        document = decode_json_object(await read_body(request, governance.settings.max_body_bytes))
+    except RequestRefusedError as error:
         return error_response(error)
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return outcome_response(400, "the body is not valid JSON", code="structure")
-    if not isinstance(document, dict):
-        return outcome_response(400, "the body must be a JSON object", code="structure")
     try:
         entries = parse_feedback(document)
     except FeedbackError as error:

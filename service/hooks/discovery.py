@@ -1,4 +1,12 @@
-"""The discovery document: one ``patient-view`` service, ``calf-pain``, and its prefetch templates.
+"""The CDS services offered here, each one hook definition, and the registry discovery lists.
+
+``calf-pain`` (:data:`CALF_PAIN`) is a ``patient-view`` service: its context model
+(:class:`~cds_hooks.models.PatientViewContext`), its prefetch templates and its handler
+(:func:`patient_view`). :func:`standard_hooks` is the registry the app serves; the discovery
+document is generated from whichever registry the app is given
+(:meth:`~service.hooks.registry.HookRegistry.discovery`). ``SERVICE_ID``, ``HOOK``,
+``PREFETCH_TEMPLATES`` and ``OPTIONAL_KEYS`` name calf-pain's for the OpenAPI document and the
+benchmarks.
 
 Templates stay inside the CDS Hooks recommended query subset (a read by id and type-level searches
 on ``patient``, with ``code``, ``date`` and the 3.0 ballot's ``{{today() - N days}}``). They are
@@ -15,23 +23,24 @@ a missing required key gets.
 
 from __future__ import annotations
 
-from cds_hooks.models import DiscoveryResponse, ServiceDefinition
+from cds_hooks.models import DiscoveryResponse, PatientViewContext
+from cds_hooks.prefetch_plan import PatientData
 from fhir_mappings.facts import vocabulary
 from fhir_mappings.search import code_parameter, search_codes
 from fhir_mappings.terminology import listed_terminology
+from service.hooks.registry import HookDefinition, HookKit, HookRegistry, HookResult
 
 __all__ = [
+    "CALF_PAIN",
     "HOOK",
     "OPTIONAL_KEYS",
     "PREFETCH_TEMPLATES",
-    "RESOURCE_TYPES",
     "SERVICE_ID",
     "discovery",
-    "service_definition",
+    "patient_view",
+    "standard_hooks",
 ]
 
-SERVICE_ID = "calf-pain"
-HOOK = "patient-view"
 _PATIENT = "patient={{context.patientId}}"
 _OBSERVATION_CODES = code_parameter(search_codes(vocabulary(), listed_terminology(), "observation"))
 _REPORT_CODES = code_parameter(search_codes(vocabulary(), listed_terminology(), "report"))
@@ -50,32 +59,44 @@ OPTIONAL_KEYS = frozenset(
     {"procedures", "medication_requests", "medication_statements", "diagnostic_reports", "encounters"}
 )
 
-# The search keys and the resource type each returns (reads, such as `patient`, are not searches).
-RESOURCE_TYPES: dict[str, str] = {
-    key: template.split("?", 1)[0] for key, template in PREFETCH_TEMPLATES.items() if "?" in template
-}
+
+def patient_view(context: PatientViewContext, data: PatientData, kit: HookKit) -> HookResult:
+    """The chart as it is: the patient's facts, assessed by the rule packs, as cards."""
+    facts = kit.facts(context.patient_id, data)
+    return kit.decide(facts, patient_id=context.patient_id)
 
 
-def service_definition() -> ServiceDefinition:
-    return ServiceDefinition(
-        hook=HOOK,
-        id=SERVICE_ID,
-        title="Calf pain: vascular, neurogenic or musculoskeletal?",
-        description=(
-            "Reads the patient's Observations, Conditions, Procedures, medications, DiagnosticReports "
-            "and Encounters and recommends the next step for calf pain: ankle-brachial index for "
-            "suspected PAD, duplex ultrasound or D-dimer for suspected DVT (NICE two-level Wells), "
-            "conservative care with a safety net, or urgent referral for a red flag. Every card cites "
-            "its guideline and rule version."
-        ),
-        prefetch=PREFETCH_TEMPLATES,
-        usage_requirements=(
-            "Needs read access to Patient, Observation and Condition through prefetch or fhirServer; "
-            "Procedure, MedicationRequest, MedicationStatement, DiagnosticReport and Encounter are "
-            "read when sent or fetchable."
-        ),
-    )
+CALF_PAIN = HookDefinition(
+    id="calf-pain",
+    hook="patient-view",
+    title="Calf pain: vascular, neurogenic or musculoskeletal?",
+    description=(
+        "Reads the patient's Observations, Conditions, Procedures, medications, DiagnosticReports "
+        "and Encounters and recommends the next step for calf pain: ankle-brachial index for "
+        "suspected PAD, duplex ultrasound or D-dimer for suspected DVT (NICE two-level Wells), "
+        "conservative care with a safety net, or urgent referral for a red flag. Every card cites "
+        "its guideline and rule version."
+    ),
+    context=PatientViewContext,
+    context_error="context needs userId and patientId strings",
+    prefetch=PREFETCH_TEMPLATES,
+    optional_prefetch=OPTIONAL_KEYS,
+    handler=patient_view,
+    usage_requirements=(
+        "Needs read access to Patient, Observation and Condition through prefetch or fhirServer; "
+        "Procedure, MedicationRequest, MedicationStatement, DiagnosticReport and Encounter are "
+        "read when sent or fetchable."
+    ),
+)
+SERVICE_ID = CALF_PAIN.id
+HOOK = CALF_PAIN.hook
 
 
-def discovery() -> DiscoveryResponse:
-    return DiscoveryResponse(services=[service_definition()])
+def standard_hooks() -> HookRegistry:
+    """The hooks this service answers, in the order discovery lists them."""
+    return HookRegistry([CALF_PAIN])
+
+
+def discovery(hooks: HookRegistry | None = None) -> DiscoveryResponse:
+    """The discovery document of ``hooks`` (by default, :func:`standard_hooks`)."""
+    return (hooks if hooks is not None else standard_hooks()).discovery()

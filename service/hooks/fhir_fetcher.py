@@ -1,4 +1,4 @@
-"""The production :class:`~service.hooks.patient_data.Fetcher`: reads the EHR's ``fhirServer`` with httpx.
+"""The production :class:`~cds_hooks.prefetch_plan.Fetcher`: reads the EHR's ``fhirServer`` with httpx.
 
 One :class:`~cds_hooks.fhir_client.FhirClient` per hook call, holding that call's ``fhirServer``
 and ``fhirAuthorization`` bearer token (used for that server only, sent on each of its requests,
@@ -34,8 +34,8 @@ from cds_hooks.errors import (
 from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient, new_http_client
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import json_pointer
+from cds_hooks.prefetch_plan import Fetched, FetchPlan
 from service.config import Settings
-from service.hooks.patient_data import Fetched, FetchPlan
 from service.ops import metrics
 from service.outbound.pinned_transport import PinnedTransport
 

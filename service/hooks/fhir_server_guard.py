@@ -46,7 +46,7 @@ import httpx
 from cds_hooks.errors import FhirUnavailableError, RequestError
 from cds_hooks.fhir_client import is_under, parse_base_url
 from cds_hooks.models import HookRequest
-from service.hooks.patient_data import Fetched, Fetcher, FetchPlan
+from cds_hooks.prefetch_plan import Fetched, Fetcher, FetchPlan
 from service.ops import metrics
 from service.outbound.addresses import ALWAYS_REFUSED, address_class, check_fhir_server_prefixes
 from service.outbound.pinned_transport import IPAddress, Pin, Resolver, default_port, pinned, system_resolver
@@ -191,7 +191,7 @@ class FhirServerGuard:
 
 @dataclass(frozen=True)
 class GuardedFetcher:
-    """A :class:`~service.hooks.patient_data.Fetcher` that first has the guard approve ``fhirServer``,
+    """A :class:`~cds_hooks.prefetch_plan.Fetcher` that first has the guard approve ``fhirServer``,
     then fetches with its addresses pinned. Nothing is fetched, and no token is sent, before."""
 
     inner: Fetcher

@@ -1,7 +1,9 @@
 """The rule packs this process serves: the bundled ones and any from ``settings.rules_dir``.
 
-Every pack is schema-checked and compiled against the fact vocabulary at start-up, and every
-suggestion's ServiceRequest is validated with ``fhir.resources`` — once, not per request.
+Every pack is schema-checked and compiled against the fact vocabulary at start-up, every
+suggestion's ServiceRequest is validated with ``fhir.resources`` and every link a card can carry
+with the card contract (:mod:`cds_hooks.models`) — once, not per request, so that a pack the
+contract refuses fails at start-up, not at a patient.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from pydantic import ValidationError
 
+from cds_hooks.models import Link, Source
 from fhir_mappings.facts import Vocabulary, vocabulary
 from fhir_mappings.mapper import Mapper
 from fhir_mappings.terminology import Terminology, bundled_terminology
 from rules.errors import PackError
-from rules.pack import RulePack, bundled_pack_files, load_pack
+from rules.pack import Rule, RulePack, bundled_pack_files, load_pack
 from service.config import Settings
 from service.hooks.cards import service_request
-from service.hooks.pipeline import CalfPainService
+from service.hooks.registry import CalfPainService
 
 __all__ = ["PackRegistry", "acute_window", "fact_types", "pack_files", "validate_suggestions"]
 
@@ -31,7 +35,8 @@ def fact_types(vocab: Vocabulary) -> dict[str, str]:
 
 
 def validate_suggestions(pack: RulePack) -> None:
-    """Every draft order a pack can suggest is a valid FHIR ServiceRequest."""
+    """Every draft order a pack can suggest is a valid FHIR ServiceRequest, and every link its cards
+    can carry one the card contract takes (:func:`validate_links`)."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for rule in pack.rules:
         suggestions = list(rule.suggestions) + [s for v in rule.variants for s in v.suggestions]
@@ -40,12 +45,28 @@ def validate_suggestions(pack: RulePack) -> None:
             try:
                 ServiceRequest.model_validate(resource)
             except ValueError as error:
-                raise PackError(
-                    f"suggestion {suggestion['label']!r} is not a valid ServiceRequest: {error}",
-                    pack=pack.id,
-                    version=pack.version,
-                    pointer=f"/rules/{rule.id}",
-                ) from error
+                message = f"suggestion {suggestion['label']!r} is not a valid ServiceRequest: {error}"
+                raise _rule_error(pack, rule, message) from error
+    validate_links(pack)
+
+
+def validate_links(pack: RulePack) -> None:
+    """Every link a pack's cards can carry (its rules' links and citation URLs) is one the card
+    contract takes: a label, and an absolute URL."""
+    for rule in pack.rules:
+        try:
+            Source(label=rule.citation.guideline or "citation", url=rule.citation.url)
+            for link in rule.links:
+                Link(label=link["label"], url=link["url"], type="absolute")
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            where = "/".join(str(part) for part in first["loc"])
+            message = f"rule {rule.id!r} has a link the card contract refuses ({where}: {first['msg']})"
+            raise _rule_error(pack, rule, message) from error
+
+
+def _rule_error(pack: RulePack, rule: Rule, message: str) -> PackError:
+    return PackError(message, pack=pack.id, version=pack.version, pointer=f"/rules/{rule.id}")
 
 
 def pack_files(rules_dir: Path | None) -> dict[str, Path]:

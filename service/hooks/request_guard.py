@@ -1,39 +1,82 @@
-"""Hostile input: what a hook request body may hold, checked before the pipeline reads it.
+"""Hostile input: what a request body may hold, checked before anything reads it.
 
-The body size is refused before reading (`max_body_bytes`). orjson then parses in C, and already
+The body size is refused before reading (`max_body_bytes`). `decode_json_object` is the one decoder
+of a request body (the hook, feedback and `$extract` routes): orjson parses in C, and already
 refuses NaN and Infinity, lone surrogates and nesting deeper than 1024. `check_json_limits` walks
 the parsed document once, level by level, touching each value once: nesting depth, items per array
 (and members per object) and the length of string values. The walk is the only Python pass over the whole body,
 so it is written for speed; the JSON pointer of a violation is found afterwards, on the slow path
-only. `check_prefetch_subjects` refuses prefetched Observations and Conditions that name another
-patient as their subject.
+only.
 
+A refused body is a `RequestRefusedError`: its HTTP status, its OperationOutcome and the few words
+the audit trail keeps (`reason`), for whichever route or front door received it::
+
+    RequestRefusedError     a body refused before it is read as a request (4xx)
+    ├── BodyTooLargeError       over the body limit (413)
+    └── BodyNotJsonError        not JSON, or not a JSON object (400)
     LimitExceededError      a JSON limit is exceeded; `.limit` names it, `.pointer` locates it
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cds_hooks.errors import PrefetchMismatchError
-from cds_hooks.models import HookRequest
+import orjson
+
+from cds_hooks.outcome import IssueType, operation_outcome
 from service.config import Settings
-from service.hooks.discovery import RESOURCE_TYPES
 
 __all__ = [
     "JSON_MEDIA_TYPES",
+    "BodyNotJsonError",
+    "BodyTooLargeError",
     "JsonLimits",
     "LimitExceededError",
     "LimitName",
+    "RequestLimits",
+    "RequestRefusedError",
     "check_json_limits",
-    "check_prefetch_subjects",
+    "decode_json_object",
     "is_json_media_type",
+    "over_limit",
 ]
 
 LimitName = Literal["depth", "items", "string"]
 JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
+
+
+class RequestRefusedError(Exception):
+    """A request refused before it is read: ``status``, the outcome's ``diagnostics``, ``code`` and
+    ``expression`` (a JSON pointer), and ``reason``, the audit trail's short word for it."""
+
+    def __init__(
+        self, status: int, diagnostics: str, *, code: IssueType, reason: str, expression: str | None = None
+    ) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.diagnostics = diagnostics
+        self.code: IssueType = code
+        self.reason = reason
+        self.expression = expression
+
+    def outcome(self) -> dict[str, Any]:
+        """The OperationOutcome to answer with."""
+        return operation_outcome(self.diagnostics, code=self.code, expression=self.expression)
+
+
+class BodyTooLargeError(RequestRefusedError):
+    """The request body is larger than the limit it was read under."""
+
+    def __init__(self, diagnostics: str = "request body too large") -> None:
+        super().__init__(413, diagnostics, code="too-long", reason="body too large")
+
+
+class BodyNotJsonError(RequestRefusedError):
+    """The body is not JSON, or not a JSON object."""
+
+    def __init__(self, diagnostics: str, *, reason: str) -> None:
+        super().__init__(400, diagnostics, code="structure", reason=reason)
 
 
 class LimitExceededError(ValueError):
@@ -59,6 +102,53 @@ class JsonLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> JsonLimits:
         return cls(settings.max_json_depth, settings.max_array_length, settings.max_string_length)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What a hook request body may be: ``max_body_bytes``; up to ``max_oversized_body_bytes`` a
+    larger body is read, to answer from fhirServer without its prefetch; and the JSON limits."""
+
+    max_body_bytes: int = 5_000_000
+    max_oversized_body_bytes: int = 32_000_000
+    json: JsonLimits = JsonLimits()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        return cls(
+            settings.max_body_bytes, settings.max_oversized_body_bytes, JsonLimits.from_settings(settings)
+        )
+
+
+def decode_json_object(body: bytes, limits: JsonLimits | None = None) -> dict[str, Any]:
+    """The JSON object in ``body``, within ``limits`` if given.
+
+    :raises BodyNotJsonError: for a body that is not JSON, or not an object (400).
+    :raises RequestRefusedError: for a document over ``limits`` (400, at the violation's pointer).
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BodyNotJsonError("the body is not valid JSON", reason="malformed JSON") from None
+    if not isinstance(document, dict):
+        raise BodyNotJsonError("the body must be a JSON object", reason="not an object")
+    if limits is not None:
+        try:
+            check_json_limits(document, limits, body_size=len(body))
+        except LimitExceededError as error:
+            raise over_limit(error) from None
+    return document
+
+
+def over_limit(error: LimitExceededError) -> RequestRefusedError:
+    """The refusal of a document over a JSON limit."""
+    return RequestRefusedError(
+        400,
+        str(error),
+        code="too-long",
+        reason=f"JSON limit: {error.limit}",
+        expression=error.pointer or None,
+    )
 
 
 def check_json_limits(document: object, limits: JsonLimits, *, body_size: int) -> None:
@@ -136,42 +226,3 @@ def is_json_media_type(content_type: str | None) -> bool:
         return True
     media = content_type.partition(";")[0].strip().lower()
     return media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json"))
-
-
-def check_prefetch_subjects(request: HookRequest) -> None:
-    """Refuse prefetched Observations and Conditions whose subject is another patient.
-
-    Only a subject written as a `Patient/<id>` reference (relative or absolute) is compared; other
-    shapes (`urn:uuid:`, identifiers) cannot be checked here and are left to the mapper, which
-    reads only resources about the context patient.
-    """
-    patient_id = request.context.get("patientId")
-    if not isinstance(patient_id, str) or not isinstance(request.prefetch, Mapping):
-        return
-    for key in RESOURCE_TYPES:
-        value = request.prefetch.get(key)
-        if not isinstance(value, Mapping):
-            continue
-        if value.get("resourceType") == "Bundle":
-            entries = value.get("entry")
-            if not isinstance(entries, list):
-                continue
-            for index, entry in enumerate(entries):
-                resource = entry.get("resource") if isinstance(entry, Mapping) else None
-                _check_subject(resource, patient_id, f"/prefetch/{key}/entry/{index}/resource")
-        else:
-            _check_subject(value, patient_id, f"/prefetch/{key}")
-
-
-def _check_subject(resource: object, patient_id: str, pointer: str) -> None:
-    if not isinstance(resource, Mapping):
-        return
-    subject = resource.get("subject")
-    reference = subject.get("reference") if isinstance(subject, Mapping) else None
-    if not isinstance(reference, str):
-        return
-    kind, _, subject_id = reference.rstrip("/").rpartition("/")
-    if (kind == "Patient" or kind.endswith("/Patient")) and subject_id != patient_id:
-        raise PrefetchMismatchError(
-            "prefetch holds a resource about another patient", pointer=f"{pointer}/subject/reference"
-        )

@@ -1,18 +1,22 @@
-"""Reading a request body under a size limit, shared by every route that takes one."""
+"""Reading a request body under a size limit, shared by every route that takes one.
+
+Decoding it is :func:`service.hooks.request_guard.decode_json_object`, the one decoder of a request
+body: it lives below the web layer because the hook front door, which ``calf-cds try`` also goes
+through, decodes the body itself.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
-__all__ = ["BodyTooLargeError", "read_body", "read_body_with_overflow"]
+from service.hooks.request_guard import BodyTooLargeError
 
-
-class BodyTooLargeError(Exception):
-    """The request body is larger than ``max_body_bytes``."""
+__all__ = ["BodyTooLargeError", "read_body"]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before reading them all."""
+    """The request body, refusing more than ``limit`` bytes (:class:`BodyTooLargeError`) before
+    reading them all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError
@@ -24,11 +28,3 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def read_body_with_overflow(request: Request, limit: int, hard_limit: int) -> tuple[bytes, bool]:
-    """The body and whether it is over ``limit``; refused (:class:`BodyTooLargeError`) over
-    ``max(limit, hard_limit)`` before reading it all."""
-    ceiling = max(limit, hard_limit)
-    body = await read_body(request, ceiling)
-    return body, len(body) > limit

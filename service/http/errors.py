@@ -12,8 +12,9 @@ process. The first row whose type the error is an instance of answers it::
     CdsHooksError (cds_hooks)                                    cds_hooks.outcome.error_outcome:
       PrefetchMissingError, FhirFetchError 412    incomplete
       RequestError (FeedbackError too)     400    invalid        expression: its JSON pointer
+    RequestRefusedError (hooks)            its own: BodyTooLargeError 413 too-long, BodyNotJsonError
+                                           400 structure, a JSON limit 400 too-long + its pointer
     LimitExceededError (hooks)             400    too-long       expression: its JSON pointer
-    BodyTooLargeError (http)               413    too-long
     LinkError (hooks, explanation link)    410 expired, 403 invalid (security), 404 unknown (not-found)
     SQLAlchemyError (the audit store)      503    exception      "try again later"
   * HTTPException (Starlette)              its    not-found (404), else not-supported; its headers (Allow)
@@ -50,8 +51,7 @@ from service.auth.errors import (
     ReplayCacheUnavailableError,
 )
 from service.hooks.explanation import REFUSALS, LinkError
-from service.hooks.request_guard import LimitExceededError
-from service.http.body import BodyTooLargeError
+from service.hooks.request_guard import LimitExceededError, RequestRefusedError, over_limit
 from service.http.deps import expected_audience
 from service.http.responses import JSON_MEDIA
 from service.ops import metrics
@@ -160,6 +160,10 @@ def _protocol(error: CdsHooksError, _: Request | None) -> ErrorAnswer:
     return ErrorAnswer(status, outcome)
 
 
+def _refused(error: RequestRefusedError, _: Request | None) -> ErrorAnswer:
+    return ErrorAnswer(error.status, error.outcome())
+
+
 def _link_refused(error: LinkError, _: Request | None) -> ErrorAnswer:
     status = REFUSALS[error.reason][0]
     code: IssueType = "not-found" if status == 404 else "security"
@@ -187,11 +191,8 @@ ERROR_TABLE: tuple[ErrorRow[Any], ...] = (
         report=_log_auth_outage,
     ),
     ErrorRow(CdsHooksError, _protocol),
-    ErrorRow(
-        LimitExceededError,
-        lambda error, _: ErrorAnswer.of(400, str(error), code="too-long", expression=error.pointer or None),
-    ),
-    ErrorRow(BodyTooLargeError, lambda _, __: ErrorAnswer.of(413, "request body too large", code="too-long")),
+    ErrorRow(RequestRefusedError, _refused),
+    ErrorRow(LimitExceededError, lambda error, request: _refused(over_limit(error), request)),
     ErrorRow(LinkError, _link_refused),
     ErrorRow(
         SQLAlchemyError,

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from cds_hooks.models import Card, FeedbackRequest, HookRequest, HookResponse
+from cds_hooks.models import (
+    Action,
+    Card,
+    Coding,
+    FeedbackRequest,
+    HookRequest,
+    HookResponse,
+    Link,
+    Source,
+    Suggestion,
+)
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "cds-hooks-spec"
 REQUESTS = [
@@ -94,3 +105,37 @@ def test_accepted_feedback_needs_suggestions() -> None:
     entry = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-20T09:00:00Z"}
     with pytest.raises(ValidationError):
         FeedbackRequest.model_validate({"feedback": [entry]})
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Link(label="App", url="https://app.example.org", type="absolute", app_context="{}"),
+        lambda: Link(label="Guideline", url="/guideline", type="absolute"),
+        lambda: Source(label="x", url="calf-cds.org"),
+        lambda: Action(type="create", description="Order ABI"),
+        lambda: Card(
+            summary="s",
+            indicator="info",
+            source=Source(label="x"),
+            suggestions=[Suggestion(label="Order ABI")],
+        ),
+        lambda: Card(summary="s", indicator="info", source=Source(label="x"), selection_behavior="any"),
+        lambda: Card(
+            summary="s", indicator="info", source=Source(label="x"), override_reasons=[Coding(code="c")]
+        ),
+    ],
+    ids=[
+        "app-context-on-absolute-link",
+        "relative-link",
+        "relative-source-url",
+        "create-without-resource",
+        "suggestions-without-selection-behavior",
+        "selection-behavior-without-suggestions",
+        "override-reason-without-display",
+    ],
+)
+def test_the_card_contract_holds_when_a_card_is_built(build: Callable[[], object]) -> None:
+    """The rules between elements are the models' own: a card that breaks one cannot be built."""
+    with pytest.raises(ValidationError):
+        build()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from cds_hooks.card_contract import card_problems
 from service.hooks.assessment_link import assessment_link, missing_questions
-from service.hooks.response_check import card_problems
 
 
 def test_missing_wells_items_become_a_smart_link() -> None:

@@ -19,10 +19,10 @@ import pytest
 
 from cds_hooks.errors import FhirUnavailableError
 from cds_hooks.fhir_client import FetchPolicy
+from cds_hooks.prefetch_plan import FetchPlan
 from service.app import create_app
 from service.config import Settings
 from service.hooks.fhir_fetcher import FhirFetcher
-from service.hooks.patient_data import FetchPlan
 from tests.fhir_builders import NOW, bundle, hook_request, patient
 from tests.service.test_fetching import fetching_request
 from tests.signing import dev_client

@@ -28,10 +28,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.testclient import TestClient
 
+from cds_hooks.card_contract import card_problems
 from service.app import create_app
 from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.hooks.response_check import card_problems
 from tests.fhir_builders import NOW
 from tests.signing import signed_client
 from tests.strategies import damaged_requests, hook_requests, json_values

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from cds_hooks.card_contract import card_problems
 from service.app import create_app
 from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.hooks.response_check import card_problems
 from tests.fhir_builders import NOW, SNOMED, calf_pain, condition, finding, hook_request, quantity
 from tests.signing import DevIssuerAuth
 

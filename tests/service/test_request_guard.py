@@ -12,7 +12,9 @@ from starlette.testclient import TestClient
 from service.hooks.request_guard import (
     JsonLimits,
     LimitExceededError,
+    RequestRefusedError,
     check_json_limits,
+    decode_json_object,
     is_json_media_type,
 )
 from tests.fhir_builders import SNOMED, calf_pain, hook_request, observation
@@ -109,6 +111,29 @@ def test_pointer_escapes_slash_and_tilde() -> None:
 )
 def test_json_media_types(content_type: str | None, accepted: bool) -> None:
     assert is_json_media_type(content_type) is accepted
+
+
+@pytest.mark.parametrize(
+    ("body", "limits", "status", "code", "reason"),
+    [
+        (b"{", None, 400, "structure", "malformed JSON"),
+        (b"[1, 2]", None, 400, "structure", "not an object"),
+        (orjson.dumps({"a": nested(9)}), LIMITS, 400, "too-long", "JSON limit: depth"),
+    ],
+    ids=["malformed", "not-an-object", "over-a-limit"],
+)
+def test_one_decoder_refuses_with_status_outcome_and_audit_reason(
+    body: bytes, limits: JsonLimits | None, status: int, code: str, reason: str
+) -> None:
+    """The hook, feedback and $extract routes decode a body with the same function and refusals."""
+    with pytest.raises(RequestRefusedError) as refused:
+        decode_json_object(body, limits)
+    assert (refused.value.status, refused.value.reason) == (status, reason)
+    assert refused.value.outcome()["issue"][0]["code"] == code
+
+
+def test_one_decoder_gives_the_object() -> None:
+    assert decode_json_object(b'{"hook": "patient-view"}', LIMITS) == {"hook": "patient-view"}
 
 
 # --- through the app -------------------------------------------------------------------------

@@ -1,28 +1,21 @@
-"""The response checker: the CDS Hooks card rules, the drop-and-audit path, the red-flag fallback."""
+"""The response check: the CDS Hooks card contract (the models'), the drop-and-audit path, the red-flag fallback."""
 
 from __future__ import annotations
 
 import copy
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-import service.hooks.pipeline
+import service.hooks.registry
+from cds_hooks.card_contract import action_problems, card_problems
 from cds_hooks.models import Link
 from service.config import Settings
-from service.hooks.pipeline import CallRecord
-from service.hooks.response_check import (
-    FALLBACK_SUMMARY,
-    action_problems,
-    card_problems,
-    check_response,
-    fallback_red_flag_card,
-)
+from service.hooks.response_check import FALLBACK_SUMMARY, check_response, fallback_red_flag_card
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
 from tests.service.test_app import audit_rows
 
@@ -80,16 +73,6 @@ def broken(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     card = good_card()
     change(card)
     return card
-
-
-def record() -> CallRecord:
-    return CallRecord(
-        call_id="c1",
-        received_at=datetime(2026, 1, 1, tzinfo=UTC),
-        hook="patient-view",
-        hook_instance="h1",
-        service_id="calf-pain",
-    )
 
 
 # --- the rules -------------------------------------------------------------------------------
@@ -200,43 +183,40 @@ def test_the_fallback_card_passes_and_is_critical() -> None:
 
 def test_a_failing_card_is_dropped_and_audited() -> None:
     bad = broken(lambda c: c.pop("selectionBehavior"))
-    call = record()
-    call.cards = [{"uuid": bad["uuid"], "topic": "abi", "indicator": "info"}]
-    body = check_response({"cards": [bad, good_card() | {"uuid": "other"}]}, call)
-    assert [c["uuid"] for c in body["cards"]] == ["other"]
-    assert "dropped" in call.cards[0]["check"]
-    assert any("selectionBehavior" in note for note in call.notes)
+    entries = [{"uuid": bad["uuid"], "topic": "abi", "indicator": "info"}]
+    checked = check_response({"cards": [bad, good_card() | {"uuid": "other"}]}, entries)
+    assert [c["uuid"] for c in checked.body["cards"]] == ["other"]
+    assert "dropped" in checked.checks[bad["uuid"]]
+    assert any("selectionBehavior" in note for note in checked.notes)
 
 
 def test_a_failing_red_flag_card_becomes_the_fallback() -> None:
     """A red flag never disappears: a failing critical card is replaced, not dropped."""
     bad = broken(lambda c: c.update(indicator="critical", summary="x" * 200))
-    call = record()
-    call.cards = [{"uuid": bad["uuid"], "topic": "urgent-referral", "indicator": "critical"}]
-    (card,) = check_response({"cards": [bad]}, call)["cards"]
+    entries = [{"uuid": bad["uuid"], "topic": "urgent-referral", "indicator": "critical"}]
+    checked = check_response({"cards": [bad]}, entries)
+    (card,) = checked.body["cards"]
     assert card["summary"] == FALLBACK_SUMMARY
     assert card["uuid"] == bad["uuid"]
-    assert "replaced" in call.cards[0]["check"]
+    assert "replaced" in checked.checks[bad["uuid"]]
 
 
 def test_a_red_flag_card_missing_its_indicator_is_known_by_its_audit_entry() -> None:
     bad = broken(lambda c: c.pop("indicator"))
-    call = record()
-    call.cards = [{"uuid": bad["uuid"], "topic": "urgent-referral", "indicator": "critical"}]
-    (card,) = check_response({"cards": [bad]}, call)["cards"]
+    entries = [{"uuid": bad["uuid"], "topic": "urgent-referral", "indicator": "critical"}]
+    (card,) = check_response({"cards": [bad]}, entries).body["cards"]
     assert card["indicator"] == "critical"
 
 
 def test_good_cards_pass_unchanged() -> None:
     body = {"cards": [good_card()]}
-    assert check_response(copy.deepcopy(body), record()) == body
+    assert check_response(copy.deepcopy(body)).body == body
 
 
 def test_bad_system_actions_are_dropped() -> None:
-    call = record()
-    body = check_response({"cards": [], "systemActions": [{"type": "update"}]}, call)
-    assert "systemActions" not in body
-    assert any("systemActions" in note for note in call.notes)
+    checked = check_response({"cards": [], "systemActions": [{"type": "update"}]})
+    assert "systemActions" not in checked.body
+    assert any("systemActions" in note for note in checked.notes)
 
 
 # --- through the app -------------------------------------------------------------------------
@@ -244,19 +224,23 @@ def test_bad_system_actions_are_dropped() -> None:
 
 def spoil_cards(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> None:
     """Make every card the pipeline builds break a rule (an absolute link with appContext)."""
-    original = service.hooks.pipeline.build_cards
+    original = service.hooks.registry.build_cards
 
     def build(*args: Any, **kwargs: Any) -> Any:
         pairs = original(*args, **kwargs)
         for card, _ in pairs:
+            # the models refuse this link when it is built: model_construct stands for a card
+            # that got around them, which the response check still catches
             card.links.append(
-                Link(label="Bad", url="https://x.example.org", type="absolute", app_context="{}")
+                Link.model_construct(
+                    label="Bad", url="https://x.example.org", type="absolute", app_context="{}"
+                )
             )
             for name, value in changes.items():
                 setattr(card, name, value)
         return pairs
 
-    monkeypatch.setattr(service.hooks.pipeline, "build_cards", build)
+    monkeypatch.setattr(service.hooks.registry, "build_cards", build)
 
 
 def test_app_drops_a_failing_card_and_audits_it(

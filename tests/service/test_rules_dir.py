@@ -117,3 +117,16 @@ def test_a_missing_rules_folder_is_an_error(tmp_path: Path) -> None:
     """A configured folder that is not there is a configuration mistake, said at start-up."""
     with pytest.raises(PackError, match="does not exist"):
         pack_files(tmp_path / "nowhere")
+
+
+def test_a_pack_whose_cards_would_link_nowhere_fails_at_load(tmp_path: Path) -> None:
+    """A citation URL the card contract refuses (not absolute) fails at start-up, not at a patient."""
+    document = new_version()
+    first = next(iter(document["citations"]))
+    document["citations"][first]["url"] = "guidelines/pad.html"
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    write(rules_dir / "relative.json", document)
+    settings = Settings(data_dir=tmp_path / "data", rules_dir=rules_dir, active_pack="calf-pain@0.1.99")
+    with pytest.raises(PackError, match="card contract refuses"):
+        PackRegistry.load(settings)

@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from cds_hooks.models import HookRequest
+import orjson
+
 from service.config import Settings
 from service.governance import database
 from service.governance.feedback import FeedbackWriter
 from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from service.hooks.discovery import standard_hooks
 from service.hooks.packs import PackRegistry
-from service.hooks.pipeline import new_record
+from service.hooks.pipeline import FrontDoor, HookCall, body_reader
+from service.hooks.request_guard import RequestLimits
 from service.store.audit import AuditWriter, make_engine
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request
 from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN
@@ -37,7 +40,11 @@ class Sample:
 
 def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
     rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not a secret
-    service = PackRegistry.load(settings).service(clock=lambda: NOW)
+    door = FrontDoor(
+        standard_hooks(),
+        PackRegistry.load(settings).service(clock=lambda: NOW),
+        RequestLimits.from_settings(settings),
+    )
     engine = make_engine(settings.resolved_database_url())
     database.upgrade(engine)
     calls = AuditWriter(engine, settings.data_dir / "spool")
@@ -46,13 +53,15 @@ def populate(settings: Settings, *, days: int = 21, seed: int = 7) -> Sample:
     for day in range(days):
         for _ in range(rng.randint(2, 8) + day // 4):
             body = hook_request(rng.choice(MIX), hookInstance=str(uuid.uuid4()))
-            request = HookRequest.model_validate(body)
             at = NOW - timedelta(days=days - 1 - day, hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
-            record = new_record(request, service_id="calf-pain", now=at)
-            result = asyncio.run(service.call(request, record))
-            assert calls.write([record.to_json()]) == []
+            call = HookCall("calf-pain", "application/json", body_reader(orjson.dumps(body)))
+            answer = asyncio.run(door.answer(call))
+            assert answer.status == 200
+            assert answer.result is not None
+            # the calls are spread over three weeks, each decided on the charts as they are at NOW
+            assert calls.write([replace(answer.record, received_at=at).to_json()]) == []
             sample.calls += 1
-            for card in result.response.cards:
+            for card in answer.result.response.cards:
                 sample.cards += 1
                 roll = rng.random()
                 entry: dict[str, object] = {"card_uuid": card.uuid, "accepted_suggestions": []}

@@ -1,6 +1,7 @@
-"""The patient's data for one hook call: prefetch checked against our templates, the rest fetched.
+"""The patient's data for one hook call: prefetch checked against the service's templates, the rest fetched.
 
-Per prefetch template key, CDS Hooks 2.0.1 allows four states (:class:`PrefetchState`):
+The templates are the hook definition's (a service's discovery ``prefetch``): nothing here knows
+which service asks. Per prefetch template key, CDS Hooks 2.0.1 allows four states (:class:`PrefetchState`):
 
 ==============  =====================================================================================
 state           what we do
@@ -18,6 +19,9 @@ and a note says so; the mapper notes resources about another patient. Keys we di
 ignored. Fetching (and paging) is done by a :class:`Fetcher` (``service.hooks.fhir_fetcher.FhirFetcher``
 in production) with the request's ``fhirServer`` and ``fhirAuthorization``; without a
 ``fhirServer`` a key that must be fetched is a :class:`PrefetchMissingError` (412).
+
+:func:`check_prefetch_subjects` refuses, before anything else is read, prefetched resources whose
+subject is another patient than the context's (:class:`PrefetchMismatchError`, 400).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -40,9 +44,17 @@ from cds_hooks.prefetch import (
     next_link,
     render_template,
 )
-from service.hooks.discovery import OPTIONAL_KEYS, PREFETCH_TEMPLATES
 
-__all__ = ["FetchPlan", "Fetched", "Fetcher", "KeyQuery", "PatientData", "gather_patient_data"]
+__all__ = [
+    "FetchPlan",
+    "Fetched",
+    "Fetcher",
+    "KeyQuery",
+    "PatientData",
+    "check_prefetch_subjects",
+    "gather_patient_data",
+    "search_types",
+]
 
 Resource = Mapping[str, Any]
 #: Ignored resources named one by one in the notes, per key; the rest are counted.
@@ -128,10 +140,13 @@ async def gather_patient_data(
     fetcher: Fetcher | None,
     states: dict[str, str],
     notes: list[str],
-    templates: Mapping[str, str] = PREFETCH_TEMPLATES,
-    optional: frozenset[str] = OPTIONAL_KEYS,
+    templates: Mapping[str, str],
+    optional: frozenset[str] = frozenset(),
 ) -> PatientData:
-    """Check the prefetch, fetch what is missing or paged, and unpack every value.
+    """Check the prefetch against ``templates``, fetch what is missing or paged, and unpack every value.
+
+    Keys in ``optional`` that are missing with no fhirServer to fetch them are read as no data
+    (with a note) instead of a :class:`PrefetchMissingError`.
 
     ``states`` (key → state, with ``+fetched`` or ``+paged`` when we fetched) and ``notes`` are
     filled as it goes, so the audit record has them even when an error is raised.
@@ -256,3 +271,49 @@ def _unpack(queries: Mapping[str, KeyQuery], values: Mapping[str, Any], notes: l
         else:
             resources.extend(kept)
     return PatientData(patient=patient, resources=resources)
+
+
+def search_types(templates: Mapping[str, str]) -> dict[str, str]:
+    """The search keys of ``templates`` and the resource type each returns (reads are not searches)."""
+    return {key: template.split("?", 1)[0] for key, template in templates.items() if "?" in template}
+
+
+def check_prefetch_subjects(request: HookRequest, search_keys: Iterable[str]) -> None:
+    """Refuse prefetched resources under ``search_keys`` whose subject is another patient.
+
+    Only a subject written as a ``Patient/<id>`` reference (relative or absolute) is compared; other
+    shapes (``urn:uuid:``, identifiers) cannot be checked here and are left to the mapper, which
+    reads only resources about the context patient.
+
+    :raises PrefetchMismatchError: pointing at the subject reference (400).
+    """
+    patient_id = request.context.get("patientId")
+    if not isinstance(patient_id, str) or not isinstance(request.prefetch, Mapping):
+        return
+    for key in search_keys:
+        value = request.prefetch.get(key)
+        if not isinstance(value, Mapping):
+            continue
+        if value.get("resourceType") == "Bundle":
+            entries = value.get("entry")
+            if not isinstance(entries, list):
+                continue
+            for index, entry in enumerate(entries):
+                resource = entry.get("resource") if isinstance(entry, Mapping) else None
+                _check_subject(resource, patient_id, f"/prefetch/{key}/entry/{index}/resource")
+        else:
+            _check_subject(value, patient_id, f"/prefetch/{key}")
+
+
+def _check_subject(resource: object, patient_id: str, pointer: str) -> None:
+    if not isinstance(resource, Mapping):
+        return
+    subject = resource.get("subject")
+    reference = subject.get("reference") if isinstance(subject, Mapping) else None
+    if not isinstance(reference, str):
+        return
+    kind, _, subject_id = reference.rstrip("/").rpartition("/")
+    if (kind == "Patient" or kind.endswith("/Patient")) and subject_id != patient_id:
+        raise PrefetchMismatchError(
+            "prefetch holds a resource about another patient", pointer=f"{pointer}/subject/reference"
+        )

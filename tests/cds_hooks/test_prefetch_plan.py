@@ -1,4 +1,4 @@
-"""service.hooks.patient_data: prefetch checked against templates, the fetch plan, unpacking."""
+"""cds_hooks.prefetch_plan: prefetch checked against the calf-pain templates, the fetch plan, unpacking."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from cds_hooks.errors import PrefetchMismatchError, PrefetchMissingError
 from cds_hooks.models import HookRequest
-from service.hooks.discovery import OPTIONAL_KEYS
-from service.hooks.patient_data import Fetched, FetchPlan, KeyQuery, gather_patient_data
+from cds_hooks.prefetch_plan import Fetched, FetchPlan, KeyQuery, gather_patient_data
+from service.hooks.discovery import OPTIONAL_KEYS, PREFETCH_TEMPLATES
 from tests.fhir_builders import PREFETCH_KEYS, bundle, calf_pain, hook_request, patient
 
 TODAY = datetime.date(2026, 11, 20)
@@ -42,6 +42,7 @@ async def gather(
     request = HookRequest.model_validate(body)
     states: dict[str, str] = {}
     notes: list[str] = []
+    kwargs = {"templates": PREFETCH_TEMPLATES, "optional": OPTIONAL_KEYS, **kwargs}
     data = await gather_patient_data(
         request,
         patient_id=request.context["patientId"],
