@@ -19,8 +19,9 @@ from typing import Any
 import jsonschema
 
 from rules.codes import Indicator, Pattern, Topic
+from rules.compiler import Compiler
 from rules.errors import PackError
-from rules.expressions import Compiler, Expr, ScoreItem
+from rules.expressions import Expr, ScoreItem
 
 
 @dataclass(frozen=True, slots=True)
