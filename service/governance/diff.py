@@ -17,7 +17,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.governance.wording import Wording, canonical, name_words, number
+from rules.expressions import Expr
+from rules.forms import (
+    AllOf,
+    AnyOf,
+    Compare,
+    CompareFacts,
+    Definition,
+    Fact,
+    IsCode,
+    IsTrue,
+    Known,
+    Not,
+    Option,
+    Score,
+    numeral,
+)
+from service.governance.wording import Wording, canonical, name_words
 
 SECTIONS = (
     "Changelog",
@@ -132,18 +148,18 @@ class PackDiff:
         return "\n".join(out).rstrip() + "\n"
 
 
-def _signature(node: Any) -> str | None:
+def _text(node: Expr) -> str:
+    """An expression's JSON as text: the same text for the same expression in either version."""
+    return canonical(node.to_json())
+
+
+def _signature(node: Expr) -> str | None:
     """What a condition is about (its fact, definition or score), to pair old and new versions."""
-    if not isinstance(node, Mapping) or len(node) != 1:
-        return None
-    ((key, arg),) = node.items()
-    if key in ("fact", "known", "def", "option") and isinstance(arg, str):
-        return f"{key}:{arg}"
-    if key in ("cmp", "is", "score") and isinstance(arg, list) and arg:
-        return f"{key}:{arg[0]}"
-    if key in ("not", "true"):
-        inner = _signature(arg)
-        return f"{key}:{inner}" if inner else None
+    if isinstance(node, Fact | Known | Definition | Option | Compare | CompareFacts | IsCode | Score):
+        return f"{node.form}:{node.name}"
+    if isinstance(node, Not | IsTrue):
+        inner = _signature(node.part)
+        return f"{node.form}:{inner}" if inner else None
     return None
 
 
@@ -157,44 +173,36 @@ class _Differ:
 
     # -- expressions ------------------------------------------------------------------------
 
-    def expression(self, where: str, old: Any, new: Any) -> None:
+    def expression(self, where: str, old: Expr, new: Expr) -> None:
         """Report the change from ``old`` to ``new`` as thresholds and added/removed conditions."""
-        if canonical(old) == canonical(new):
+        if _text(old) == _text(new):
             return
-        if isinstance(old, Mapping) and isinstance(new, Mapping) and len(old) == 1 and len(new) == 1:
-            ((ok, oa),) = old.items()
-            ((nk, na),) = new.items()
-            if (
-                ok == nk == "cmp"
-                and oa[0] == na[0]
-                and not isinstance(oa[2], Mapping)
-                and not isinstance(na[2], Mapping)
-            ):
-                self.diff.add(
-                    "Thresholds",
-                    f"{where}: {self.ow.expr(old)} → {self.nw.expr(new).removeprefix(self.nw.fact(na[0]) + ' ')}",
-                )
-                return
-            if ok == nk == "score" and oa[0] == na[0]:
-                self.diff.add(
-                    "Thresholds",
-                    f"{where}: {self.ow.expr(old)} → {self.nw.expr(new).removeprefix(self.nw.score(na[0]) + ' ')}",
-                )
-                return
-            if ok == nk and ok in ("all", "any") and isinstance(oa, list) and isinstance(na, list):
-                self._members(where, oa, na, ok)
-                return
-            if ok == nk and ok in ("not", "true"):
-                self.expression(where, oa, na)
-                return
+        if isinstance(old, Compare) and isinstance(new, Compare) and old.name == new.name:
+            self.diff.add(
+                "Thresholds",
+                f"{where}: {self.ow.expr(old)} → {self.nw.expr(new).removeprefix(self.nw.fact(new.name) + ' ')}",
+            )
+            return
+        if isinstance(old, Score) and isinstance(new, Score) and old.name == new.name:
+            self.diff.add(
+                "Thresholds",
+                f"{where}: {self.ow.expr(old)} → {self.nw.expr(new).removeprefix(self.nw.score(new.name) + ' ')}",
+            )
+            return
+        if isinstance(old, AllOf | AnyOf) and type(old) is type(new):
+            self._members(where, old.parts, new.parts, old.form)
+            return
+        if isinstance(old, Not | IsTrue) and isinstance(new, Not | IsTrue) and type(old) is type(new):
+            self.expression(where, old.part, new.part)
+            return
         self.diff.add(
             "Criteria and definitions",
             f"{where}: was {self.ow.expr(old)}; now {self.nw.expr(new)}",
         )
 
-    def _members(self, where: str, old: list[Any], new: list[Any], kind: str) -> None:
-        old_left = {canonical(x): x for x in old}
-        new_left = {canonical(x): x for x in new}
+    def _members(self, where: str, old: tuple[Expr, ...], new: tuple[Expr, ...], kind: str) -> None:
+        old_left = {_text(x): x for x in old}
+        new_left = {_text(x): x for x in new}
         for same in set(old_left) & set(new_left):
             del old_left[same], new_left[same]
         self._truth_pairs(where, old_left, new_left)
@@ -214,12 +222,11 @@ class _Differ:
         for ov in old_left.values():
             self.diff.add("Criteria and definitions", f"{where}: {verb_drop} {self.ow.expr(ov)}")
 
-    def _truth_pairs(self, where: str, old_left: dict[str, Any], new_left: dict[str, Any]) -> None:
+    def _truth_pairs(self, where: str, old_left: dict[str, Expr], new_left: dict[str, Expr]) -> None:
         """A condition wrapped in (or freed from) ``true`` is one change: how "not documented" reads."""
         for old_text, old_value in list(old_left.items()):
-            wrapped = canonical({"true": old_value})
-            inner = old_value.get("true") if isinstance(old_value, Mapping) else None
-            unwrapped = canonical(inner) if inner is not None else None
+            wrapped = _text(IsTrue(old_value))
+            unwrapped = _text(old_value.part) if isinstance(old_value, IsTrue) else None
             if wrapped in new_left:
                 del old_left[old_text], new_left[wrapped]
                 self.diff.add(
@@ -299,11 +306,11 @@ class _Differ:
     def _users(self, name: str) -> str:
         """ " (used by …)": the cards whose conditions read definition ``name``, directly or not."""
         definitions = self.new.get("definitions", {})
-        graph = {key: _references(value) for key, value in definitions.items()}
+        graph = {key: self.nw.read(value).definitions() for key, value in definitions.items()}
         titles = []
         for rule in self.new.get("rules", []):
             seen: set[str] = set()
-            todo = list(_references(rule))
+            todo = [ref for when in _conditions_of(rule) for ref in self.nw.read(when).definitions()]
             while todo:
                 ref = todo.pop()
                 if ref not in seen:
@@ -318,13 +325,13 @@ class _Differ:
         for name in sorted(set(new) - set(old)):
             self.diff.add(
                 "Criteria and definitions",
-                f"New definition {self.nw.definition(name)}: {self.nw.expr(new[name])}",
+                f"New definition {self.nw.definition(name)}: {self.nw.expr(self.nw.read(new[name]))}",
             )
         for name in sorted(set(old) - set(new)):
             self.diff.add("Criteria and definitions", f"Definition {self.ow.definition(name)} removed")
         for name in sorted(set(old) & set(new)):
             where = f"Definition {self.nw.definition(name)}{self._users(name)}"
-            self.expression(where, old[name], new[name])
+            self.expression(where, self.ow.read(old[name]), self.nw.read(new[name]))
 
     def scores(self) -> None:
         old, new = self.old.get("scores", {}), self.new.get("scores", {})
@@ -342,7 +349,7 @@ class _Differ:
                 item = after[item_id]
                 self.diff.add(
                     "Scores",
-                    f"{title}: new item “{item['label']}” ({_points(item['points'])}) when {self.nw.expr(item['when'])}",
+                    f"{title}: new item “{item['label']}” ({_points(item['points'])}) when {self.nw.expr(self.nw.read(item['when']))}",
                 )
             for item_id in [i for i in before if i not in after]:
                 item = before[item_id]
@@ -359,7 +366,9 @@ class _Differ:
                         f"{title}: item “{now['label']}” now scores {_points(now['points'])} "
                         f"(was {_points(was['points'])})",
                     )
-                self.expression(f"{title}, item “{now['label']}”", was["when"], now["when"])
+                self.expression(
+                    f"{title}, item “{now['label']}”", self.ow.read(was["when"]), self.nw.read(now["when"])
+                )
 
     def rules(self) -> None:
         old = {rule["id"]: rule for rule in self.old.get("rules", [])}
@@ -369,7 +378,7 @@ class _Differ:
             self.diff.add(
                 "Cards",
                 f"New card “{rule['title']}” ({_kind(rule)}): “{rule['summary']}” — fires when "
-                + "; ".join(self.nw.conditions(rule["when"])),
+                + "; ".join(self.nw.conditions(self.nw.read(rule["when"]))),
             )
             for topic in rule.get("suppresses", []):
                 self.diff.add("Suppressions", f"New card “{rule['title']}” suppresses {topic} cards")
@@ -394,7 +403,7 @@ class _Differ:
             self.diff.add("Cards", f"{card} {state}")
         if old["pattern"] != new["pattern"]:
             self.diff.add("Cards", f"{card}: pattern {old['pattern']} → {new['pattern']}")
-        self.expression(f"{card}, when it fires", old["when"], new["when"])
+        self.expression(f"{card}, when it fires", self.ow.read(old["when"]), self.nw.read(new["when"]))
         if canonical(old["citation"]) != canonical(new["citation"]):
             self.diff.add(
                 "Citations",
@@ -484,25 +493,27 @@ class _Differ:
     def _variants(self, card: str, old: list[Any], new: list[Any]) -> None:
         """Variants are paired by their condition; unpaired ones are new or removed (by position as
         a last resort, when both versions rewrote the condition of the same slot)."""
-        old_by_when = {canonical(v["when"]): v for v in old}
-        new_by_when = {canonical(v["when"]): v for v in new}
+        old_by_when = {_text(self.ow.read(v["when"])): v for v in old}
+        new_by_when = {_text(self.nw.read(v["when"])): v for v in new}
         pairs = [(old_by_when[key], new_by_when[key]) for key in new_by_when if key in old_by_when]
-        lone_old = [v for v in old if canonical(v["when"]) not in new_by_when]
-        lone_new = [v for v in new if canonical(v["when"]) not in old_by_when]
+        lone_old = [v for v in old if _text(self.ow.read(v["when"])) not in new_by_when]
+        lone_new = [v for v in new if _text(self.nw.read(v["when"])) not in old_by_when]
         if len(old) == len(new):
             pairs += list(zip(lone_old, lone_new, strict=True))
             lone_old, lone_new = [], []
         for variant in lone_new:
             self.diff.add(
                 "Cards",
-                f"{card}: new wording when {self.nw.expr(variant['when'])}: “{variant.get('summary', '')}”",
+                f"{card}: new wording when {self.nw.expr(self.nw.read(variant['when']))}: “{variant.get('summary', '')}”",
             )
             self._suggestions(f"{card}, new variant", [], variant.get("suggestions", []))
         for variant in lone_old:
-            self.diff.add("Cards", f"{card}: wording for {self.ow.expr(variant['when'])} removed")
+            self.diff.add(
+                "Cards", f"{card}: wording for {self.ow.expr(self.ow.read(variant['when']))} removed"
+            )
         for was, now in pairs:
-            label = f"{card}, variant when {self.nw.expr(now['when'])}"
-            self.expression(label, was["when"], now["when"])
+            label = f"{card}, variant when {self.nw.expr(self.nw.read(now['when']))}"
+            self.expression(label, self.ow.read(was["when"]), self.nw.read(now["when"]))
             self._text(label, "summary", was.get("summary", ""), now.get("summary", ""))
             self._lines(label, "detail", was.get("detail", []), now.get("detail", []))
             self._suggestions(label, was.get("suggestions", []), now.get("suggestions", []))
@@ -515,17 +526,20 @@ class _Differ:
         for label in [label for label in before if label not in after]:
             self.diff.add("Cards", f"{card}: no longer lists the criterion “{label}”")
         for label in [label for label in before if label in after]:
-            self.expression(f"{card}, criterion “{label}”", before[label]["when"], after[label]["when"])
+            self.expression(
+                f"{card}, criterion “{label}”",
+                self.ow.read(before[label]["when"]),
+                self.nw.read(after[label]["when"]),
+            )
 
 
-def _references(node: Any) -> set[str]:
-    """Definition names that ``node`` (an expression, or a whole rule) reads directly."""
-    if isinstance(node, Mapping):
-        found = {str(node["def"])} if isinstance(node.get("def"), str) else set()
-        return found.union(*(_references(value) for value in node.values()))
-    if isinstance(node, list):
-        return set().union(*(_references(value) for value in node))
-    return set()
+def _conditions_of(rule: Mapping[str, Any]) -> list[Any]:
+    """Every expression of a rule (JSON): when it fires, its variants' and its criteria's."""
+    return [
+        rule["when"],
+        *(variant["when"] for variant in rule.get("variants", [])),
+        *(criterion["when"] for criterion in rule.get("criteria", [])),
+    ]
 
 
 def _kind(rule: Mapping[str, Any]) -> str:
@@ -534,7 +548,7 @@ def _kind(rule: Mapping[str, Any]) -> str:
 
 
 def _points(points: int) -> str:
-    return f"{'+' if points > 0 else ''}{number(points)} point{'s' if abs(points) != 1 else ''}"
+    return f"{'+' if points > 0 else ''}{numeral(points)} point{'s' if abs(points) != 1 else ''}"
 
 
 def _period(effective: Mapping[str, Any] | None) -> str:

@@ -98,7 +98,7 @@ def test_added_and_removed_cards_score_items_and_orders() -> None:
     ],
 )
 def test_expressions_in_words(expression: dict[str, Any], words: str) -> None:
-    assert WORDS.expr(expression) == words
+    assert WORDS.expr(WORDS.read(expression)) == words
 
 
 def test_cli_diff_by_version_and_by_file(
