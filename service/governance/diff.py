@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.forms import numeral
-from service.governance.diff_cards import CardDiff
+from service.governance.diff_cards import CardDiff, matched
 from service.governance.diff_conditions import ConditionDiff
 from service.governance.wording import Wording, canonical, name_words
 
@@ -169,24 +169,26 @@ class _Differ:
 
     def citations(self) -> None:
         old, new = self.old.get("citations", {}), self.new.get("citations", {})
-        for ref in sorted(set(new) - set(old)):
+        added, removed, kept = _by_name(old, new)
+        for ref in added:
             self.diff.add("Citations", f"New source: {_source(new[ref])}")
-        for ref in sorted(set(old) - set(new)):
+        for ref in removed:
             self.diff.add("Citations", f"Source no longer cited: {_source(old[ref])}")
-        for ref in sorted(set(old) & set(new)):
+        for ref in kept:
             if canonical(old[ref]) != canonical(new[ref]):
                 self.diff.add("Citations", f"Source updated: {_source(old[ref])} → {_source(new[ref])}")
 
     def options(self) -> None:
         old, new = self.old.get("options", {}), self.new.get("options", {})
-        for name in sorted(set(new) - set(old)):
+        added, removed, kept = _by_name(old, new)
+        for name in added:
             state = "on" if new[name]["default"] else "off"
             self.diff.add(
                 "Options", f"New option “{name_words(name)}” ({state} by default): {new[name]['description']}"
             )
-        for name in sorted(set(old) - set(new)):
+        for name in removed:
             self.diff.add("Options", f"Option “{name_words(name)}” removed")
-        for name in sorted(set(old) & set(new)):
+        for name in kept:
             if old[name]["default"] != new[name]["default"]:
                 was, now = ("on", "off") if old[name]["default"] else ("off", "on")
                 self.diff.add("Options", f"Option “{name_words(name)}” is now {now} by default (was {was})")
@@ -210,41 +212,44 @@ class _Differ:
 
     def definitions(self) -> None:
         old, new = self.old.get("definitions", {}), self.new.get("definitions", {})
-        for name in sorted(set(new) - set(old)):
+        added, removed, kept = _by_name(old, new)
+        for name in added:
             self.diff.add(
                 "Criteria and definitions",
                 f"New definition {self.nw.definition(name)}: {self.nw.expr(self.nw.read(new[name]))}",
             )
-        for name in sorted(set(old) - set(new)):
+        for name in removed:
             self.diff.add("Criteria and definitions", f"Definition {self.ow.definition(name)} removed")
-        for name in sorted(set(old) & set(new)):
+        for name in kept:
             where = f"Definition {self.nw.definition(name)}{self._users(name)}"
             self.conditions.expression(where, self.ow.read(old[name]), self.nw.read(new[name]))
 
     def scores(self) -> None:
         old, new = self.old.get("scores", {}), self.new.get("scores", {})
-        for name in sorted(set(new) - set(old)):
+        added, removed, kept = _by_name(old, new)
+        for name in added:
             self.diff.add("Scores", f"New score {self.nw.score(name)} with {len(new[name]['items'])} items")
-        for name in sorted(set(old) - set(new)):
+        for name in removed:
             self.diff.add("Scores", f"Score {self.ow.score(name)} removed")
-        for name in sorted(set(old) & set(new)):
+        for name in kept:
             title = self.nw.score(name)
             if old[name].get("title") != new[name].get("title"):
                 self.diff.add("Scores", f"Score renamed: {old[name].get('title')} → {new[name].get('title')}")
             before = {item["id"]: item for item in old[name]["items"]}
             after = {item["id"]: item for item in new[name]["items"]}
-            for item_id in [i for i in after if i not in before]:
+            new_items, old_items, same_items = matched(before, after)
+            for item_id in new_items:
                 item = after[item_id]
                 self.diff.add(
                     "Scores",
                     f"{title}: new item “{item['label']}” ({_points(item['points'])}) when {self.nw.expr(self.nw.read(item['when']))}",
                 )
-            for item_id in [i for i in before if i not in after]:
+            for item_id in old_items:
                 item = before[item_id]
                 self.diff.add(
                     "Scores", f"{title}: item “{item['label']}” ({_points(item['points'])}) removed"
                 )
-            for item_id in [i for i in before if i in after]:
+            for item_id in same_items:
                 was, now = before[item_id], after[item_id]
                 if was["label"] != now["label"]:
                     self.diff.add("Scores", f"{title}: item “{was['label']}” is now “{now['label']}”")
@@ -268,6 +273,11 @@ class _Differ:
         for key in sorted((set(self.old) | set(self.new)) - PACK_KEYS):
             if canonical(self.old.get(key)) != canonical(self.new.get(key)):
                 self.diff.add("Governance record", f"Pack field “{key}” changed")
+
+
+def _by_name(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The keys only in ``new``, only in ``old``, and in both, each sorted."""
+    return sorted(set(new) - set(old)), sorted(set(old) - set(new)), sorted(set(old) & set(new))
 
 
 def _conditions_of(rule: Mapping[str, Any]) -> list[Any]:

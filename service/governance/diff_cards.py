@@ -15,7 +15,7 @@ from typing import Any
 from service.governance.diff_conditions import ConditionDiff, Sentences, expression_key
 from service.governance.wording import Wording, canonical
 
-__all__ = ["RULE_KEYS", "CardDiff"]
+__all__ = ["RULE_KEYS", "CardDiff", "matched"]
 
 # Fields this summary words out; any other field that changes is still named (CardDiff.rule).
 RULE_KEYS = frozenset(
@@ -62,7 +62,8 @@ class CardDiff:
         """Every card: new, removed, or changed (matched by rule id)."""
         old = {rule["id"]: rule for rule in self.old.get("rules", [])}
         new = {rule["id"]: rule for rule in self.new.get("rules", [])}
-        for rule_id in [r for r in new if r not in old]:
+        added, removed, kept = matched(old, new)
+        for rule_id in added:
             rule = new[rule_id]
             self.diff.add(
                 "Cards",
@@ -71,12 +72,12 @@ class CardDiff:
             )
             for topic in rule.get("suppresses", []):
                 self.diff.add("Suppressions", f"New card “{rule['title']}” suppresses {topic} cards")
-        for rule_id in [r for r in old if r not in new]:
+        for rule_id in removed:
             rule = old[rule_id]
             self.diff.add(
                 "Cards", f"Card “{rule['title']}” ({_kind(rule)}) removed: it will no longer be shown"
             )
-        for rule_id in [r for r in old if r in new]:
+        for rule_id in kept:
             self.rule(old[rule_id], new[rule_id])
 
     def rule(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
@@ -149,12 +150,13 @@ class CardDiff:
     def _suggestions(self, card: str, old: list[Any], new: list[Any]) -> None:
         before = {s["label"]: s for s in old}
         after = {s["label"]: s for s in new}
-        for label in [label for label in after if label not in before]:
+        added, removed, kept = matched(before, after)
+        for label in added:
             request = after[label]["request"]
             self.diff.add("Cards", f"{card}: new suggested order “{label}” ({request['priority']})")
-        for label in [label for label in before if label not in after]:
+        for label in removed:
             self.diff.add("Cards", f"{card}: suggested order “{label}” removed")
-        for label in [label for label in before if label in after]:
+        for label in kept:
             was, now = before[label], after[label]
             if was["request"].get("priority") != now["request"].get("priority"):
                 self.diff.add(
@@ -201,16 +203,22 @@ class CardDiff:
     def _criteria(self, card: str, old: list[Any], new: list[Any]) -> None:
         before = {c["label"]: c for c in old}
         after = {c["label"]: c for c in new}
-        for label in [label for label in after if label not in before]:
+        added, removed, kept = matched(before, after)
+        for label in added:
             self.diff.add("Cards", f"{card}: now lists the criterion “{label}”")
-        for label in [label for label in before if label not in after]:
+        for label in removed:
             self.diff.add("Cards", f"{card}: no longer lists the criterion “{label}”")
-        for label in [label for label in before if label in after]:
+        for label in kept:
             self.conditions.expression(
                 f"{card}, criterion “{label}”",
                 self.ow.read(before[label]["when"]),
                 self.nw.read(after[label]["when"]),
             )
+
+
+def matched(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The keys only in ``new`` (in its order), only in ``old``, and in both (in ``old``'s order)."""
+    return [k for k in new if k not in old], [k for k in old if k not in new], [k for k in old if k in new]
 
 
 def _kind(rule: Mapping[str, Any]) -> str:
