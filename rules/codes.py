@@ -4,7 +4,7 @@ A pack's rules name them (the pack schema takes its enums from these classes whe
 engine's safety invariants use them, and the service builds cards, override reasons, explanation
 pages and the governance report from them. Adding a card topic is one :class:`Topic` member, with
 its display, plus the pack content that uses it: every table keyed by topic has a default for a
-topic it does not list (``tests/rules/test_new_topic.py`` adds one and follows it through).
+topic it does not list (``tests/service/test_new_topic.py`` adds one and follows it through).
 
 Two copies live where this package may not be imported, each kept equal to these by a test
 (``tests/rules/test_codes.py``): the published CodeSystem
