@@ -30,6 +30,22 @@ from fhir_mappings.fhir_json import parse_datetime
 from fhir_mappings.questionnaire import Answer, Assessment, Question
 from fhir_mappings.terminology import SNOMED, UCUM
 
+__all__ = [
+    "CATEGORY_DISPLAY",
+    "CATEGORY_SYSTEM",
+    "CLOCK_SKEW",
+    "EXTRACT_NAMESPACE",
+    "LEG_SITES",
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_QUANTITY",
+    "SIDES",
+    "Answered",
+    "ExtractionError",
+    "extract",
+    "questionnaire_response",
+]
+
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 CATEGORY_DISPLAY = {"survey": "Survey", "exam": "Exam"}
 LEG_SITES = {

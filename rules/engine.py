@@ -24,6 +24,8 @@ from rules.codes import Indicator, Pattern, Topic
 from rules.expressions import Context, FactLike, ScoreResult, Truth
 from rules.pack import Citation, Rule, RulePack
 
+__all__ = ["Assessment", "CriterionResult", "CriterionState", "Recommendation", "Suppression", "evaluate"]
+
 CriterionState = Literal["met", "not met", "not documented"]
 _PLACEHOLDER = re.compile(r"\{(fact|score|points|undocumented):([a-z0-9_]+)\}")
 

@@ -23,6 +23,19 @@ from rules.compiler import Compiler
 from rules.errors import PackError
 from rules.expressions import Expr, ScoreItem
 
+__all__ = [
+    "Citation",
+    "Criterion",
+    "PatternRule",
+    "Rule",
+    "RulePack",
+    "Variant",
+    "bundled_pack_files",
+    "content_hash",
+    "load_pack",
+    "pack_schema",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Citation:

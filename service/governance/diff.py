@@ -26,7 +26,7 @@ from service.governance.diff_cards import CardDiff, matched
 from service.governance.diff_conditions import ConditionDiff
 from service.governance.wording import Wording, canonical, name_words
 
-__all__ = ["NOUNS", "PACK_KEYS", "SECTIONS", "PackDiff", "diff_packs"]
+__all__ = ["NOT_CONTENT", "NOUNS", "PACK_KEYS", "SECTIONS", "PackDiff", "diff_packs"]
 
 SECTIONS = (
     "Changelog",

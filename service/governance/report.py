@@ -17,6 +17,8 @@ from service.governance import svg
 from service.governance.replay import describe
 from service.governance.reportdata import PackEntry, ReportData, RuleStat
 
+__all__ = ["ACCEPTED", "CSS", "OVERRIDDEN", "TOPIC_COLOURS", "TOPIC_NAMES", "render", "topic_name"]
+
 # Topics the report has its own colour and short name for, in the order the chart stacks them; any
 # other topic takes a colour left in the palette and its display as its name (topic_name).
 TOPIC_COLOURS: Mapping[str, str] = {

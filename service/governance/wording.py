@@ -19,7 +19,7 @@ from rules.expressions import Expr, Number
 from rules.forms import AllOf, numeral
 from service.hooks.packs import fact_types
 
-__all__ = ["Wording", "canonical", "lower_first", "name_words"]
+__all__ = ["ACRONYMS", "UNITS", "Wording", "canonical", "lower_first", "name_words"]
 
 UNITS = {"1": "", "a": " years", "Cel": " °C", "wk": " weeks", "min": " min"}
 ACRONYMS = {"dvt", "abi", "pad", "clti", "msk", "vte", "tbi", "feu", "ddu", "pe"}

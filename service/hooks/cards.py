@@ -46,6 +46,32 @@ from service.hooks.card_evidence import (
 )
 from service.hooks.markup import clean, escape_markdown
 
+__all__ = [
+    "CALF_PAIN_REASON",
+    "DETAIL_CHARACTERS",
+    "DETAIL_LINES",
+    "FINDINGS_SHOWN",
+    "LOWER_LIMB",
+    "MISSING_WIDTH",
+    "ORDERABLES",
+    "ORDERABLE_SYSTEM",
+    "OVERRIDE_REASONS",
+    "OVERRIDE_SYSTEM",
+    "RECOMMENDATION_SYSTEM",
+    "SAFETY_LINE",
+    "SCORE_WIDTH",
+    "SUMMARY_LIMIT",
+    "TOPIC_DISPLAY",
+    "ExplanationLink",
+    "build_cards",
+    "card_summary",
+    "fit",
+    "override_reasons",
+    "pack_label",
+    "render_detail",
+    "service_request",
+]
+
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
 # Each topic's display is Topic.display; this copy is for service.hooks.response_check until it
 # reads the enum itself.

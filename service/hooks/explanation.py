@@ -45,6 +45,21 @@ from service.hooks.card_evidence import card_evidence, score_title
 from service.hooks.markup import escape_html
 from service.store.explanations import StoredExplanation
 
+__all__ = [
+    "HEADERS",
+    "PATH",
+    "REFUSALS",
+    "SECRET_FILE",
+    "LinkError",
+    "LinkSigner",
+    "explanation",
+    "load_secret",
+    "render_page",
+    "render_refusal",
+    "stored",
+    "stylesheet",
+]
+
 log = logging.getLogger("calf_cds.explanations")
 PATH = "/explanations"
 SECRET_FILE = "explanation.key"  # noqa: S105 - a file name, not a secret
