@@ -15,6 +15,7 @@ from typing import Any
 
 from fhir_mappings.facts import Vocabulary
 from rules.compiler import Compiler
+from rules.errors import PackError
 from rules.expressions import Expr, Number
 from rules.forms import AllOf, numeral
 from service.hooks.packs import fact_types
@@ -56,10 +57,16 @@ class Wording:
             for name, spec in document.get("scores", {}).items()
         }
         self.compiler = Compiler.for_pack(document, fact_types(vocabulary))
+        self.pack, self.version = str(document.get("id", "?")), str(document.get("version", "?"))
 
     def read(self, node: Any) -> Expr:
-        """One of the pack's JSON expressions, compiled; :class:`rules.errors.PackError` if it is not one."""
-        return self.compiler.compile(node, "")
+        """One of the pack's JSON expressions, compiled; :class:`rules.errors.PackError` (naming the
+        pack) if it is not one — ``calf-cds rules validate`` says where."""
+        try:
+            return self.compiler.compile(node, "")
+        except PackError as error:
+            message = str(error.args[0]).removesuffix(f" ({error.pointer})")
+            raise PackError(message, pack=self.pack, version=self.version) from error
 
     def expr(self, expression: Expr) -> str:
         """One expression as a phrase."""
