@@ -58,10 +58,10 @@ def test_the_pack_schema_takes_its_enums_from_the_codes() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "pointer"),
     [
-        ("topic", "physiotherapy", "/rules/0/topic"),
+        ("topic", "no-such-topic", "/rules/0/topic"),
         ("indicator", "urgent", "/rules/0/indicator"),
         ("pattern", "vascular", "/rules/0/pattern"),
-        ("suppresses", ["abi", "physiotherapy"], "/rules/0/suppresses/1"),
+        ("suppresses", ["abi", "no-such-topic"], "/rules/0/suppresses/1"),
     ],
 )
 def test_a_code_outside_the_enums_fails_at_load(field: str, value: Any, pointer: str) -> None:
