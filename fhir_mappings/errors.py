@@ -4,15 +4,16 @@
 
     MappingError
     ├── VocabularyError     the fact vocabulary or value sets are inconsistent (found at load)
-    └── ResourceError       a resource is malformed where we must read it (carries the element path)
-        └── ExtractionError a QuestionnaireResponse cannot be extracted (fhir_mappings.extraction)
+    └── ExtractionError     a QuestionnaireResponse cannot be extracted (carries the element path;
+                            defined in fhir_mappings.extraction)
 
-Tolerance is the rule: a resource we cannot read is skipped and reported, not raised.
+Tolerance is the rule: a chart resource we cannot read is skipped and reported, not raised. Only a
+QuestionnaireResponse sent to ``$extract`` is refused whole when it is malformed.
 """
 
 from __future__ import annotations
 
-__all__ = ["MappingError", "ResourceError", "VocabularyError"]
+__all__ = ["MappingError", "VocabularyError"]
 
 
 class MappingError(Exception):
@@ -25,11 +26,3 @@ class VocabularyError(MappingError):
     def __init__(self, message: str, *, fact: str = "") -> None:
         super().__init__(message)
         self.fact = fact
-
-
-class ResourceError(MappingError):
-    """A FHIR resource is malformed; ``path`` is the FHIR element path (``Observation.valueQuantity``)."""
-
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(message)
-        self.path = path

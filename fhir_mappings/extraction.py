@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from fhir_mappings.errors import ResourceError
+from fhir_mappings.errors import MappingError
 from fhir_mappings.fhir_json import parse_datetime
 from fhir_mappings.questionnaire import Answer, Assessment, Question
 from fhir_mappings.terminology import SNOMED, UCUM
@@ -64,8 +64,12 @@ _AUTHOR = re.compile(r"(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})")
 
 
-class ExtractionError(ResourceError):
-    """The QuestionnaireResponse cannot be extracted; ``path`` locates the culprit."""
+class ExtractionError(MappingError):
+    """The QuestionnaireResponse cannot be extracted; ``path`` is the FHIR element path of the culprit."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True, slots=True)

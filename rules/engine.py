@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rules.codes import Indicator, Pattern, Topic
 from rules.expressions import Context, FactLike, ScoreResult, Truth
 from rules.pack import Citation, Rule, RulePack
 
@@ -42,9 +43,9 @@ class Recommendation:
 
     rule_id: str
     title: str
-    topic: str
-    indicator: str
-    pattern: str
+    topic: Topic
+    indicator: Indicator
+    pattern: Pattern
     red_flag: bool
     summary: str
     detail: tuple[str, ...]
@@ -60,7 +61,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class Suppression:
     rule_id: str
-    topic: str
+    topic: Topic
     by: str
 
 
@@ -72,10 +73,10 @@ class Assessment:
     recommendations: tuple[Recommendation, ...]
     suppressed: tuple[Suppression, ...] = ()
     errors: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = field(default=())
-    pattern: str = "indeterminate"
+    patterns: tuple[Pattern, ...] = field(default=())
+    pattern: Pattern = Pattern.INDETERMINATE
 
-    def topics(self) -> list[str]:
+    def topics(self) -> list[Topic]:
         return [r.topic for r in self.recommendations]
 
 
@@ -147,9 +148,9 @@ def _fallback(rule: Rule) -> Recommendation:
     return Recommendation(
         rule_id=rule.id,
         title=rule.title,
-        topic="urgent-referral",
-        indicator="critical",
-        pattern="indeterminate",
+        topic=Topic.URGENT_REFERRAL,
+        indicator=Indicator.CRITICAL,
+        pattern=Pattern.INDETERMINATE,
         red_flag=True,
         summary=f"Red-flag check could not run: {rule.title}. Assess in person now."[:139],
         detail=(
@@ -199,30 +200,30 @@ def evaluate(
     )
 
 
-def _pattern(pack: RulePack, context: Context, kept: list[Recommendation], errors: list[str]) -> str:
+def _pattern(pack: RulePack, context: Context, kept: list[Recommendation], errors: list[str]) -> Pattern:
     """The first of the pack's pattern steps that holds; indeterminate when none does (or fails)."""
     if not pack.patterns:
-        return kept[0].pattern if kept else "indeterminate"
+        return kept[0].pattern if kept else Pattern.INDETERMINATE
     for index, step in enumerate(pack.patterns):
         try:
             if step.when.evaluate(context) is True:
                 return step.pattern
         except Exception as error:  # noqa: BLE001 - a failing step must not take the cards down
             errors.append(f"patterns/{index}: {type(error).__name__}")
-            return "indeterminate"
-    return "indeterminate"
+            return Pattern.INDETERMINATE
+    return Pattern.INDETERMINATE
 
 
 def _suppress(pack: RulePack, fired: list[Recommendation]) -> tuple[list[Recommendation], list[Suppression]]:
     rules = {rule.id: rule for rule in pack.rules}
-    blocked: dict[str, str] = {}
+    blocked: dict[Topic, str] = {}
     for recommendation in fired:
         rule = rules.get(recommendation.rule_id)
         for topic in rule.suppresses if rule else ():
             blocked.setdefault(topic, recommendation.rule_id)
         # Safety invariant 1, whatever the pack says.
-        if recommendation.red_flag or recommendation.topic in ("urgent-referral", "duplex-dvt"):
-            blocked.setdefault("conservative", recommendation.rule_id)
+        if recommendation.red_flag or recommendation.topic in (Topic.URGENT_REFERRAL, Topic.DUPLEX_DVT):
+            blocked.setdefault(Topic.CONSERVATIVE, recommendation.rule_id)
     kept: list[Recommendation] = []
     suppressed: list[Suppression] = []
     for recommendation in fired:

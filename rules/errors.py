@@ -3,16 +3,17 @@
 ::
 
     RuleError
-    ├── PackError           a pack fails its schema or its checks at load (carries pack, version, pointer)
-    │   └── UnknownFactError    a rule reads a fact the vocabulary does not produce, or with the wrong type
-    └── EvaluationError     a rule failed on a patient's facts (carries rule id and pack version)
+    └── PackError           a pack fails its schema or its checks at load (carries pack, version, pointer)
+        └── UnknownFactError    a rule reads a fact the vocabulary does not produce, or with the wrong type
 
-Packs are checked when they load so that a bad rule fails there, never at a patient.
+Packs are checked when they load so that a bad rule fails there, never at a patient. Evaluation
+raises nothing: a rule that fails on a patient's facts is recorded in the assessment's ``errors``
+(and a failing red-flag rule still gives a critical card; ``rules.engine``).
 """
 
 from __future__ import annotations
 
-__all__ = ["EvaluationError", "PackError", "RuleError", "UnknownFactError"]
+__all__ = ["PackError", "RuleError", "UnknownFactError"]
 
 
 class RuleError(Exception):
@@ -36,12 +37,3 @@ class UnknownFactError(PackError):
     def __init__(self, message: str, *, fact: str, pointer: str = "") -> None:
         super().__init__(message, pointer=pointer)
         self.fact = fact
-
-
-class EvaluationError(RuleError):
-    """A rule could not be evaluated on a patient's facts."""
-
-    def __init__(self, message: str, *, rule: str, version: str) -> None:
-        super().__init__(f"{message} (rule {rule}, pack version {version})")
-        self.rule = rule
-        self.version = version

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -17,12 +18,12 @@ from typing import Any
 
 import jsonschema
 
+from rules.codes import Indicator, Pattern, Topic
+from rules.compiler import Compiler
 from rules.errors import PackError
-from rules.expressions import Compiler, Expr, ScoreItem
+from rules.expressions import Expr, ScoreItem
 
 __all__ = [
-    "PATTERNS",
-    "TOPICS",
     "Citation",
     "Criterion",
     "PatternRule",
@@ -34,9 +35,6 @@ __all__ = [
     "load_pack",
     "pack_schema",
 ]
-
-TOPICS = ("abi", "duplex-dvt", "conservative", "urgent-referral")
-PATTERNS = ("arterial", "venous", "neurogenic", "musculoskeletal", "indeterminate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +54,7 @@ class Criterion:
 class PatternRule:
     """One step of the pack's pattern classification: the first that holds names the pattern."""
 
-    pattern: str
+    pattern: Pattern
     label: str
     when: Expr
 
@@ -73,9 +71,9 @@ class Variant:
 class Rule:
     id: str
     title: str
-    topic: str
-    indicator: str
-    pattern: str
+    topic: Topic
+    indicator: Indicator
+    pattern: Pattern
     red_flag: bool
     when: Expr
     citation: Citation
@@ -87,7 +85,7 @@ class Rule:
     criteria: tuple[Criterion, ...]
     score: str | None
     evidence: tuple[str, ...]
-    suppresses: tuple[str, ...]
+    suppresses: tuple[Topic, ...]
 
 
 @dataclass(frozen=True)
@@ -121,10 +119,20 @@ class RulePack:
 
 
 @cache
-def pack_schema() -> Mapping[str, Any]:
+def _schema_file() -> Mapping[str, Any]:
     text = resources.files("rules").joinpath("schema/pack.schema.json").read_text("utf-8")
     schema: Mapping[str, Any] = json.loads(text)
     return schema
+
+
+def pack_schema() -> Mapping[str, Any]:
+    """The pack schema, with the topic, indicator and pattern enums filled in from ``rules.codes``."""
+    schema = _schema_file()
+    codes: dict[str, type[StrEnum]] = {"topic": Topic, "indicator": Indicator, "pattern": Pattern}
+    filled = {
+        name: {**schema["$defs"][name], "enum": [code.value for code in enum]} for name, enum in codes.items()
+    }
+    return {**schema, "$defs": {**schema["$defs"], **filled}}
 
 
 def content_hash(document: Mapping[str, Any]) -> str:
@@ -188,7 +196,7 @@ def _compile(
         raise PackError("rule ids must be unique", pointer="/rules")
     patterns = tuple(
         PatternRule(
-            pattern=str(raw["pattern"]),
+            pattern=Pattern(raw["pattern"]),
             label=str(raw["label"]),
             when=compiler.compile(raw["when"], f"/patterns/{i}/when"),
         )
@@ -226,14 +234,14 @@ def _rule(
     for name in raw.get("evidence", ()):
         compiler.compile({"known": name}, f"{pointer}/evidence")
     red_flag = bool(raw.get("red_flag", False))
-    if red_flag and (raw["topic"] != "urgent-referral" or raw["indicator"] != "critical"):
+    if red_flag and (raw["topic"] != Topic.URGENT_REFERRAL or raw["indicator"] != Indicator.CRITICAL):
         raise PackError("a red-flag rule is an urgent-referral card with indicator critical", pointer=pointer)
     return Rule(
         id=raw["id"],
         title=raw["title"],
-        topic=raw["topic"],
-        indicator=raw["indicator"],
-        pattern=raw["pattern"],
+        topic=Topic(raw["topic"]),
+        indicator=Indicator(raw["indicator"]),
+        pattern=Pattern(raw["pattern"]),
         red_flag=red_flag,
         when=compiler.compile(raw["when"], f"{pointer}/when"),
         citation=Citation(
@@ -258,7 +266,7 @@ def _rule(
         ),
         score=raw.get("score"),
         evidence=tuple(raw.get("evidence", ())),
-        suppresses=tuple(raw.get("suppresses", ())),
+        suppresses=tuple(map(Topic, raw.get("suppresses", ()))),
     )
 
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies shared by the tests, in two families.
+"""Hypothesis strategies shared by the tests, in three families.
 
 Patients as facts (for the rule packs): every fact documented true, documented false or missing.
 Facts are drawn straight from the vocabulary (``fhir_mappings/data/facts.json``), so a fact added there
@@ -12,6 +12,9 @@ draw codes the mapper really reads (every code of the project's value sets and e
 fact vocabulary), so generated resources reach the rules, and then damage a share of them: a member
 replaced by arbitrary JSON of the wrong type, a status or date that is not one, another patient's
 subject. Requests are for the patient `p1`.
+
+Rule expressions (for the expression language): every form, nested, over the small namespace of
+:data:`EXPRESSION_NAMES` (facts of each type, a definition, a score, an option).
 """
 
 from __future__ import annotations
@@ -607,3 +610,53 @@ def clinical_records(draw: st.DrawFn) -> dict[str, Any]:
     resource["conclusion"] = draw(st.text(max_size=30) | json_values)
     resource["bodySite"] = draw(st.lists(codeable_concepts, max_size=1) | json_values)
     return resource
+
+
+# --- rule expressions --------------------------------------------------------------------------
+
+EXPRESSION_NAMES: dict[str, Any] = {
+    "fact_types": {"a": "boolean", "b": "boolean", "n": "number", "m": "number", "c": "code"},
+    "definitions": frozenset({"d"}),
+    "scores": frozenset({"s"}),
+    "options": frozenset({"o"}),
+}
+_numbers = st.integers(-1000, 1000) | st.floats(-1000, 1000, allow_nan=False)
+_operators = st.sampled_from(["<", "<=", ">", ">=", "==", "!="])
+_any_fact = st.sampled_from(["a", "b", "n", "m", "c"])
+_number_fact = st.sampled_from(["n", "m"])
+_codes = st.text("abcxyz-", min_size=1, max_size=6)
+_leaf_expressions = (
+    st.builds(lambda name: {"fact": name}, st.sampled_from(["a", "b"]))
+    | st.builds(lambda name: {"known": name}, _any_fact)
+    | st.builds(lambda name, op, value: {"cmp": [name, op, value]}, _number_fact, _operators, _numbers)
+    | st.builds(
+        lambda name, op, other, times: {"cmp": [name, op, {"fact": other, **times}]},
+        _number_fact,
+        _operators,
+        _number_fact,
+        st.just({}) | st.builds(lambda k: {"times": k}, _numbers),
+    )
+    | st.builds(lambda codes: {"is": ["c", codes]}, _codes | st.lists(_codes, min_size=1, max_size=3))
+    | st.builds(lambda first, second: {"older": [first, second]}, _any_fact, _any_fact)
+    | st.just({"def": "d"})
+    | st.builds(
+        lambda form, op, value: {form: ["s", op, value]},
+        st.sampled_from(["score", "points"]),
+        _operators,
+        _numbers,
+    )
+    | st.just({"option": "o"})
+    | st.builds(lambda value: {"const": value}, st.booleans())
+)
+expressions = st.recursive(
+    _leaf_expressions,
+    lambda inner: (
+        st.builds(
+            lambda form, parts: {form: parts},
+            st.sampled_from(["all", "any"]),
+            st.lists(inner, min_size=1, max_size=3),
+        )
+        | st.builds(lambda form, part: {form: part}, st.sampled_from(["not", "true"]), inner)
+    ),
+    max_leaves=12,
+)

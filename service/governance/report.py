@@ -12,23 +12,26 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from rules.codes import Topic
 from service.governance import svg
 from service.governance.replay import describe
 from service.governance.reportdata import PackEntry, ReportData, RuleStat
 
-__all__ = ["ACCEPTED", "CSS", "OVERRIDDEN", "TOPIC_COLOURS", "TOPIC_NAMES", "render"]
+__all__ = ["ACCEPTED", "CSS", "OVERRIDDEN", "TOPIC_COLOURS", "TOPIC_NAMES", "render", "topic_name"]
 
-TOPIC_COLOURS = {
-    "urgent-referral": "#D55E00",
-    "duplex-dvt": "#0072B2",
-    "abi": "#E69F00",
-    "conservative": "#009E73",
+# Topics the report has its own colour and short name for, in the order the chart stacks them; any
+# other topic takes a colour left in the palette and its display as its name (topic_name).
+TOPIC_COLOURS: Mapping[str, str] = {
+    Topic.URGENT_REFERRAL: "#D55E00",
+    Topic.DUPLEX_DVT: "#0072B2",
+    Topic.ABI: "#E69F00",
+    Topic.CONSERVATIVE: "#009E73",
 }
-TOPIC_NAMES = {
-    "urgent-referral": "urgent referral",
-    "duplex-dvt": "DVT work-up",
-    "abi": "ABI",
-    "conservative": "conservative care",
+TOPIC_NAMES: Mapping[str, str] = {
+    Topic.URGENT_REFERRAL: "urgent referral",
+    Topic.DUPLEX_DVT: "DVT work-up",
+    Topic.ABI: "ABI",
+    Topic.CONSERVATIVE: "conservative care",
 }
 ACCEPTED, OVERRIDDEN, NO_RESPONSE = "#009E73", "#D55E00", "#C5CCD3"
 
@@ -98,13 +101,21 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Seque
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def topic_name(topic: str) -> str:
+    """A topic as the report names it: its short name, else its display, else the code as stored."""
+    if topic in TOPIC_NAMES:
+        return TOPIC_NAMES[topic]
+    displays = {member.value: member.display for member in Topic}
+    return displays.get(topic, topic)
+
+
 def _topic_series(data: ReportData) -> list[svg.Series]:
     present = {topic for counts in data.cards_by_period.values() for topic in counts}
     topics = [t for t in TOPIC_COLOURS if t in present] + sorted(present - set(TOPIC_COLOURS))
     extra = iter(c for c in svg.PALETTE if c not in TOPIC_COLOURS.values())
     return [
         svg.Series(
-            TOPIC_NAMES.get(topic, topic),
+            topic_name(topic),
             [counts.get(topic, 0) for counts in data.cards_by_period.values()],
             TOPIC_COLOURS.get(topic) or next(extra, "#999999"),
         )
@@ -232,7 +243,7 @@ def _cards_over_time(data: ReportData) -> str:
     for counts in data.cards_by_period.values():
         for topic, count in counts.items():
             totals[topic] = totals.get(topic, 0) + count
-    rows = [[_e(TOPIC_NAMES.get(t, t)), str(n)] for t, n in sorted(totals.items(), key=lambda kv: -kv[1])]
+    rows = [[_e(topic_name(t)), str(n)] for t, n in sorted(totals.items(), key=lambda kv: -kv[1])]
     return (
         '<section id="cards"><h2>Cards fired per topic over time</h2>'
         '<p class="lead">Every card the service showed, by the day it was shown and what it recommends.</p>'
@@ -262,7 +273,7 @@ def _rates(data: ReportData) -> str:
         [
             f"<code>{_e(s.rule_id)}</code>",
             _e(s.pack_version),
-            _e(TOPIC_NAMES.get(s.topic, s.topic)),
+            _e(topic_name(s.topic)),
             str(s.shown),
             f"{s.accepted} ({_rate(s.accepted, s.shown)})",
             f"{s.overridden} ({_rate(s.overridden, s.shown)})",

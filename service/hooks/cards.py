@@ -33,6 +33,7 @@ from typing import Any
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.facts import Facts, Vocabulary
+from rules.codes import Indicator, Topic
 from rules.engine import Assessment, Recommendation
 from service.hooks.assessment_link import assessment_link
 from service.hooks.card_evidence import (
@@ -72,12 +73,9 @@ __all__ = [
 ]
 
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
-TOPIC_DISPLAY = {
-    "abi": "ABI-family physiological testing",
-    "duplex-dvt": "DVT work-up (ultrasound and/or D-dimer)",
-    "conservative": "Conservative care with a safety net",
-    "urgent-referral": "Urgent referral for a red flag",
-}
+# Each topic's display is Topic.display; this copy is for service.hooks.response_check until it
+# reads the enum itself.
+TOPIC_DISPLAY: Mapping[str, str] = {topic: topic.display for topic in Topic}
 OVERRIDE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/override-reason"
 OVERRIDE_REASONS = (
     ("already-ordered", "Already ordered"),
@@ -89,12 +87,13 @@ OVERRIDE_REASONS = (
     ("advice-given", "Advice already given"),
     ("dvt-not-excluded", "DVT not yet excluded"),
 )
-_REASONS_BY_TOPIC = {
-    "duplex-dvt": ("already-ordered", "dvt-excluded", "patient-declined", "not-relevant-today"),
-    "abi": ("already-ordered", "patient-declined", "not-relevant-today"),
-    "conservative": ("advice-given", "dvt-not-excluded", "patient-declined", "not-relevant-today"),
-    "urgent-referral": ("already-referred", "finding-not-present", "patient-declined"),
+_REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
+    Topic.DUPLEX_DVT: ("already-ordered", "dvt-excluded", "patient-declined", "not-relevant-today"),
+    Topic.ABI: ("already-ordered", "patient-declined", "not-relevant-today"),
+    Topic.CONSERVATIVE: ("advice-given", "dvt-not-excluded", "patient-declined", "not-relevant-today"),
+    Topic.URGENT_REFERRAL: ("already-referred", "finding-not-present", "patient-declined"),
 }
+_ANY_TOPIC_REASONS = ("patient-declined", "not-relevant-today")  # a topic the table does not name
 CALF_PAIN_REASON = {
     "coding": [{"system": "http://snomed.info/sct", "code": "300954003", "display": "Pain in calf"}]
 }
@@ -235,11 +234,11 @@ def service_request(
     patient_id: str,
     authored_on: datetime,
     side: str | None = None,
-    topic: str | None = None,
+    topic: Topic | None = None,
 ) -> dict[str, Any]:
     """A draft ServiceRequest for a suggestion's ``request`` template, coded and with laterality."""
     code = dict(request["code"])
-    if not code.get("coding") and topic == "abi":
+    if not code.get("coding") and topic == Topic.ABI:
         code["coding"] = [_orderable(code)]
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
@@ -257,15 +256,15 @@ def service_request(
         resource["bodySite"] = request["bodySite"]
     elif side in ("left", "right", "both"):
         # An ABI-family test measures both legs against the arm whichever leg hurts (§3.1).
-        legs = ("left", "right") if side == "both" or topic == "abi" else (side,)
+        legs = ("left", "right") if side == "both" or topic == Topic.ABI else (side,)
         resource["bodySite"] = [{"coding": [LOWER_LIMB[leg]]} for leg in legs]
     return resource
 
 
-def override_reasons(topic: str) -> list[Coding]:
+def override_reasons(topic: Topic) -> list[Coding]:
     """The dismissal reasons offered on a card of ``topic``."""
     names = dict(OVERRIDE_REASONS)
-    codes = _REASONS_BY_TOPIC.get(topic, ("patient-declined", "not-relevant-today"))
+    codes = _REASONS_BY_TOPIC.get(topic, _ANY_TOPIC_REASONS)
     return [Coding(system=OVERRIDE_SYSTEM, code=code, display=names[code]) for code in codes]
 
 
@@ -337,14 +336,14 @@ def build_cards(
             uuid=card_uuid,
             summary=card_summary(evidence.side_label, recommendation.summary),
             detail=render_detail(recommendation, evidence),
-            indicator="critical" if recommendation.red_flag else recommendation.indicator,
+            indicator=Indicator.CRITICAL if recommendation.red_flag else recommendation.indicator,
             source=Source(
                 label=f"{citation.guideline} · {label}",
                 url=citation.url,
                 topic=Coding(
                     system=RECOMMENDATION_SYSTEM,
                     code=recommendation.topic,
-                    display=TOPIC_DISPLAY.get(recommendation.topic, recommendation.topic),
+                    display=recommendation.topic.display,
                 ),
             ),
             suggestions=suggestions,
@@ -353,5 +352,4 @@ def build_cards(
             links=links,
         )
         cards.append((card, recommendation))
-    rank = {"critical": 0, "warning": 1, "info": 2}
-    return sorted(cards, key=lambda pair: rank[pair[0].indicator])
+    return sorted(cards, key=lambda pair: -Indicator(pair[0].indicator).urgency)

@@ -42,7 +42,6 @@ from cds_hooks.models import Card
 from fhir_mappings.facts import Facts, Vocabulary
 from rules.engine import Assessment, Recommendation
 from service.hooks.card_evidence import card_evidence, score_title
-from service.hooks.cards import TOPIC_DISPLAY
 from service.hooks.markup import escape_html
 from service.store.explanations import StoredExplanation
 
@@ -165,7 +164,7 @@ def explanation(
             "uuid": card.uuid,
             "summary": card.summary,
             "indicator": card.indicator,
-            "topic": TOPIC_DISPLAY.get(recommendation.topic, recommendation.topic),
+            "topic": recommendation.topic.display,
             "side": evidence.side_label or "no leg finding documented",
         },
         "rule": {"id": recommendation.rule_id, "title": recommendation.title},

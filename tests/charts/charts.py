@@ -27,7 +27,6 @@ from urllib.parse import parse_qsl
 HERE = Path(__file__).parent
 CASES_DIR = HERE / "cases"
 BACKGROUND_NEWEST_DAYS = 21
-TOPICS = ("abi", "duplex-dvt", "conservative", "urgent-referral")
 DATE_KEYS = frozenset(
     {
         "effectiveDateTime",

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
+from rules.codes import Topic
 from tests.charts.charts import (
     BACKGROUND_NEWEST_DAYS,
     HERE,
-    TOPICS,
     chart,
     load_cases,
     parse_instant,
@@ -198,11 +198,11 @@ def test_every_code_is_real_and_verified(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_case_has_a_reasoned_expectation(case: dict[str, Any]) -> None:
-    """Rationale and citation; only the four topics; a red flag is critical; wording only from the list."""
+    """Rationale and citation; only known topics; a red flag is critical; wording only from the list."""
     assert case["rationale"].strip()
     assert case["citation"].strip()
     expect = case["expect"]
-    assert set(expect["topics"]) | set(expect["forbidden"]) <= set(TOPICS)
+    assert set(expect["topics"]) | set(expect["forbidden"]) <= set(Topic)
     assert not set(expect["topics"]) & set(expect["forbidden"])
     if "urgent-referral" in expect["topics"]:
         assert expect["indicators"]["urgent-referral"] == "critical"

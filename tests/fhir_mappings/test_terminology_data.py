@@ -505,12 +505,6 @@ def test_every_codesystem_concept_has_display_and_definition() -> None:
         assert len(codes) == len(set(codes)), name
 
 
-def test_recommendation_codesystem_has_exactly_the_four_card_codes() -> None:
-    """The recommendation codes are the four that cards use as source.topic."""
-    codes = {c["code"] for c in codesystem("CodeSystem-recommendation.json")["concept"]}
-    assert codes == {"abi", "duplex-dvt", "conservative", "urgent-referral"}
-
-
 @needs_findings_md
 def test_finding_codesystem_has_exactly_the_findings_md_codes_and_pulse_answers() -> None:
     """CodeSystem-finding holds every FINDINGS.md code plus the three pedal-pulse answers."""

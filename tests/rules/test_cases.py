@@ -21,8 +21,9 @@ import pytest
 
 from cds_hooks.models import Card
 from fhir_mappings.facts import Fact, Facts
+from rules.codes import Pattern, Topic
 from rules.engine import Assessment, Recommendation, evaluate
-from rules.pack import PATTERNS, TOPICS, RulePack
+from rules.pack import RulePack
 from service.config import Settings
 from service.hooks.cards import RECOMMENDATION_SYSTEM, build_cards
 from service.hooks.packs import PackRegistry
@@ -167,9 +168,9 @@ def test_every_case_has_rationale_citation_and_a_valid_expectation(case: dict[st
     assert case["citation"].strip()
     expectations = [case["expect"], *case.get("expect_by_version", {}).values()]
     for expect in expectations:
-        assert _named(expect) <= set(TOPICS)
+        assert _named(expect) <= set(Topic)
         assert not set(expect["topics"]) & set(expect["forbidden"])
-        assert expect.get("pattern", "indeterminate") in PATTERNS
+        assert expect.get("pattern", "indeterminate") in set(Pattern)
     assert set(case.get("expect_by_version", {})) <= set(VERSIONS)
     for version in case.get("expect_by_version", {}):
         assert case.get("why_by_version", {}).get(version, "").strip(), f"no reason for the {version} answer"

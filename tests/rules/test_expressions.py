@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from rules.compiler import Compiler
 from rules.errors import PackError, UnknownFactError
-from rules.expressions import Compiler, Context, ScoreItem
+from rules.expressions import Context, ScoreItem
 
 TYPES = {"a": "boolean", "b": "boolean", "n": "number", "m": "number", "c": "code"}
 

@@ -28,9 +28,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fhir_mappings.facts import Facts, FactValue
+from rules.codes import Pattern, Topic
 from rules.engine import Assessment, evaluate
 from rules.expressions import Context
-from rules.pack import PATTERNS, TOPICS, RulePack, bundled_pack_files, load_pack
+from rules.pack import RulePack, bundled_pack_files, load_pack
 from service.hooks.cards import build_cards
 from service.hooks.explanation import explanation
 from tests.fhir_builders import NOW
@@ -88,8 +89,8 @@ def test_evaluation_is_total_and_every_card_renders(key: str, facts: Facts, opti
     pack = PACKS[key]
     assessment = evaluate(pack, facts, options=options_for(pack, option))
     assert assessment.errors == ()
-    assert assessment.pattern in PATTERNS
-    assert topics(assessment) <= set(TOPICS)
+    assert assessment.pattern in set(Pattern)
+    assert topics(assessment) <= set(Topic)
     for card, recommendation in build_cards(assessment, facts, VOCABULARY, patient_id="p1", now=NOW):
         assert len(card.summary) < 140
         assert pack.key in card.source.label

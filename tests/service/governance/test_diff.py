@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fhir_mappings.facts import vocabulary
+from rules.errors import PackError
 from rules.pack import bundled_pack_files
 from service.cli import main
 from service.governance.diff import diff_packs
@@ -98,7 +99,7 @@ def test_added_and_removed_cards_score_items_and_orders() -> None:
     ],
 )
 def test_expressions_in_words(expression: dict[str, Any], words: str) -> None:
-    assert WORDS.expr(expression) == words
+    assert WORDS.expr(WORDS.read(expression)) == words
 
 
 def test_cli_diff_by_version_and_by_file(
@@ -158,3 +159,11 @@ def test_wrapping_a_condition_in_true_is_read_as_one_change() -> None:
     text = " ".join(render(old, new).split())
     assert "pregnant now counts only when documented (not documented reads as not met)" in text
     assert "no longer counts" not in text
+
+
+def test_a_condition_that_does_not_compile_is_refused_naming_the_pack() -> None:
+    """The diff reads conditions with the pack's own compiler: one it cannot read is an error."""
+    new = copy.deepcopy(OLD) | {"version": "0.1.7"}
+    new["rules"][0]["when"] = {"fact": "no_such_fact"}
+    with pytest.raises(PackError, match=r"^unknown fact 'no_such_fact' \(calf-pain@0\.1\.7\)$"):
+        render(OLD, new)
