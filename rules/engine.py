@@ -11,6 +11,9 @@ are code, not data, so no pack can switch them off:
 The assessment also names one overall pattern (arterial, venous, neurogenic, musculoskeletal or
 indeterminate) from the pack's ordered ``patterns``; a pack without them takes the pattern of its
 first card.
+
+One call answers one hook: only the rules that answer it (``Rule.hooks``) are evaluated, and the
+invariants hold on every hook. Definitions, scores and patterns are the patient's, whatever the hook.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rules.errors import RuleError
 from rules.expressions import Context, FactLike, ScoreResult, Truth
-from rules.pack import Citation, Rule, RulePack
+from rules.pack import HOOKS, Citation, Rule, RulePack
 
 CriterionState = Literal["met", "not met", "not documented"]
 _PLACEHOLDER = re.compile(r"\{(fact|score|points|undocumented):([a-z0-9_]+)\}")
@@ -72,6 +76,7 @@ class Assessment:
     errors: tuple[str, ...] = ()
     patterns: tuple[str, ...] = field(default=())
     pattern: str = "indeterminate"
+    hook: str = "patient-view"
 
     def topics(self) -> list[str]:
         return [r.topic for r in self.recommendations]
@@ -166,13 +171,17 @@ def evaluate(
     pack: RulePack,
     facts: Mapping[str, FactLike],
     *,
+    hook: str = "patient-view",
     options: Mapping[str, bool] | None = None,
 ) -> Assessment:
-    """Evaluate every rule of ``pack`` on ``facts`` and apply suppressions and safety invariants."""
+    """Evaluate the rules of ``pack`` that answer ``hook`` on ``facts``, then apply suppressions and
+    the safety invariants. An unknown hook is a :class:`RuleError` (a caller's mistake, not a patient's)."""
+    if hook not in HOOKS:
+        raise RuleError(f"unknown hook {hook!r}: one of {', '.join(HOOKS)}")
     context = Context(facts, pack.definitions, pack.scores, {**pack.options, **(options or {})})
     fired: list[Recommendation] = []
     errors: list[str] = []
-    for rule in pack.rules:
+    for rule in pack.rules_for(hook):
         try:
             recommendation = _recommend(rule, context)
         except Exception as error:  # noqa: BLE001 - a failing rule must never take the others down
@@ -194,6 +203,7 @@ def evaluate(
         errors=tuple(errors),
         patterns=patterns,
         pattern=pattern,
+        hook=hook,
     )
 
 
