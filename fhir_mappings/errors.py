@@ -4,6 +4,7 @@
 
     MappingError
     ├── VocabularyError     the fact vocabulary or value sets are inconsistent (found at load)
+    │   └── OrderCatalogueError  the order catalogue or a site's order file is invalid (carries path, pointer)
     └── ResourceError       a resource is malformed where we must read it (carries the element path)
         └── ExtractionError a QuestionnaireResponse cannot be extracted (fhir_mappings.extraction)
 
@@ -23,6 +24,16 @@ class VocabularyError(MappingError):
     def __init__(self, message: str, *, fact: str = "") -> None:
         super().__init__(message)
         self.fact = fact
+
+
+class OrderCatalogueError(VocabularyError):
+    """The order catalogue (``data/orderables.json``) or a site's order file is invalid; ``path``
+    names the file and ``pointer`` the JSON pointer into it."""
+
+    def __init__(self, message: str, *, path: str, pointer: str = "") -> None:
+        super().__init__(f"{message} ({path}{pointer and ' at ' + pointer})")
+        self.path = path
+        self.pointer = pointer
 
 
 class ResourceError(MappingError):

@@ -471,7 +471,7 @@ def test_excluded_entries_name_existing_valuesets() -> None:
 # --- CodeSystems -------------------------------------------------------------------------------------
 
 
-CODESYSTEMS = ("CodeSystem-finding.json", "CodeSystem-recommendation.json")
+CODESYSTEMS = ("CodeSystem-finding.json", "CodeSystem-recommendation.json", "CodeSystem-orderable.json")
 
 
 @pytest.mark.parametrize("name", CODESYSTEMS)
@@ -490,6 +490,7 @@ def test_codesystem_validates_as_fhir_r4b(name: str) -> None:
         ("CodeSystem-finding.json", "http://calf-cds.org/fhir/CodeSystem/finding", "1.0.0"),
         # 1.1.0 (issue 17) adds lumbar-imaging; the four 1.0.0 codes keep their meaning.
         ("CodeSystem-recommendation.json", "http://calf-cds.org/fhir/CodeSystem/recommendation", "1.1.0"),
+        ("CodeSystem-orderable.json", "http://calf-cds.org/fhir/CodeSystem/orderable", "1.0.0"),
     ],
 )
 def test_codesystem_url_and_id_are_the_published_ones(name: str, url: str, version: str) -> None:
