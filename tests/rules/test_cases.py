@@ -30,7 +30,7 @@ from service.pipeline import CalfPainService
 
 CASES_DIR = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))
-VERSIONS = ("1.0.0", "1.1.0")
+VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 
 
 def load_cases() -> list[dict[str, Any]]:
