@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fhir_mappings.facts import vocabulary
-from fhir_mappings.orders import ATC, ORDERABLE_SYSTEM, ORIGIN, bundled_catalogue
+from fhir_mappings.orderables import ATC, ORDERABLE_SYSTEM, ORIGIN, bundled_catalogue
 from tests.fhir_mappings.test_terminology_data import KNOWN_WRONG, loinc_code_valid, snomed_concept_id_valid
 
 DATA = resources.files("fhir_mappings").joinpath("data")

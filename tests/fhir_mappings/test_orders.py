@@ -13,12 +13,8 @@ from hypothesis import strategies as st
 from fhir_mappings.errors import MappingError, OrderCatalogueError, VocabularyError
 from fhir_mappings.facts import Fact, vocabulary
 from fhir_mappings.mapper import Mapper
-from fhir_mappings.orders import (
-    OrderReader,
-    bundled_catalogue,
-    order_facts,
-    site_catalogue,
-)
+from fhir_mappings.orderables import OrderCatalogue, bundled_catalogue, site_catalogue
+from fhir_mappings.orders import OrderReader, order_facts
 from fhir_mappings.terminology import bundled_terminology
 from tests.fhir_builders import NOW, calf_pain, patient
 from tests.strategies import json_values
@@ -448,7 +444,6 @@ def test_a_missing_site_file_is_an_error(tmp_path: Path) -> None:
 def test_a_catalogue_kind_without_its_facts_is_refused() -> None:
     """A kind the vocabulary does not declare as order_/draft_ facts is refused when the reader is built."""
     document = {"kinds": {"teleport": {"label": "Teleport", "codes": [{"system": "s", "code": "c"}]}}}
-    from fhir_mappings.orders import OrderCatalogue
     from fhir_mappings.terminology import listed_terminology
 
     catalogue = OrderCatalogue.from_json(document, terminology=listed_terminology())

@@ -20,7 +20,8 @@ from typing import Any
 
 from fhir_mappings.facts import Facts, vocabulary
 from fhir_mappings.mapper import Mapper
-from fhir_mappings.orders import DraftOrders, OrderReader, bundled_catalogue, bundled_reader
+from fhir_mappings.orderables import bundled_catalogue
+from fhir_mappings.orders import DraftOrders, OrderReader, bundled_reader
 from fhir_mappings.terminology import bundled_terminology
 from rules.engine import Assessment, Recommendation, evaluate
 from rules.pack import RulePack, bundled_pack_files, load_pack
