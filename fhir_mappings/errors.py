@@ -4,6 +4,7 @@
 
     MappingError
     ├── VocabularyError     the fact vocabulary or value sets are inconsistent (found at load)
+    │   └── OrderCatalogueError  the order catalogue or a site's order file is invalid (carries path, pointer)
     └── ExtractionError     a QuestionnaireResponse cannot be extracted (carries the element path;
                             defined in fhir_mappings.extraction)
 
@@ -13,7 +14,7 @@ QuestionnaireResponse sent to ``$extract`` is refused whole when it is malformed
 
 from __future__ import annotations
 
-__all__ = ["MappingError", "VocabularyError"]
+__all__ = ["MappingError", "OrderCatalogueError", "VocabularyError"]
 
 
 class MappingError(Exception):
@@ -26,3 +27,13 @@ class VocabularyError(MappingError):
     def __init__(self, message: str, *, fact: str = "") -> None:
         super().__init__(message)
         self.fact = fact
+
+
+class OrderCatalogueError(VocabularyError):
+    """The order catalogue (``data/orderables.json``) or a site's order file is invalid; ``path``
+    names the file and ``pointer`` the JSON pointer into it."""
+
+    def __init__(self, message: str, *, path: str, pointer: str = "") -> None:
+        super().__init__(f"{message} ({path}{pointer and ' at ' + pointer})")
+        self.path = path
+        self.pointer = pointer

@@ -3,12 +3,16 @@
 A fact is three-valued where it matters: ``value is None`` means *not documented*, which is never
 the same as ``False`` (looked for and absent). The vocabulary — every fact's name, type and unit —
 is declared in ``data/facts.json`` and shared with ``rules`` through :func:`vocabulary`.
+
+Most facts come from the patient's record (:mod:`fhir_mappings.mapper`); those with
+``"origin": "draft-orders"`` come from an order hook's draft orders (:mod:`fhir_mappings.orders`)
+and are added to the patient's facts with :meth:`Facts.with_facts`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, cached_property
@@ -99,6 +103,8 @@ class FactSpec:
     leg_only: bool = False
     basis: str | None = None
     positivity: str | None = None
+    # Where the value comes from when not from the patient's record: "draft-orders" (order hooks).
+    origin: str | None = None
 
     def names(self) -> tuple[str, ...]:
         """The fact names this spec produces: per-leg facts add ``_left`` and ``_right``; a fact
@@ -127,6 +133,18 @@ class Facts(Mapping[str, Fact]):
 
     def __len__(self) -> int:
         return len(self.by_name)
+
+    def with_facts(self, extra: Iterable[Fact], *, notes: Iterable[str] = ()) -> Facts:
+        """These facts plus ``extra`` (a fact of the same name is replaced) and more ``notes``.
+
+        Every added fact must be declared: an undeclared name is a :class:`VocabularyError`, as a
+        rule reading it would be at load.
+        """
+        added = {fact.name: fact for fact in extra}
+        for name in added:
+            if name not in self.declared:
+                raise VocabularyError("fact is not in the vocabulary", fact=name)
+        return Facts(by_name={**self.by_name, **added}, declared=self.declared, notes=(*self.notes, *notes))
 
     def to_json(self) -> dict[str, Any]:
         """The documented facts with their evidence, for the audit trail."""
@@ -198,6 +216,7 @@ def _spec(entry: Mapping[str, Any]) -> FactSpec:
         leg_only=bool(entry.get("leg_only", False)),
         basis=entry.get("basis"),
         positivity=entry.get("positivity"),
+        origin=entry.get("origin"),
     )
 
 

@@ -43,6 +43,7 @@ class Topic(StrEnum):
     DUPLEX_DVT = "duplex-dvt", "DVT work-up (ultrasound and/or D-dimer)"
     CONSERVATIVE = "conservative", "Conservative care with a safety net"
     URGENT_REFERRAL = "urgent-referral", "Urgent referral for a red flag"
+    LUMBAR_IMAGING = "lumbar-imaging", "Lumbar spine imaging"
 
 
 class Indicator(StrEnum):

@@ -11,6 +11,9 @@ are code, not data, so no pack can switch them off:
 The assessment also names one overall pattern (arterial, venous, neurogenic, musculoskeletal or
 indeterminate) from the pack's ordered ``patterns``; a pack without them takes the pattern of its
 first card.
+
+One call answers one hook: only the rules that answer it (``Rule.hooks``) are evaluated, and the
+invariants hold on every hook. Definitions, scores and patterns are the patient's, whatever the hook.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rules.codes import Indicator, Pattern, Topic
+from rules.errors import RuleError
 from rules.expressions import Context, FactLike, ScoreResult, Truth
-from rules.pack import Citation, Rule, RulePack
+from rules.pack import HOOKS, Citation, Rule, RulePack
 
 __all__ = ["Assessment", "CriterionResult", "CriterionState", "Recommendation", "Suppression", "evaluate"]
 
@@ -75,6 +79,7 @@ class Assessment:
     errors: tuple[str, ...] = ()
     patterns: tuple[Pattern, ...] = field(default=())
     pattern: Pattern = Pattern.INDETERMINATE
+    hook: str = "patient-view"
 
     def topics(self) -> list[Topic]:
         return [r.topic for r in self.recommendations]
@@ -169,13 +174,17 @@ def evaluate(
     pack: RulePack,
     facts: Mapping[str, FactLike],
     *,
+    hook: str = "patient-view",
     options: Mapping[str, bool] | None = None,
 ) -> Assessment:
-    """Evaluate every rule of ``pack`` on ``facts`` and apply suppressions and safety invariants."""
+    """Evaluate the rules of ``pack`` that answer ``hook`` on ``facts``, then apply suppressions and
+    the safety invariants. An unknown hook is a :class:`RuleError` (a caller's mistake, not a patient's)."""
+    if hook not in HOOKS:
+        raise RuleError(f"unknown hook {hook!r}: one of {', '.join(HOOKS)}")
     context = Context(facts, pack.definitions, pack.scores, {**pack.options, **(options or {})})
     fired: list[Recommendation] = []
     errors: list[str] = []
-    for rule in pack.rules:
+    for rule in pack.rules_for(hook):
         try:
             recommendation = _recommend(rule, context)
         except Exception as error:  # noqa: BLE001 - a failing rule must never take the others down
@@ -197,6 +206,7 @@ def evaluate(
         errors=tuple(errors),
         patterns=patterns,
         pattern=pattern,
+        hook=hook,
     )
 
 

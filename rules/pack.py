@@ -2,6 +2,12 @@
 
 A pack is identified by ``id@version`` and by the SHA-256 of its canonical JSON (its content
 hash), which every card and audit record carries.
+
+A rule answers one or more CDS Hooks (``hooks``; a rule without the key answers ``patient-view``,
+so packs written before the order hooks mean what they always meant). A suggestion of a rule that
+answers an order hook may ``delete`` draft orders of named kinds (the order kinds of
+``fhir_mappings/data/orderables.json``, read as the facts ``order_<kind>``): checked at load
+against the fact vocabulary like every fact a rule reads.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from rules.errors import PackError
 from rules.expressions import Expr, ScoreItem
 
 __all__ = [
+    "DEFAULT_HOOKS",
+    "HOOKS",
+    "ORDER_HOOKS",
     "Citation",
     "Criterion",
     "PatternRule",
@@ -35,6 +44,10 @@ __all__ = [
     "load_pack",
     "pack_schema",
 ]
+
+HOOKS = ("patient-view", "order-select", "order-sign")
+ORDER_HOOKS = frozenset({"order-select", "order-sign"})
+DEFAULT_HOOKS = ("patient-view",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,16 @@ class Rule:
     score: str | None
     evidence: tuple[str, ...]
     suppresses: tuple[Topic, ...]
+    hooks: tuple[str, ...] = DEFAULT_HOOKS
+
+    def answers(self, hook: str) -> bool:
+        """Whether this rule is evaluated on a call of ``hook``."""
+        return hook in self.hooks
+
+    def deleted_kinds(self) -> frozenset[str]:
+        """Every order kind a suggestion of this rule (or of one of its variants) deletes."""
+        suggestions = [*self.suggestions, *(s for v in self.variants for s in v.suggestions)]
+        return frozenset(str(kind) for s in suggestions for kind in s.get("delete", ()))
 
 
 @dataclass(frozen=True)
@@ -115,7 +138,16 @@ class RulePack:
         for rule in self.rules:
             exprs += [rule.when, *(v.when for v in rule.variants), *(c.when for c in rule.criteria)]
         names = frozenset().union(*(e.facts() for e in exprs))
-        return names | frozenset(n for r in self.rules for n in r.evidence)
+        deleted = frozenset(f"order_{kind}" for r in self.rules for kind in r.deleted_kinds())
+        return names | frozenset(n for r in self.rules for n in r.evidence) | deleted
+
+    def hooks(self) -> tuple[str, ...]:
+        """The hooks at least one rule of this pack answers, in :data:`HOOKS` order."""
+        return tuple(hook for hook in HOOKS if any(rule.answers(hook) for rule in self.rules))
+
+    def rules_for(self, hook: str) -> tuple[Rule, ...]:
+        """The rules evaluated on a call of ``hook``."""
+        return tuple(rule for rule in self.rules if rule.answers(hook))
 
 
 @cache
@@ -236,6 +268,8 @@ def _rule(
     red_flag = bool(raw.get("red_flag", False))
     if red_flag and (raw["topic"] != Topic.URGENT_REFERRAL or raw["indicator"] != Indicator.CRITICAL):
         raise PackError("a red-flag rule is an urgent-referral card with indicator critical", pointer=pointer)
+    hooks = tuple(raw.get("hooks", DEFAULT_HOOKS))
+    _check_deletes(raw, pointer, compiler, hooks)
     return Rule(
         id=raw["id"],
         title=raw["title"],
@@ -267,7 +301,32 @@ def _rule(
         score=raw.get("score"),
         evidence=tuple(raw.get("evidence", ())),
         suppresses=tuple(map(Topic, raw.get("suppresses", ()))),
+        hooks=hooks,
     )
+
+
+def _check_deletes(raw: Mapping[str, Any], pointer: str, compiler: Compiler, hooks: tuple[str, ...]) -> None:
+    """A suggestion deletes only order kinds the vocabulary knows, and only in a rule that answers an
+    order hook (a patient-view call has no draft orders to delete)."""
+    places = [(f"{pointer}/suggestions", raw.get("suggestions", ()))]
+    places += [
+        (f"{pointer}/variants/{j}/suggestions", v.get("suggestions", ()))
+        for j, v in enumerate(raw.get("variants", ()))
+    ]
+    for where, suggestions in places:
+        for k, suggestion in enumerate(suggestions):
+            kinds = suggestion.get("delete", ())
+            if kinds and not ORDER_HOOKS & set(hooks):
+                raise PackError(
+                    "a suggestion that deletes draft orders belongs to a rule that answers an order hook",
+                    pointer=f"{where}/{k}/delete",
+                )
+            for kind in kinds:
+                if compiler.fact_types.get(f"order_{kind}") != "boolean":
+                    raise PackError(
+                        f"unknown order kind {kind!r}: the vocabulary has no boolean fact order_{kind}",
+                        pointer=f"{where}/{k}/delete",
+                    )
 
 
 def _check_acyclic(definitions: Mapping[str, Any]) -> None:

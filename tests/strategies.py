@@ -205,6 +205,29 @@ def msk_presentations() -> st.SearchStrategy[dict[str, Drawn]]:
     return fact_values().map(shape)
 
 
+def order_presentations() -> st.SearchStrategy[dict[str, Drawn]]:
+    """A current leg complaint, no red-flag finding, and one or more kinds being ordered (each also
+    among the drafts), everything else arbitrary: the patients the order-hook rules advise on."""
+    kinds = sorted(
+        name.removeprefix("order_")
+        for name, spec in VOCABULARY.specs.items()
+        if spec.origin == "draft-orders" and name.startswith("order_")
+    )
+
+    def shape(values: dict[str, Drawn], ordered: set[str]) -> dict[str, Drawn]:
+        shaped = dict(values)
+        for entry in RED_FLAG_FINDINGS:
+            for name in VOCABULARY.specs[entry].names():
+                shaped[name] = (None, None)
+        shaped["calf_pain_right"] = (True, NOW - timedelta(hours=6))
+        for kind in ordered:
+            shaped[f"order_{kind}"] = (True, NOW)
+            shaped[f"draft_{kind}"] = (True, NOW)
+        return shaped
+
+    return st.builds(shape, fact_values(), st.sets(st.sampled_from(kinds), min_size=1, max_size=3))
+
+
 # --- JSON, FHIR resources and hook requests ----------------------------------------------------
 
 DATA = Path(__file__).resolve().parents[1] / "fhir_mappings" / "data"

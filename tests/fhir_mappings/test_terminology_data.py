@@ -471,9 +471,12 @@ def test_excluded_entries_name_existing_valuesets() -> None:
 # --- CodeSystems -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["CodeSystem-finding.json", "CodeSystem-recommendation.json"])
+CODESYSTEMS = ("CodeSystem-finding.json", "CodeSystem-recommendation.json", "CodeSystem-orderable.json")
+
+
+@pytest.mark.parametrize("name", CODESYSTEMS)
 def test_codesystem_validates_as_fhir_r4b(name: str) -> None:
-    """Both CodeSystem resources parse and validate with fhir.resources R4B."""
+    """Every CodeSystem resource parses and validates with fhir.resources R4B."""
     resource = CodeSystem.model_validate(codesystem(name))
     assert resource.status == "active"
     assert resource.content == "complete"
@@ -482,23 +485,25 @@ def test_codesystem_validates_as_fhir_r4b(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "url"),
+    ("name", "url", "version"),
     [
-        ("CodeSystem-finding.json", "http://calf-cds.org/fhir/CodeSystem/finding"),
-        ("CodeSystem-recommendation.json", "http://calf-cds.org/fhir/CodeSystem/recommendation"),
+        ("CodeSystem-finding.json", "http://calf-cds.org/fhir/CodeSystem/finding", "1.0.0"),
+        # 1.1.0 (issue 17) adds lumbar-imaging; the four 1.0.0 codes keep their meaning.
+        ("CodeSystem-recommendation.json", "http://calf-cds.org/fhir/CodeSystem/recommendation", "1.1.0"),
+        ("CodeSystem-orderable.json", "http://calf-cds.org/fhir/CodeSystem/orderable", "1.0.0"),
     ],
 )
-def test_codesystem_url_and_id_are_the_published_ones(name: str, url: str) -> None:
+def test_codesystem_url_and_id_are_the_published_ones(name: str, url: str, version: str) -> None:
     """The canonical URL and id are the ones other systems rely on."""
     document = codesystem(name)
     assert document["url"] == url
     assert document["id"] == url.rsplit("/", 1)[1]
-    assert document["version"] == "1.0.0"
+    assert document["version"] == version
 
 
 def test_every_codesystem_concept_has_display_and_definition() -> None:
     """Each concept carries a display and a definition, and codes are unique."""
-    for name in ("CodeSystem-finding.json", "CodeSystem-recommendation.json"):
+    for name in CODESYSTEMS:
         concepts = codesystem(name)["concept"]
         assert all(c.get("display") and c.get("definition") for c in concepts), name
         codes = [c["code"] for c in concepts]

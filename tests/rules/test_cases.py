@@ -31,7 +31,7 @@ from service.hooks.pipeline import CalfPainService
 
 CASES_DIR = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))
-VERSIONS = ("1.0.0", "1.1.0")
+VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 
 
 def load_cases() -> list[dict[str, Any]]:

@@ -11,7 +11,10 @@ threshold (``tests/strategies.py``). The invariants (issue 3, DESIGN.md):
   adds a conservative card;
 * adding a DVT risk item (a Wells item documented present) never removes a DVT card;
 * ageing a red-flag finding past its look-back window (it is then not documented) never creates a
-  red flag.
+  red flag;
+* on the order hooks (packs from 1.2.0): the same, for whatever is being ordered — every red flag
+  patient-view shows, critical; never a conservative card; missing data never silences a card that
+  asks for more care; more DVT risk never removes a DVT warning.
 
 "Red flag", "DVT suspected" and "DVT excluded" are read from each pack's own definitions; the
 guidance's red-flag triggers are also planted directly (packs from 1.0.0 on).
@@ -31,7 +34,7 @@ from fhir_mappings.facts import Facts, FactValue
 from rules.codes import Pattern, Topic
 from rules.engine import Assessment, evaluate
 from rules.expressions import Context
-from rules.pack import RulePack, bundled_pack_files, load_pack
+from rules.pack import ORDER_HOOKS, RulePack, bundled_pack_files, load_pack
 from service.hooks.cards import build_cards
 from service.hooks.explanation import explanation
 from tests.fhir_builders import NOW
@@ -44,6 +47,7 @@ from tests.strategies import (
     base_name,
     fact_values,
     msk_presentations,
+    order_presentations,
     patients,
 )
 
@@ -420,3 +424,163 @@ def test_ageing_a_red_flag_finding_past_its_window_never_creates_a_red_flag(
     before = red_flags(evaluate(pack, as_facts(values), options=options))
     after = red_flags(evaluate(pack, as_facts(aged), options=options))
     assert after <= before, f"ageing {sorted(chosen)} raised {sorted(after - before)}"
+
+
+# --- the order hooks (packs from 1.2.0): the same invariants on order-select and order-sign ---------
+
+ORDER_RUNS = [(key, hook) for key in KEYS for hook in PACKS[key].hooks() if hook in ORDER_HOOKS]
+ORDER_FACTS = tuple(sorted(name for name, spec in VOCABULARY.specs.items() if spec.origin == "draft-orders"))
+
+
+def cautious(assessment: Assessment) -> set[str]:
+    """The cards that ask for more care: red flags, urgent referrals and every warning."""
+    return {
+        r.rule_id for r in assessment.recommendations if r.indicator != "info" or r.topic == "urgent-referral"
+    }
+
+
+def test_the_order_hooks_are_covered() -> None:
+    assert ("calf-pain@1.2.0", "order-select") in ORDER_RUNS
+    assert ("calf-pain@1.2.0", "order-sign") in ORDER_RUNS
+
+
+@pytest.mark.parametrize(("key", "hook"), ORDER_RUNS)
+@PROPERTY
+@given(facts=st.one_of(patients(), order_presentations().map(as_facts)), option=OPTIONS)
+def test_order_hooks_are_total_render_and_keep_the_invariants(
+    key: str, hook: str, facts: Facts, option: bool
+) -> None:
+    """On an order hook: no rule fails, every card renders, never a conservative card, and a red flag
+    is always a critical urgent referral that no suppression removes — whatever is being ordered."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    assessment = evaluate(pack, facts, hook=hook, options=options)
+    assert assessment.errors == ()
+    assert topics(assessment) <= set(Topic)
+    assert "conservative" not in topics(assessment)
+    for card, recommendation in build_cards(assessment, facts, VOCABULARY, patient_id="p1", now=NOW):
+        assert len(card.summary) < 140
+        assert pack.key in card.source.label
+        page = explanation(card, recommendation, assessment, facts, VOCABULARY, now=NOW, expires_at=NOW)
+        assert page["citation"]["section"] == recommendation.citation.section
+    ctx = context(pack, facts, options)
+    if holds(ctx, "red_flag"):
+        urgent = [r for r in assessment.recommendations if r.red_flag]
+        assert urgent
+        assert all(r.indicator == "critical" and r.topic == "urgent-referral" for r in urgent)
+    for rule in pack.rules_for(hook):
+        if rule.red_flag and rule.when.evaluate(ctx) is True:
+            assert rule.id in {r.rule_id for r in assessment.recommendations}
+
+
+@pytest.mark.parametrize(("key", "hook"), ORDER_RUNS)
+@PROPERTY
+@given(facts=patients(), option=OPTIONS)
+def test_an_order_hook_shows_every_red_flag_patient_view_shows(
+    key: str, hook: str, facts: Facts, option: bool
+) -> None:
+    """The red-flag rules are the same on every hook: the same red-flag cards, whatever is ordered."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    on_order = {
+        r.rule_id for r in evaluate(pack, facts, hook=hook, options=options).recommendations if r.red_flag
+    }
+    on_view = {r.rule_id for r in evaluate(pack, facts, options=options).recommendations if r.red_flag}
+    assert on_order == on_view
+
+
+@pytest.mark.parametrize(("key", "hook"), ORDER_RUNS)
+@pytest.mark.parametrize("trigger", sorted(RED_FLAG_TRIGGERS | RED_FLAG_TRIGGERS_1_1))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=fact_values(), option=OPTIONS)
+def test_guidance_red_flags_fire_on_order_hooks_whatever_is_ordered(
+    key: str, hook: str, trigger: str, values: dict[str, Drawn], option: bool
+) -> None:
+    """Each red flag of GUIDANCE §1.4 (and those 1.1.0 added) gives a critical urgent referral on an
+    order hook, whatever the draft orders and the rest of the record hold."""
+    pack = PACKS[key]
+    triggers = RED_FLAG_TRIGGERS | RED_FLAG_TRIGGERS_1_1
+    planted = dict(values) | {name: (value, NOW) for name, value in triggers[trigger].items()}
+    assessment = evaluate(pack, as_facts(planted), hook=hook, options=options_for(pack, option))
+    urgent = [r for r in assessment.recommendations if r.red_flag]
+    assert urgent
+    assert all(r.indicator == "critical" for r in urgent)
+
+
+@pytest.mark.parametrize(("key", "hook"), ORDER_RUNS)
+@PROPERTY
+@given(values=st.one_of(fact_values(), order_presentations()), data=st.data(), option=OPTIONS)
+def test_on_order_hooks_missing_data_never_silences_a_cautious_card(
+    key: str, hook: str, values: dict[str, Drawn], data: st.DataObject, option: bool
+) -> None:
+    """As on patient-view, for the cards that ask for more care (urgent referrals and warnings): a
+    finding documented negative and the same finding missing — the missing copy shows every such card
+    the negative copy shows. Info cards that advise LESS testing (a D-dimer instead of a scan) may go
+    when data goes missing: losing them is the cautious direction."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    candidates = {name: value for name, value in negatives(pack).items() if values[name][0] is not True}
+    names = sorted(candidates)
+    assume(names)
+    share = data.draw(st.sampled_from((0.02, 0.1, 0.3, 1.0)), label="share of findings")
+    mask = data.draw(st.binary(min_size=len(names), max_size=len(names)), label="mask")
+    chosen = {name for name, byte in zip(names, mask, strict=True) if byte < 256 * share} or {names[0]}
+    negative, missing = dict(values), dict(values)
+    for name in chosen:
+        negative[name] = (candidates[name], NOW)
+        missing[name] = (None, None)
+    with_negative = cautious(evaluate(pack, as_facts(negative), hook=hook, options=options))
+    with_missing = cautious(evaluate(pack, as_facts(missing), hook=hook, options=options))
+    assert with_negative <= with_missing, (
+        f"{sorted(with_negative - with_missing)} lost when {sorted(chosen)} went missing"
+    )
+
+
+@pytest.mark.parametrize(("key", "hook"), ORDER_RUNS)
+@PROPERTY
+@given(values=st.one_of(fact_values(), order_presentations()), option=OPTIONS)
+def test_an_order_fact_not_documented_reads_as_not_ordered(
+    key: str, hook: str, values: dict[str, Drawn], option: bool
+) -> None:
+    """The draft orders are read whole, so an order fact is True or False; should one be missing, it
+    means what False means (no card depends on the difference)."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    as_false = dict(values) | {n: (False, NOW) for n in ORDER_FACTS if values[n][0] is not True}
+    as_missing = dict(values) | {n: (None, None) for n in ORDER_FACTS if values[n][0] is not True}
+    first = evaluate(pack, as_facts(as_false), hook=hook, options=options)
+    second = evaluate(pack, as_facts(as_missing), hook=hook, options=options)
+    assert first.recommendations == second.recommendations
+
+
+def dvt_warnings(assessment: Assessment) -> set[str]:
+    return {
+        r.rule_id for r in assessment.recommendations if r.topic == "duplex-dvt" and r.indicator == "warning"
+    }
+
+
+@pytest.mark.parametrize(("key", "hook"), ORDER_RUNS)
+@PROPERTY
+@given(values=st.one_of(fact_values(), order_presentations()), data=st.data(), option=OPTIONS)
+def test_on_order_hooks_more_dvt_risk_never_removes_a_dvt_warning(
+    key: str, hook: str, values: dict[str, Drawn], data: st.DataObject, option: bool
+) -> None:
+    """Adding a Wells item never removes a DVT warning card (a work-up the orders lack), unless a red
+    flag appears and its critical card takes over. The info card 'D-dimer instead of the scan' does
+    go when the risk rises: then the scan is right."""
+    pack = PACKS[key]
+    options = options_for(pack, option)
+    items = data.draw(st.sets(st.sampled_from(sorted(DVT_RISK_ITEMS)), min_size=1), label="risk items")
+    warnings = dvt_warnings
+    before = warnings(evaluate(pack, as_facts(values), hook=hook, options=options))
+    riskier = dict(values) | {name: (DVT_RISK_ITEMS[name], NOW) for name in items}
+    if "calf_circumference_difference" in items and isinstance(
+        values["calf_circumference_difference"][0], float
+    ):
+        riskier["calf_circumference_difference"] = (max(3.5, values["calf_circumference_difference"][0]), NOW)
+    after_assessment = evaluate(pack, as_facts(riskier), hook=hook, options=options)
+    if any(r.red_flag for r in after_assessment.recommendations):
+        return
+    assert before <= warnings(after_assessment), (
+        f"adding {sorted(items)} removed {sorted(before - warnings(after_assessment))}"
+    )

@@ -62,7 +62,7 @@ def test_malformed_case_file_is_reported(tmp_path: Path, capsys: pytest.CaptureF
     assert "a case file is a JSON array of cases" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.0", "1.2.0"])
 def test_the_active_pack_passes_every_clinical_case(version: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`calf-cds rules test` agrees with tests/rules/test_cases.py: each pack passes the cases that
     apply to it (its own recorded answer where it differs), the overall pattern included (a pack that
