@@ -43,7 +43,9 @@ DVT = [
     finding("calf-circumference-difference", quantity(3.4, "cm")),
     finding("entire-leg-swollen"),
 ]
-#: The whole call, prefetch complete: 6 HTTP surface, 3 authentication, 11 hook room, 2 store, 3 ops.
+#: The whole call, prefetch complete: 6 HTTP surface, 3 authentication, 10 hook room, 2 store, 3 ops
+#: (24), and the store's schema module when the explanation store opens a database connection during
+#: the call (its connect hook).
 CEILING = 25
 #: The hook room alone (the front door, the definition, the rules' cards and their explanations).
 HOOK_ROOM = 12
