@@ -35,6 +35,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from cds_hooks.outcome import operation_outcome
+from rules.codes import Indicator
 from rules.errors import RuleError
 from service.config import Settings
 from service.hooks.discovery import SERVICE_ID, standard_hooks
@@ -46,7 +47,11 @@ if TYPE_CHECKING:
 
 __all__ = ["answer_in_process", "build_request", "handle", "render_cards", "run_try"]
 
-INDICATOR_STYLES: Mapping[str, str] = {"critical": "bold red", "warning": "yellow", "info": "blue"}
+INDICATOR_STYLES: Mapping[str, str] = {
+    Indicator.CRITICAL: "bold red",
+    Indicator.WARNING: "yellow",
+    Indicator.INFO: "blue",
+}
 SCOPE = "patient/Patient.read patient/Observation.read patient/Condition.read"
 Reply = tuple[int, dict[str, Any], list[str]]  # status, response or OperationOutcome, audit notes
 

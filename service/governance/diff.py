@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.forms import numeral
-from service.governance.diff_cards import CardDiff, matched
+from service.governance.diff_cards import CardDiff, matched, report_changes
 from service.governance.diff_conditions import ConditionDiff
 from service.governance.wording import Wording, canonical, name_words
 
@@ -170,29 +170,39 @@ class _Differ:
 
     def citations(self) -> None:
         old, new = self.old.get("citations", {}), self.new.get("citations", {})
-        added, removed, kept = _by_name(old, new)
-        for ref in added:
-            self.diff.add("Citations", f"New source: {_source(new[ref])}")
-        for ref in removed:
-            self.diff.add("Citations", f"Source no longer cited: {_source(old[ref])}")
-        for ref in kept:
+
+        def kept(ref: str) -> None:
             if canonical(old[ref]) != canonical(new[ref]):
                 self.diff.add("Citations", f"Source updated: {_source(old[ref])} → {_source(new[ref])}")
 
+        report_changes(
+            self.diff,
+            "Citations",
+            _by_name(old, new),
+            added=lambda ref: f"New source: {_source(new[ref])}",
+            removed=lambda ref: f"Source no longer cited: {_source(old[ref])}",
+            kept=kept,
+        )
+
     def options(self) -> None:
         old, new = self.old.get("options", {}), self.new.get("options", {})
-        added, removed, kept = _by_name(old, new)
-        for name in added:
-            state = "on" if new[name]["default"] else "off"
-            self.diff.add(
-                "Options", f"New option “{name_words(name)}” ({state} by default): {new[name]['description']}"
-            )
-        for name in removed:
-            self.diff.add("Options", f"Option “{name_words(name)}” removed")
-        for name in kept:
+
+        def kept(name: str) -> None:
             if old[name]["default"] != new[name]["default"]:
                 was, now = ("on", "off") if old[name]["default"] else ("off", "on")
                 self.diff.add("Options", f"Option “{name_words(name)}” is now {now} by default (was {was})")
+
+        report_changes(
+            self.diff,
+            "Options",
+            _by_name(old, new),
+            added=lambda name: (
+                f"New option “{name_words(name)}” ({'on' if new[name]['default'] else 'off'} by default): "
+                f"{new[name]['description']}"
+            ),
+            removed=lambda name: f"Option “{name_words(name)}” removed",
+            kept=kept,
+        )
 
     def _users(self, name: str) -> str:
         """ " (used by …)": the cards whose conditions read definition ``name``, directly or not."""
@@ -213,25 +223,31 @@ class _Differ:
 
     def definitions(self) -> None:
         old, new = self.old.get("definitions", {}), self.new.get("definitions", {})
-        added, removed, kept = _by_name(old, new)
-        for name in added:
-            self.diff.add(
-                "Criteria and definitions",
-                f"New definition {self.nw.definition(name)}: {self.nw.expr(self.nw.read(new[name]))}",
-            )
-        for name in removed:
-            self.diff.add("Criteria and definitions", f"Definition {self.ow.definition(name)} removed")
-        for name in kept:
-            where = f"Definition {self.nw.definition(name)}{self._users(name)}"
-            self.conditions.expression(where, self.ow.read(old[name]), self.nw.read(new[name]))
+        report_changes(
+            self.diff,
+            "Criteria and definitions",
+            _by_name(old, new),
+            added=lambda name: (
+                f"New definition {self.nw.definition(name)}: {self.nw.expr(self.nw.read(new[name]))}"
+            ),
+            removed=lambda name: f"Definition {self.ow.definition(name)} removed",
+            kept=lambda name: self.conditions.expression(
+                f"Definition {self.nw.definition(name)}{self._users(name)}",
+                self.ow.read(old[name]),
+                self.nw.read(new[name]),
+            ),
+        )
 
     def scores(self) -> None:
         old, new = self.old.get("scores", {}), self.new.get("scores", {})
         added, removed, kept = _by_name(old, new)
-        for name in added:
-            self.diff.add("Scores", f"New score {self.nw.score(name)} with {len(new[name]['items'])} items")
-        for name in removed:
-            self.diff.add("Scores", f"Score {self.ow.score(name)} removed")
+        report_changes(
+            self.diff,
+            "Scores",
+            (added, removed, []),
+            added=lambda name: f"New score {self.nw.score(name)} with {len(new[name]['items'])} items",
+            removed=lambda name: f"Score {self.ow.score(name)} removed",
+        )
         for name in kept:
             title = self.nw.score(name)
             if old[name].get("title") != new[name].get("title"):

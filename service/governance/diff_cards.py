@@ -9,13 +9,13 @@ suppressions and links; and any other field, named, so that nothing passes unsee
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from service.governance.diff_conditions import ConditionDiff, Sentences, expression_key
 from service.governance.wording import Wording, canonical
 
-__all__ = ["RULE_KEYS", "CardDiff", "matched"]
+__all__ = ["RULE_KEYS", "CardDiff", "matched", "report_changes"]
 
 # Fields this summary words out; any other field that changes is still named (CardDiff.rule).
 RULE_KEYS = frozenset(
@@ -203,17 +203,40 @@ class CardDiff:
     def _criteria(self, card: str, old: list[Any], new: list[Any]) -> None:
         before = {c["label"]: c for c in old}
         after = {c["label"]: c for c in new}
-        added, removed, kept = matched(before, after)
-        for label in added:
-            self.diff.add("Cards", f"{card}: now lists the criterion “{label}”")
-        for label in removed:
-            self.diff.add("Cards", f"{card}: no longer lists the criterion “{label}”")
-        for label in kept:
-            self.conditions.expression(
+        report_changes(
+            self.diff,
+            "Cards",
+            matched(before, after),
+            added=lambda label: f"{card}: now lists the criterion “{label}”",
+            removed=lambda label: f"{card}: no longer lists the criterion “{label}”",
+            kept=lambda label: self.conditions.expression(
                 f"{card}, criterion “{label}”",
                 self.ow.read(before[label]["when"]),
                 self.nw.read(after[label]["when"]),
-            )
+            ),
+        )
+
+
+def report_changes(
+    diff: Sentences,
+    section: str,
+    keys: tuple[list[str], list[str], list[str]],
+    *,
+    added: Callable[[str], str],
+    removed: Callable[[str], str],
+    kept: Callable[[str], None] | None = None,
+) -> None:
+    """One sentence in ``section`` per key only in the new version (``added``), then per key only
+    in the old one (``removed``); ``kept`` looks at each key in both. ``keys`` as :func:`matched`
+    gives them."""
+    new_keys, old_keys, both = keys
+    for key in new_keys:
+        diff.add(section, added(key))
+    for key in old_keys:
+        diff.add(section, removed(key))
+    if kept is not None:
+        for key in both:
+            kept(key)
 
 
 def matched(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:

@@ -61,7 +61,6 @@ __all__ = [
     "SAFETY_LINE",
     "SCORE_WIDTH",
     "SUMMARY_LIMIT",
-    "TOPIC_DISPLAY",
     "ExplanationLink",
     "build_cards",
     "card_summary",
@@ -75,7 +74,6 @@ __all__ = [
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
 # Each topic's display is Topic.display; this copy is for service.hooks.response_check until it
 # reads the enum itself.
-TOPIC_DISPLAY: Mapping[str, str] = {topic: topic.display for topic in Topic}
 OVERRIDE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/override-reason"
 OVERRIDE_REASONS = (
     ("already-ordered", "Already ordered"),

@@ -2,7 +2,7 @@
 
 ``calf-pain`` (:data:`CALF_PAIN`) is a ``patient-view`` service: its context model
 (:class:`~cds_hooks.models.PatientViewContext`), its prefetch templates and its handler
-(:func:`patient_view`). :func:`standard_hooks` is the registry the app serves; the discovery
+(:func:`~service.hooks.registry.decide_on_chart`: the chart alone decides). :func:`standard_hooks` is the registry the app serves; the discovery
 document is generated from whichever registry the app is given
 (:meth:`~service.hooks.registry.HookRegistry.discovery`). ``SERVICE_ID``, ``HOOK``,
 ``PREFETCH_TEMPLATES`` and ``OPTIONAL_KEYS`` name calf-pain's for the OpenAPI document and the
@@ -24,11 +24,10 @@ a missing required key gets.
 from __future__ import annotations
 
 from cds_hooks.models import DiscoveryResponse, PatientViewContext
-from cds_hooks.prefetch_plan import PatientData
 from fhir_mappings.facts import vocabulary
 from fhir_mappings.search import code_parameter, search_codes
 from fhir_mappings.terminology import listed_terminology
-from service.hooks.registry import HookDefinition, HookKit, HookRegistry, HookResult
+from service.hooks.registry import HookDefinition, HookRegistry, decide_on_chart
 
 __all__ = [
     "CALF_PAIN",
@@ -37,7 +36,6 @@ __all__ = [
     "PREFETCH_TEMPLATES",
     "SERVICE_ID",
     "discovery",
-    "patient_view",
     "standard_hooks",
 ]
 
@@ -60,12 +58,6 @@ OPTIONAL_KEYS = frozenset(
 )
 
 
-def patient_view(context: PatientViewContext, data: PatientData, kit: HookKit) -> HookResult:
-    """The chart as it is: the patient's facts, assessed by the rule packs, as cards."""
-    facts = kit.facts(context.patient_id, data)
-    return kit.decide(facts, patient_id=context.patient_id)
-
-
 CALF_PAIN = HookDefinition(
     id="calf-pain",
     hook="patient-view",
@@ -81,7 +73,7 @@ CALF_PAIN = HookDefinition(
     context_error="context needs userId and patientId strings",
     prefetch=PREFETCH_TEMPLATES,
     optional_prefetch=OPTIONAL_KEYS,
-    handler=patient_view,
+    handler=decide_on_chart,
     usage_requirements=(
         "Needs read access to Patient, Observation and Condition through prefetch or fhirServer; "
         "Procedure, MedicationRequest, MedicationStatement, DiagnosticReport and Encounter are "

@@ -8,9 +8,10 @@ record — is the front door's (:mod:`service.hooks.pipeline`) and the same for 
 A handler gets the validated context, the patient's data (prefetch checked, the rest fetched) and
 a :class:`HookKit`: the decision services for this call (the mapper, the active and shadow rule
 packs, the card builder), with the call's ``now`` and card links. It returns a
-:class:`HookResult`. ``calf-pain`` (``patient-view``) is defined in :mod:`service.hooks.discovery`;
-another hook is one context model (in :mod:`cds_hooks.models`), one definition and one handler,
-added to the registry there. Discovery is generated from the registry.
+:class:`HookResult`; :func:`decide_on_chart` is the handler of a hook the chart alone decides.
+``calf-pain`` (``patient-view``) is defined in :mod:`service.hooks.discovery`; another hook is one
+context model (in :mod:`cds_hooks.models`), one definition and one handler, added to the registry
+there. Discovery is generated from the registry.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "HookKit",
     "HookRegistry",
     "HookResult",
+    "decide_on_chart",
 ]
 
 ContextT = TypeVar("ContextT", bound=PatientContext)
@@ -124,6 +126,13 @@ class HookKit:
 
 
 Handler = Callable[[ContextT, PatientData, HookKit], HookResult]
+
+
+def decide_on_chart(context: PatientContext, data: PatientData, kit: HookKit) -> HookResult:
+    """The handler of a hook the patient's chart alone decides (``patient-view``): the facts the
+    gathered data hold, assessed by the rule packs, as cards. A hook with more to read (the draft
+    orders of ``order-sign``) has a handler of its own that adds its facts before ``kit.decide``."""
+    return kit.decide(kit.facts(context.patient_id, data), patient_id=context.patient_id)
 
 
 @dataclass(frozen=True)

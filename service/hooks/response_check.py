@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_hooks.card_contract import action_problems, card_problems
-from service.hooks.cards import RECOMMENDATION_SYSTEM, TOPIC_DISPLAY
+from rules.codes import Indicator, Topic
+from service.hooks.cards import RECOMMENDATION_SYSTEM
 
 __all__ = [
     "FALLBACK_SUMMARY",
@@ -28,7 +29,7 @@ __all__ = [
     "is_red_flag",
 ]
 
-RED_FLAG_TOPIC = "urgent-referral"
+RED_FLAG_TOPIC = Topic.URGENT_REFERRAL
 FALLBACK_SUMMARY = "Red flag found: assess this patient in person now."
 FALLBACK_DETAIL = (
     "A red-flag recommendation could not be shown in full because it failed the service's "
@@ -48,14 +49,16 @@ class CheckedResponse:
 
 def is_red_flag(card: object, entry: Mapping[str, Any] | None = None) -> bool:
     """Whether a card (or the recommendation behind it) is a red flag: critical or urgent referral."""
-    if entry is not None and (entry.get("indicator") == "critical" or entry.get("topic") == RED_FLAG_TOPIC):
+    if entry is not None and (
+        entry.get("indicator") == Indicator.CRITICAL or entry.get("topic") == RED_FLAG_TOPIC
+    ):
         return True
     if not isinstance(card, Mapping):
         return False
     source = card.get("source")
     topic = source.get("topic") if isinstance(source, Mapping) else None
     code = topic.get("code") if isinstance(topic, Mapping) else None
-    return card.get("indicator") == "critical" or code == RED_FLAG_TOPIC
+    return card.get("indicator") == Indicator.CRITICAL or code == RED_FLAG_TOPIC
 
 
 def fallback_red_flag_card(card: object) -> dict[str, Any]:
@@ -65,13 +68,13 @@ def fallback_red_flag_card(card: object) -> dict[str, Any]:
         "uuid": card_uuid if isinstance(card_uuid, str) and card_uuid else str(uuid.uuid4()),
         "summary": FALLBACK_SUMMARY,
         "detail": FALLBACK_DETAIL,
-        "indicator": "critical",
+        "indicator": Indicator.CRITICAL.value,
         "source": {
             "label": "calf-cds safety fallback",
             "topic": {
                 "system": RECOMMENDATION_SYSTEM,
-                "code": RED_FLAG_TOPIC,
-                "display": TOPIC_DISPLAY[RED_FLAG_TOPIC],
+                "code": RED_FLAG_TOPIC.value,
+                "display": RED_FLAG_TOPIC.display,
             },
         },
     }

@@ -2,7 +2,9 @@
 
 Measured, not declared: a profiler (``threading.setprofile``) notes the ``service.*`` module of
 every Python function that runs while the app answers one ``POST /cds-services/calf-pain``, after
-start-up and after a first call (caches and lazy imports warm). Counted: the request's own threads
+start-up and after a first call (caches and lazy imports warm), with logging configured as
+``calf-cds serve`` configures it (each request's log line goes through the privacy filter and the
+JSON formatter). Counted: the request's own threads
 (the event loop's and the worker threads it hands work to, e.g. the JWT replay check and the
 explanation store). Not counted: the test's own thread (it signs the client JWT) and the audit
 writer's background thread, which writes records whenever they come.
@@ -14,6 +16,8 @@ authentication, the audit store and metrics as well, which ``CEILING`` keeps fro
 
 from __future__ import annotations
 
+import logging
+import logging.config
 import threading
 from collections.abc import Iterator
 from functools import cache
@@ -28,6 +32,7 @@ import respx
 from service.app import create_app
 from service.config import Settings
 from service.hooks.fhir_fetcher import FhirFetcher, fetch_policy
+from service.ops.logs import log_config
 from tests.fake_dns import FakeDns
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.service.test_fetching import fetching_request, serve_patient
@@ -38,7 +43,9 @@ DVT = [
     finding("calf-circumference-difference", quantity(3.4, "cm")),
     finding("entire-leg-swollen"),
 ]
-#: The whole call, prefetch complete: 6 HTTP surface, 5 authentication, 12 hook room, 2 store, 2 ops.
+#: The whole call, prefetch complete: 6 HTTP surface, 5 authentication, 10 hook room, 2 store, 3 ops
+#: (26), and the store's schema module when the explanation store opens a database connection during
+#: the call (its connect hook).
 CEILING = 27
 #: The hook room alone (the front door, the definition, the rules' cards and their explanations).
 HOOK_ROOM = 12
@@ -72,6 +79,23 @@ class ModuleRecorder:
 @pytest.fixture
 def recorder() -> Iterator[ModuleRecorder]:
     yield from ModuleRecorder().install()
+
+
+@pytest.fixture(autouse=True)
+def production_logging() -> Iterator[None]:
+    """The loggers as ``calf-cds serve`` configures them, and as they were afterwards."""
+    names = [None, "calf_cds", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"]
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate)
+        for logger in map(logging.getLogger, names)
+    ]
+    logging.config.dictConfig(log_config("INFO"))
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 def crossed(settings: Settings, recorder: ModuleRecorder, body: dict[str, Any], **app: Any) -> set[str]:
