@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -120,49 +121,83 @@ def ms(seconds: float) -> float:
 
 
 async def _alternate(
-    ports: tuple[int, int], body: Body, supply: list[str], rounds: int, warmup: int
-) -> tuple[list[float], list[float], list[str]]:
-    """The hook and the floor in alternation (order swapped each round), one call at a time, each
-    over its own keep-alive connection."""
-    hook, floor = Connection(ports[0], lifetime=10**9), Connection(ports[1], lifetime=10**9)
+    targets: list[tuple[str, int, list[str] | None]], body: Body, rounds: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """The servers in turn, the order rotated each round, one call at a time, each over its own
+    keep-alive connection. ``targets``: (name, port, its JWTs; None: the first target's, unchecked)."""
+    connections = {name: Connection(port, lifetime=10**9) for name, port, _ in targets}
     try:
-        return await _rounds(hook, floor, body, supply, rounds, warmup)
+        return await _rounds(targets, connections, body, rounds, warmup)
     finally:
-        hook.close()
-        floor.close()
+        for connection in connections.values():
+            connection.close()
 
 
 async def _rounds(
-    hook: Connection, floor: Connection, body: Body, supply: list[str], rounds: int, warmup: int
-) -> tuple[list[float], list[float], list[str]]:
-    timings: dict[str, list[float]] = {"hook": [], "floor": []}
-    topics: list[str] = []
+    targets: list[tuple[str, int, list[str] | None]],
+    connections: dict[str, Connection],
+    body: Body,
+    rounds: int,
+    warmup: int,
+) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    timings: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    topics: dict[str, list[str]] = {}
     for number in range(warmup + rounds):
-        token = supply.pop()
-        order = (("hook", hook), ("floor", floor)) if number % 2 == 0 else (("floor", floor), ("hook", hook))
-        for name, connection in order:
+        shift = number % len(targets)
+        shared = ""
+        for name, _, supply in targets[shift:] + targets[:shift]:
+            token = supply.pop() if supply is not None else shared or "not-checked-by-the-floor"
+            shared = shared or token
             payload = body.render(str(uuid.uuid4()))
             started = time.perf_counter()
-            status, answer = await connection.post(HOOK_PATH, payload, token)
+            status, answer = await connections[name].post(HOOK_PATH, payload, token)
             elapsed = time.perf_counter() - started
             if status != 200:
                 raise SystemExit(f"{name} answered {status}: {answer[:500]!r}")
             if number >= warmup:
                 timings[name].append(elapsed)
-            if name == "hook":
-                topics = [card["source"]["topic"]["code"] for card in orjson.loads(answer)["cards"]]
-    return timings["hook"], timings["floor"], topics
+            topics[name] = [card["source"]["topic"]["code"] for card in orjson.loads(answer)["cards"]]
+    return timings, topics
+
+
+def _start_pair(
+    args: argparse.Namespace, folder: Path, name: str, root: Path, extra: dict[str, str], workers: int
+) -> tuple[Server, Path, str]:
+    """A service on a free port with its own trusted issuer and data folder; (server, keys, audience)."""
+    port = free_port()
+    keys = folder / f"keys-{name}"
+    env = tokens.prepare_issuer(args.alg, keys, f"http://127.0.0.1:{port}")
+    env |= extra | {"CALF_CDS_DATA_DIR": str(folder / f"data-{name}")}
+    server = start_service_on(port, env, folder, workers=workers, root=root)
+    return server, keys, f"http://127.0.0.1:{port}{HOOK_PATH}"
+
+
+def _figures(
+    prefix: str, timings: list[float], cpu_seconds_per_call: float, floor_p50: float
+) -> dict[str, Any]:
+    p50, p99 = ms(statistics.median(timings)), ms(percentile(timings, 0.99))
+    return {
+        f"{prefix}_p50_ms": p50,
+        f"{prefix}_p99_ms": p99,
+        f"{prefix}_cpu_ms_per_call": ms(cpu_seconds_per_call),
+        f"{prefix}_p50_ratio": round(p50 / floor_p50, 2),
+        f"{prefix}_p99_over_floor_p50": round(p99 / floor_p50, 2),
+    }
 
 
 def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    port = free_port()
-    audience = f"http://127.0.0.1:{port}{HOOK_PATH}"
-    keys = folder / "keys-latency"
-    env = tokens.prepare_issuer(args.alg, keys, f"http://127.0.0.1:{port}")
-    env |= LIMITS | {"CALF_CDS_DATA_DIR": str(folder / "data-latency")}
-    print(f"\n== latency: one worker, SQLite audit, {args.alg} client JWTs, one call at a time", flush=True)
-    service = start_service_on(port, env, folder, workers=1)
-    floor = start_floor(folder, workers=1)
+    compare = f"; baseline {args.baseline}" if args.baseline else ""
+    print(
+        f"\n== latency: one worker, SQLite audit, {args.alg} client JWTs, one call at a time{compare}",
+        flush=True,
+    )
+    service, keys, audience = _start_pair(args, folder, "latency", ROOT, LIMITS, 1)
+    servers = {"hook": service}
+    if args.baseline:
+        servers["base"], base_keys, base_audience = _start_pair(
+            args, folder, "base", args.baseline, LIMITS, 1
+        )
+    floor = servers["floor"] = start_floor(folder, workers=1)
     rows: list[dict[str, Any]] = []
     peak_resettable = reset_peak(service.workers[0])
     try:
@@ -176,54 +211,77 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             body, resources = sized_body(size)
             requests = args.requests if size <= 1000 else args.big_requests
             warmup = args.warmup if size <= 1000 else max(2, args.warmup // 4)
-            supply = tokens.mint(args.alg, keys, audience, requests + warmup, TOKEN_LIFETIME)
-            reset_peak(service.workers[0])
-            window = Window([*service.all_pids(), *floor.all_pids()])
-            cpu_before = (cpu_seconds(service.all_pids()), cpu_seconds(floor.all_pids()))
-            hook, floor_timings, topics = asyncio.run(
-                _alternate((service.port, floor.port), body, supply, requests, warmup)
-            )
-            cpu = (
-                (cpu_seconds(service.all_pids()) - cpu_before[0]) / (requests + warmup),
-                (cpu_seconds(floor.all_pids()) - cpu_before[1]) / (requests + warmup),
-            )
+            targets: list[tuple[str, int, list[str] | None]] = [
+                (
+                    "hook",
+                    service.port,
+                    tokens.mint(args.alg, keys, audience, requests + warmup, TOKEN_LIFETIME),
+                )
+            ]
+            if args.baseline:
+                base_supply = tokens.mint(
+                    args.alg, base_keys, base_audience, requests + warmup, TOKEN_LIFETIME
+                )
+                targets.append(("base", servers["base"].port, base_supply))
+            targets.append(("floor", floor.port, None))
+            for server in servers.values():
+                reset_peak(server.workers[0])
+            window = Window([pid for server in servers.values() for pid in server.all_pids()])
+            cpu_before = {name: cpu_seconds(server.all_pids()) for name, server in servers.items()}
+            timings, topics = asyncio.run(_alternate(targets, body, requests, warmup))
+            cpu = {
+                name: (cpu_seconds(server.all_pids()) - cpu_before[name]) / (requests + warmup)
+                for name, server in servers.items()
+            }
             machine = window.close()
-            memory = memory_kb(service.workers[0])
-            row = {
+            memory = {name: memory_kb(server.workers[0]) for name, server in servers.items()}
+            floor_p50 = ms(statistics.median(timings["floor"]))
+            row: dict[str, Any] = {
                 "observations": size,
                 "resources": resources,
                 "body_kb": round(len(body.template) / 1000),
                 "requests": requests,
-                "hook_p50_ms": ms(statistics.median(hook)),
-                "hook_p99_ms": ms(percentile(hook, 0.99)),
-                "floor_p50_ms": ms(statistics.median(floor_timings)),
-                "floor_p99_ms": ms(percentile(floor_timings, 0.99)),
-                "hook_cpu_ms_per_call": ms(cpu[0]),
-                "floor_cpu_ms_per_call": ms(cpu[1]),
-                "rss_peak_mb": round(memory.get("VmHWM", 0) / 1024, 1),
-                "rss_mb": round(memory.get("VmRSS", 0) / 1024, 1),
-                "cards": topics,
+                "floor_p50_ms": floor_p50,
+                "floor_p99_ms": ms(percentile(timings["floor"], 0.99)),
+                "floor_cpu_ms_per_call": ms(cpu["floor"]),
+                "cards": topics["hook"],
                 "machine": machine,
             }
-            row["p50_ratio"] = round(row["hook_p50_ms"] / row["floor_p50_ms"], 2)
-            row["p99_over_floor_p50"] = round(row["hook_p99_ms"] / row["floor_p50_ms"], 2)
-            row["ms_per_1k_resources"] = round(row["hook_p50_ms"] / resources * 1000, 2)
-            if rows:
-                first = rows[0]
-                row["marginal_ms_per_1k_resources"] = round(
-                    (row["hook_p50_ms"] - first["hook_p50_ms"]) / (resources - first["resources"]) * 1000, 2
-                )
-            rows.append(row)
-            marginal = row.get("marginal_ms_per_1k_resources")
-            print(
-                f"{size:>6} {resources:>6} {row['body_kb']:>8} {row['hook_p50_ms']:>7.2f}ms "
-                f"{row['hook_p99_ms']:>7.2f}ms {row['floor_p50_ms']:>7.2f}ms {row['floor_p99_ms']:>7.2f}ms "
-                f"{row['p50_ratio']:>6.2f} {row['p99_over_floor_p50']:>8.2f} {row['ms_per_1k_resources']:>9.2f} "
-                f"{'—' if marginal is None else f'{marginal:.2f}':>8} {row['hook_cpu_ms_per_call']:>7.2f} "
-                f"{row['floor_cpu_ms_per_call']:>7.2f} {row['rss_peak_mb']:>7.1f} {machine['other_cores']:>6.2f}"
-                f"  {','.join(topics) or '-'}",
-                flush=True,
+            for name in servers.keys() - {"floor"}:
+                row |= _figures(name, timings[name], cpu[name], floor_p50)
+                row[f"{name}_rss_peak_mb"] = round(memory[name].get("VmHWM", 0) / 1024, 1)
+                row[f"{name}_ms_per_1k_resources"] = round(row[f"{name}_p50_ms"] / resources * 1000, 2)
+                if rows:
+                    first = rows[0]
+                    row[f"{name}_marginal_ms_per_1k_resources"] = round(
+                        (row[f"{name}_p50_ms"] - first[f"{name}_p50_ms"])
+                        / (resources - first["resources"])
+                        * 1000,
+                        2,
+                    )
+            row["rss_peak_mb"], row["rss_mb"] = (
+                row["hook_rss_peak_mb"],
+                round(memory["hook"].get("VmRSS", 0) / 1024, 1),
             )
+            row["p50_ratio"], row["p99_over_floor_p50"] = (
+                row["hook_p50_ratio"],
+                row["hook_p99_over_floor_p50"],
+            )
+            if args.baseline:
+                row["base_cards"] = topics["base"]
+            rows.append(row)
+            for name in [n for n in ("hook", "base") if n in servers]:
+                marginal = row.get(f"{name}_marginal_ms_per_1k_resources")
+                lead = f"{size:>6} {resources:>6} {row['body_kb']:>8}" if name == "hook" else f"{'base':>22}"
+                print(
+                    f"{lead} {row[f'{name}_p50_ms']:>7.2f}ms {row[f'{name}_p99_ms']:>7.2f}ms "
+                    f"{row['floor_p50_ms']:>7.2f}ms {row['floor_p99_ms']:>7.2f}ms {row[f'{name}_p50_ratio']:>6.2f} "
+                    f"{row[f'{name}_p99_over_floor_p50']:>8.2f} {row[f'{name}_ms_per_1k_resources']:>9.2f} "
+                    f"{'—' if marginal is None else f'{marginal:.2f}':>8} {row[f'{name}_cpu_ms_per_call']:>7.2f} "
+                    f"{row['floor_cpu_ms_per_call']:>7.2f} {row[f'{name}_rss_peak_mb']:>7.1f} "
+                    f"{machine['other_cores']:>6.2f}  {','.join(topics[name]) or '-'}",
+                    flush=True,
+                )
         print(
             "obs/res: Observations / all resources in the prefetch; p50 ×: hook p50 ÷ floor p50; p99/fp50:"
             " hook p99 ÷ floor p50; ms/1k res: hook p50 per 1000 resources; marg/1k: (hook p50 − the"
@@ -231,18 +289,23 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             " CPU per call, hook / floor; RSS MB: the worker's peak RSS while serving that size"
             + ("" if peak_resettable else " (peak since start: clear_refs not allowed)")
             + "; other: cores other processes used meanwhile"
+            + (
+                "; base: the same figures for the --baseline tree, called in the same rotation"
+                if args.baseline
+                else ""
+            )
         )
         for row in rows:
             print(f"  {row['observations']:>6} Observations: {machine_line(row['machine'])}")
         print(
-            f"service start-up RSS after the run: {rows[-1]['rss_mb']} MB; floor worker "
+            f"service RSS after the run: {rows[-1]['rss_mb']} MB; floor worker "
             f"{round(memory_kb(floor.workers[0]).get('VmRSS', 0) / 1024, 1)} MB"
         )
         print("targets: p50 × ≤ 2.0 and p99/fp50 ≤ 3 at every size; 10,000 Observations p99 ≤ 250 ms")
     finally:
-        service.stop()
-        floor.stop()
-    return {"sizes": rows, "client_jwt": args.alg, "limits": LIMITS}
+        for server in servers.values():
+            server.stop()
+    return {"sizes": rows, "client_jwt": args.alg, "limits": LIMITS, "baseline": str(args.baseline or "")}
 
 
 # -- throughput ----------------------------------------------------------------------------------
@@ -282,9 +345,10 @@ def _summary(stats: Stats, seconds: float) -> dict[str, Any]:
 
 
 def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    compare = f"; baseline {args.baseline} (database {args.database}_base)" if args.baseline else ""
     print(
         f"\n== throughput: {args.workers} workers each, closed loop of {args.clients} connections, "
-        f"service with PostgreSQL audit (database {args.database}) vs the floor",
+        f"service with PostgreSQL audit (database {args.database}) vs the floor{compare}",
         flush=True,
     )
     if not database.reachable(args.pg):
@@ -292,106 +356,131 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         return {"skipped": "PostgreSQL not reachable"}
     bodies = build_bodies(patients_per_pattern=4 if args.quick else 20)
     by_pattern = _by_pattern(bodies)
-    url = database.create(args.pg, args.database)
-    port = free_port()
-    audience = f"http://127.0.0.1:{port}{HOOK_PATH}"
-    keys = folder / "keys-throughput"
-    env = tokens.prepare_issuer(args.alg, keys, f"http://127.0.0.1:{port}")
-    env |= {"CALF_CDS_DATA_DIR": str(folder / "data-throughput"), "CALF_CDS_DATABASE_URL": url}
+    trees = {"service": (ROOT, args.database)}
+    if args.baseline:
+        trees["baseline"] = (args.baseline, f"{args.database}_base")
     calls = int(args.max_rate * (args.duration + args.throughput_warmup))
-    started = time.perf_counter()
-    supply = Tokens(
-        tokens.mint(args.alg, keys, audience, calls, TOKEN_LIFETIME),
-        lambda: tokens.mint(args.alg, keys, audience, 1, TOKEN_LIFETIME)[0],
-    )
-    print(f"signed {calls} {args.alg} client JWTs in {time.perf_counter() - started:.1f} s", flush=True)
-    service = start_service_on(port, env, folder, workers=args.workers)
-    floor = start_floor(folder, workers=args.workers)
-    fake = Tokens([], lambda: "not-checked-by-the-floor")
-    stats = {
-        "service": Stats(expected=expected_topics()),
-        "floor": Stats(expected=dict.fromkeys(PATTERNS, ())),
-    }
-    seconds = {"service": 0.0, "floor": 0.0}
-    cpu = {"service": 0.0, "floor": 0.0, "postgres": 0.0}
+    servers: dict[str, Server] = {}
+    supplies: dict[str, Tokens] = {}
+    stats: dict[str, Stats] = {}
     report: dict[str, Any] = {}
     try:
-        _loop(service, args, by_pattern, stats["service"], supply, seconds=args.throughput_warmup, measured=False,
-              ramp=args.throughput_warmup / 2)  # fmt: skip
-        _loop(
-            floor, args, by_pattern, stats["floor"], fake, seconds=args.throughput_warmup / 2, measured=False
-        )
-        window = Window([*service.all_pids(), *floor.all_pids()])
-        postgres = database.backends(args.pg, args.database)
+        for name, (root, database_name) in trees.items():
+            url = database.create(args.pg, database_name)
+            extra = {"CALF_CDS_DATABASE_URL": url}
+            servers[name], keys, audience = _start_pair(args, folder, name, root, extra, args.workers)
+            started = time.perf_counter()
+            supplies[name] = Tokens(
+                tokens.mint(args.alg, keys, audience, calls, TOKEN_LIFETIME),
+                functools.partial(_one_token, args.alg, keys, audience),
+            )
+            print(
+                f"{name}: signed {calls} {args.alg} client JWTs in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            stats[name] = Stats(expected=expected_topics())
+        servers["floor"] = start_floor(folder, workers=args.workers)
+        supplies["floor"] = Tokens([], lambda: "not-checked-by-the-floor")
+        stats["floor"] = Stats(expected=dict.fromkeys(PATTERNS, ()))
+        for name, server in servers.items():
+            _loop(server, args, by_pattern, stats[name], supplies[name], seconds=args.throughput_warmup,
+                  measured=False, ramp=args.throughput_warmup / 2)  # fmt: skip
+        window = Window([pid for server in servers.values() for pid in server.all_pids()])
+        postgres = {
+            name: database.backends(args.pg, database_name) for name, (_, database_name) in trees.items()
+        }
+        seconds = dict.fromkeys(servers, 0.0)
+        cpu = dict.fromkeys(servers, 0.0)
+        cpu_postgres = dict.fromkeys(trees, 0.0)
         segment = args.duration / args.segments
+        names = list(servers)
         for number in range(args.segments):
-            order = ("service", "floor") if number % 2 == 0 else ("floor", "service")
-            for name in order:
-                server = service if name == "service" else floor
-                before = (cpu_seconds(server.all_pids()), cpu_seconds(postgres), time.perf_counter())
-                _loop(server, args, by_pattern, stats[name], supply if name == "service" else fake,
-                      seconds=segment, measured=True)  # fmt: skip
+            shift = number % len(names)
+            for name in names[shift:] + names[:shift]:
+                server = servers[name]
+                own_postgres = postgres.get(name, [])
+                before = (cpu_seconds(server.all_pids()), cpu_seconds(own_postgres), time.perf_counter())
+                _loop(server, args, by_pattern, stats[name], supplies[name], seconds=segment, measured=True)
                 seconds[name] += time.perf_counter() - before[2]
                 cpu[name] += cpu_seconds(server.all_pids()) - before[0]
-                if name == "service":
-                    cpu["postgres"] += cpu_seconds(postgres) - before[1]
+                if name in cpu_postgres:
+                    cpu_postgres[name] += cpu_seconds(own_postgres) - before[1]
         machine = window.close()
-        flush_started = time.monotonic()
-        rows = database.audit_rows(args.pg, args.database)
-        while rows < stats["service"].answered and time.monotonic() - flush_started < 30:
-            time.sleep(0.2)
-            rows = database.audit_rows(args.pg, args.database)
-        flushed_in = time.monotonic() - flush_started
-        exit_code = service.stop()
-        rows_after_stop = database.audit_rows(args.pg, args.database)
-        results = {name: _summary(stats[name], seconds[name]) for name in stats}
+        results = {name: _summary(stats[name], seconds[name]) for name in servers}
+        for name in servers:
+            results[name]["server_cores"] = round(cpu[name] / seconds[name], 2)
+        for name, (_, database_name) in trees.items():
+            results[name]["postgres_cores"] = round(cpu_postgres[name] / seconds[name], 2)
+            results[name]["audit"] = _audit_check(args, database_name, servers[name], stats[name])
+            results[name]["tokens_signed_during_run"] = supplies[name].signed_during_run
+            results[name]["ratio"] = (
+                round(results[name]["per_s"] / results["floor"]["per_s"], 2)
+                if results["floor"]["per_s"]
+                else None
+            )
         report = {
             "workers": args.workers,
             "clients": args.clients,
             "seconds_each": round(seconds["service"], 1),
-            "service": results["service"] | {"server_cores": round(cpu["service"] / seconds["service"], 2),
-                                             "postgres_cores": round(cpu["postgres"] / seconds["service"], 2)},
-            "floor": results["floor"] | {"server_cores": round(cpu["floor"] / seconds["floor"], 2)},
-            "ratio": round(results["service"]["per_s"] / results["floor"]["per_s"], 2)
-            if results["floor"]["per_s"] else None,
-            "audit": {
-                "calls_answered_incl_warmup": stats["service"].answered,
-                "rows_after_flush": rows,
-                "flush_wait_s": round(flushed_in, 2),
-                "rows_after_sigterm": rows_after_stop,
-                "server_exit_code": exit_code,
-            },
-            "tokens_signed_during_run": supply.signed_during_run,
+            **results,
+            "ratio": results["service"]["ratio"],
+            "audit": results["service"]["audit"],
             "machine": machine,
             "body_kb": round(sum(len(b.template) for b in bodies) / len(bodies) / 1000, 1),
-        }  # fmt: skip
-        print(
-            f"{'':>8} {'calls/s':>8} {'calls':>7} {'p50':>9} {'p99':>9} {'cores':>6}  errors (transport/non-200/wrong cards)"
-        )
-        for name in ("service", "floor"):
-            r = report[name]
+        }
+        print(f"{'':>8} {'calls/s':>8} {'calls':>7} {'p50':>9} {'p99':>9} {'cores':>6} {'÷ floor':>8}  errors (transport/non-200/wrong cards)")  # fmt: skip
+        for name in servers:
+            r = results[name]
             e = r["errors"]
             print(
                 f"{name:>8} {r['per_s']:>8.1f} {r['calls']:>7} {r['p50_ms']:>7.2f}ms {r['p99_ms']:>7.2f}ms "
-                f"{r['server_cores']:>6.2f}  {e['transport']}/{e['non_200']}/{e['wrong_cards']}"
+                f"{r['server_cores']:>6.2f} {r.get('ratio') or '':>8}  {e['transport']}/{e['non_200']}/{e['wrong_cards']}"
             )
-        audit = report["audit"]
         print(f"ratio    service ÷ floor calls/s = {report['ratio']} (target ≥ 0.5)")
+        for name in trees:
+            audit = results[name]["audit"]
+            equal = audit["rows_after_sigterm"] == audit["calls_answered_incl_warmup"]
+            print(
+                f"audit    {name}: {audit['rows_after_flush']} rows for {audit['calls_answered_incl_warmup']} calls "
+                f"answered (after {audit['flush_wait_s']} s); {audit['rows_after_sigterm']} after SIGTERM (exit "
+                f"{audit['server_exit_code']}): {'equal' if equal else 'NOT EQUAL'}; PostgreSQL "
+                f"{results[name]['postgres_cores']} cores while it ran"
+            )
         print(
-            f"audit    {audit['rows_after_flush']} rows for {audit['calls_answered_incl_warmup']} calls answered "
-            f"(after {audit['flush_wait_s']} s); {audit['rows_after_sigterm']} after SIGTERM (exit "
-            f"{audit['server_exit_code']}): {'equal' if audit['rows_after_sigterm'] == audit['calls_answered_incl_warmup'] else 'NOT EQUAL'}"
+            f"bodies   ~{report['body_kb']} kB (bench/workload.py: ~100 Observations, ~20 Conditions, 5 patterns)"
         )
-        print(
-            f"postgres {report['service']['postgres_cores']} cores while the service ran; bodies ~{report['body_kb']} kB"
-        )
-        print(f"machine  {machine_line(machine)}")  # fmt: skip
+        print(f"machine  {machine_line(machine)}")
     finally:
-        service.stop()
-        floor.stop()
+        for server in servers.values():
+            server.stop()
         if not args.keep_db:
-            database.drop(args.pg, args.database)
+            for _, database_name in trees.values():
+                database.drop(args.pg, database_name)
     return report
+
+
+def _one_token(algorithm: str, keys: Path, audience: str) -> str:
+    return tokens.mint(algorithm, keys, audience, 1, TOKEN_LIFETIME)[0]
+
+
+def _audit_check(
+    args: argparse.Namespace, database_name: str, server: Server, stats: Stats
+) -> dict[str, Any]:
+    """Audit rows against calls answered: once the writer has flushed, and after a graceful stop."""
+    flush_started = time.monotonic()
+    rows = database.audit_rows(args.pg, database_name)
+    while rows < stats.answered and time.monotonic() - flush_started < 30:
+        time.sleep(0.2)
+        rows = database.audit_rows(args.pg, database_name)
+    flushed_in = time.monotonic() - flush_started
+    exit_code = server.stop()
+    return {
+        "calls_answered_incl_warmup": stats.answered,
+        "rows_after_flush": rows,
+        "flush_wait_s": round(flushed_in, 2),
+        "rows_after_sigterm": database.audit_rows(args.pg, database_name),
+        "server_exit_code": exit_code,
+    }
 
 
 # -- soak ----------------------------------------------------------------------------------------
@@ -602,6 +691,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-interval", type=float, default=15, help="soak: seconds between RSS samples")
     parser.add_argument("--soak-workers", type=int, default=1, help="soak: worker processes (default 1)")
     parser.add_argument("--cli-runs", type=int, default=10, help="cli: runs of each command (default 10)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="another source tree (e.g. `git archive main | tar -x -C DIR`) whose service is called in the "
+        "same rotation, for before/after figures under the same load (latency and throughput)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
     args = parser.parse_args(argv)  # fmt: skip
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -102,15 +102,23 @@ def start_service(env: dict[str, str], folder: Path, *, workers: int = 1, log_le
 
 
 def start_service_on(
-    port: int, env: dict[str, str], folder: Path, *, workers: int = 1, log_level: str = "INFO"
+    port: int,
+    env: dict[str, str],
+    folder: Path,
+    *,
+    workers: int = 1,
+    log_level: str = "INFO",
+    root: Path = ROOT,
 ) -> Server:
+    """``calf-cds serve`` on ``port``. ``root``: the source tree it runs from (another checkout, such as
+    an export of main, to compare against; it comes first on the path, before this environment's)."""
     folder.mkdir(parents=True, exist_ok=True)
-    full_env = os.environ | {"CALF_CDS_LOG_LEVEL": log_level, "PYTHONPATH": str(ROOT)} | env
+    full_env = os.environ | {"CALF_CDS_LOG_LEVEL": log_level, "PYTHONPATH": str(root)} | env
     full_env.pop("CALF_CDS_DEV", None)  # never development mode
     log = folder / f"service-{port}.log"
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=root, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     pids = _wait_ready("service", process, port, workers, log)
     return Server("service", process, port, log, pids)
 
