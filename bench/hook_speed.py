@@ -146,11 +146,21 @@ async def _rounds(
         shift = number % len(targets)
         shared = ""
         for name, _, supply in targets[shift:] + targets[:shift]:
-            token = supply.pop() if supply is not None else shared or "not-checked-by-the-floor"
-            shared = shared or token
-            payload = body.render(str(uuid.uuid4()))
-            started = time.perf_counter()
-            status, answer = await connections[name].post(HOOK_PATH, payload, token)
+            for attempt in (1, 2):
+                token = supply.pop() if supply is not None else shared or "not-checked-by-the-floor"
+                shared = shared or token
+                payload = body.render(str(uuid.uuid4()))
+                started = time.perf_counter()
+                try:
+                    status, answer = await connections[name].post(HOOK_PATH, payload, token)
+                except (OSError, asyncio.IncompleteReadError) as error:
+                    # uvicorn closes a keep-alive connection idle for 5 s, which a slow round on a busy
+                    # machine can reach: open a new one and send the call again, with a fresh token
+                    connections[name].close()
+                    if attempt == 2:
+                        raise SystemExit(f"{name}: {type(error).__name__} twice in a row") from error
+                    continue
+                break
             elapsed = time.perf_counter() - started
             if status != 200:
                 raise SystemExit(f"{name} answered {status}: {answer[:500]!r}")
