@@ -704,7 +704,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="MINUTES",
         help="also run the soak for MINUTES (the issue's run: 10)",
     )
-    parser.add_argument("--soak-rate", type=float, default=100, help="soak: calls per second (default 100)")
+    parser.add_argument("--soak-rate", type=float, default=25, help="soak: calls per second (default 25)")
     parser.add_argument("--soak-interval", type=float, default=15, help="soak: seconds between RSS samples")
     parser.add_argument("--soak-workers", type=int, default=1, help="soak: worker processes (default 1)")
     parser.add_argument("--cli-runs", type=int, default=10, help="cli: runs of each command (default 10)")
