@@ -299,6 +299,8 @@ def profile_size(size: int, args: argparse.Namespace, folder: Path) -> dict[str,
 
     async def main() -> None:
         async with Lifespan(app):
+            if args.gc_threshold:  # an experiment: another young-generation threshold than tune_gc's
+                gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
             await run_calls(app, body, supply, 40)  # warm-up
             timer = GcTimer()
             gc.callbacks.append(timer)
@@ -392,6 +394,9 @@ def main() -> int:
     )
     parser.add_argument("--top", type=int, default=15, help="functions listed from py-spy (default 15)")
     parser.add_argument("--py-spy", action="store_true", help="also sample with py-spy (bench group)")
+    parser.add_argument(
+        "--gc-threshold", type=int, default=0, help="young-generation threshold to try (default: tune_gc's)"
+    )
     args = parser.parse_args()
     os.environ.pop("CALF_CDS_DEV", None)
     print(
