@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +33,10 @@ from typing import Any
 
 import httpx
 
-from bench.latency import DATA, ROOT, free_port, percentile
-from service.auth.dev_issuer import DevIssuer
+from bench import tokens
+from bench.servers import free_port, start_service_on
+from bench.traffic import percentile
+from bench.workload import OBSERVATIONS as DATA
 from service.hooks.discovery import PREFETCH_TEMPLATES
 
 PATIENT = "bench"
@@ -123,33 +124,19 @@ def main() -> int:
     whole = chart(args.observations)
     variants = {"before (whole chart)": body(whole), "after (narrowed by code)": body(narrowed(whole))}
     port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="calf-bench-big-")
-    env = os.environ | {
-        "CALF_CDS_DATA_DIR": data_dir,
-        "PYTHONPATH": str(ROOT),
+    folder = Path(tempfile.mkdtemp(prefix="calf-bench-big-"))
+    base = f"http://127.0.0.1:{port}"
+    audience = base + "/cds-services/calf-pain"
+    env = tokens.prepare_issuer("ES384", folder / "keys", base) | {
+        "CALF_CDS_DATA_DIR": str(folder / "data"),
         # raised only so that the whole chart can be measured at all (defaults: 5 MB, 10,000 items)
         "CALF_CDS_MAX_BODY_BYTES": str(200_000_000),
         "CALF_CDS_MAX_ARRAY_LENGTH": str(args.observations * 2),
     }
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "bench.floor_app:build", "--factory"),
-            *("--port", str(port), "--log-level", "warning", "--no-access-log"),
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    supply = tokens.mint("ES384", folder / "keys", audience, len(variants) * (args.requests + 3), 3600)
+    server = start_service_on(port, env, folder, log_level="WARNING")
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
-            for _ in range(300):
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            issuer = DevIssuer.load_or_create(Path(data_dir))
-            audience = base + "/cds-services/calf-pain"
             print(
                 f"chart: {len(whole)} Observations for one patient ({args.observations} Synthea + findings)"
             )
@@ -160,7 +147,7 @@ def main() -> int:
                 for round_ in range(args.requests + 3):
                     headers = {
                         "content-type": "application/json",
-                        "authorization": f"Bearer {issuer.token(audience)}",
+                        "authorization": f"Bearer {supply.pop()}",
                     }
                     started = time.perf_counter()
                     response = client.post("/cds-services/calf-pain", content=payload, headers=headers)
@@ -175,8 +162,8 @@ def main() -> int:
                     f"{percentile(timings, 0.9):>8.1f}  {','.join(topics)}"
                 )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     print("budget: 500 ms end to end (DESIGN.md); defaults refuse the whole-chart body (5 MB, 10,000 items)")
     return 0
 

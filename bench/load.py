@@ -32,8 +32,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,106 +39,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import tokens
-from bench.cpu import CpuSampler, by_contention, children, cpu_seconds, generator_cpu, machine_busy
+from bench import database, tokens
+from bench.cpu import CpuSampler, by_contention, cpu_seconds, generator_cpu, machine_busy
+from bench.servers import free_port, start_service_on
 from bench.stacks import summarize
 from bench.traffic import HOOK_PATH, Stats, Tokens, closed_loop, open_loop, percentile
 from bench.workload import Body, build_bodies, expected_topics
 
-ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "calfcds_bench"
 
 
-# -- the database ------------------------------------------------------------------------------
-
-
-def create_database(admin: str) -> str:
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-    url = psycopg.conninfo.make_conninfo(admin, dbname=DATABASE)
-    from sqlalchemy import create_engine
-
-    from service.governance.database import upgrade
-
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    sqlalchemy_url = (
-        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}"
-        f":{params.get('port', 5432)}/{DATABASE}"
-    )
-    engine = create_engine(sqlalchemy_url)
-    upgrade(engine)  # what `calf-cds db upgrade` does; the service only verifies the schema on PostgreSQL
-    engine.dispose()
-    return sqlalchemy_url
-
-
-def audit_rows(admin: str) -> int:
-    with psycopg.connect(psycopg.conninfo.make_conninfo(admin, dbname=DATABASE)) as connection:
-        row = connection.execute("SELECT count(*) FROM hook_calls").fetchone()
-    return int(row[0]) if row else 0
-
-
-def database_backends(admin: str) -> list[int]:
-    with psycopg.connect(admin) as connection:
-        rows = connection.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (DATABASE,)
-        ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def drop_database(admin: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(
-    args: argparse.Namespace, url: str, port: int, folder: Path, trust: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    env = (
-        os.environ
-        | trust
-        | {
-            "CALF_CDS_DATABASE_URL": url,
-            "CALF_CDS_DATA_DIR": str(folder / "data"),
-            "CALF_CDS_LOG_LEVEL": args.log_level,
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
-    ]
-    with (folder / "server.log").open("wb") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if b" 200 " in sock.recv(200) and len(children(server.pid)) >= args.workers:
-                    time.sleep(1)  # every worker up (uvicorn starts them one by one)
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the server did not start:\n" + (folder / "server.log").read_text())
+# -- the servers and the database: bench/servers.py, bench/database.py ----------------------------
 
 
 def start_profilers(
@@ -172,25 +83,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for body in bodies:
         by_pattern.setdefault(body.pattern, []).append(body)
     folder = Path(tempfile.mkdtemp(prefix="calf-load-"))
-    url = create_database(args.pg)
+    url = database.create(args.pg, DATABASE)
     port = free_port()
     audience = f"http://127.0.0.1:{port}{HOOK_PATH}"
-    trust = tokens.prepare_issuer(args.alg, folder, folder / "data")
+    keys = folder / "keys"
+    trust = tokens.prepare_issuer(args.alg, keys, f"http://127.0.0.1:{port}")
     calls = int((args.rate or args.max_rate) * args.duration + args.max_rate * args.warmup)
     lifetime = min(3600, int(args.warmup + args.duration) + 900)
     minting = time.perf_counter()
     supply = Tokens(
-        tokens.mint(args.alg, folder, folder / "data", audience, calls, lifetime),
-        lambda: tokens.mint(args.alg, folder, folder / "data", audience, 1, lifetime)[0],
+        tokens.mint(args.alg, keys, audience, calls, lifetime),
+        lambda: tokens.mint(args.alg, keys, audience, 1, lifetime)[0],
     )
     print(
         f"signed {calls} {args.alg} client tokens in {time.perf_counter() - minting:.1f} s", file=sys.stderr
     )
-    server = start_server(args, url, port, folder, trust)
-    workers = [
-        pid for pid in children(server.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
-    ]
-    workers = workers or [server.pid]  # one worker: uvicorn serves in the process itself
+    env = trust | {"CALF_CDS_DATABASE_URL": url, "CALF_CDS_DATA_DIR": str(folder / "data")}
+    service = start_service_on(port, env, folder, workers=args.workers, log_level=args.log_level)
+    server, workers = service.process, service.workers
     stats = Stats(expected=expected_topics())
     report: dict[str, Any] = {}
     try:
@@ -207,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ramp=args.warmup / 2,
             )
         )
-        backends = database_backends(args.pg)
+        backends = database.backends(args.pg, DATABASE)
         profilers = start_profilers(args, workers, args.duration) if args.profile else []
         per_worker = [cpu_seconds([pid]) for pid in workers]
         before = (cpu_seconds([server.pid, *workers]), cpu_seconds(backends), generator_cpu(), machine_busy())
@@ -249,14 +159,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for profiler in profilers:
             profiler.wait(timeout=60)
         flush_started = time.monotonic()
-        rows = audit_rows(args.pg)
+        rows = database.audit_rows(args.pg, DATABASE)
         while rows < stats.answered and time.monotonic() - flush_started < 30:
             time.sleep(0.1)
-            rows = audit_rows(args.pg)
+            rows = database.audit_rows(args.pg, DATABASE)
         flushed_in = time.monotonic() - flush_started
-        server.send_signal(signal.SIGTERM)
-        exit_code = server.wait(timeout=30)
-        rows_after_stop = audit_rows(args.pg)
+        exit_code = service.stop()
+        rows_after_stop = database.audit_rows(args.pg, DATABASE)
         measured = len(stats.latencies)
         busy, total = after[3][0] - before[3][0], after[3][1] - before[3][1]
         report = {
@@ -307,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.kill()
             server.wait()
         if not args.keep_db:
-            drop_database(args.pg)
+            database.drop(args.pg, DATABASE)
         shutil.rmtree(folder, ignore_errors=True)
     return report
 
@@ -369,9 +278,7 @@ def main() -> int:
         default=1000,
         help="calls per second to sign tokens for, in a closed loop and the warm-up (default 1000)",
     )
-    parser.add_argument(
-        "--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres", help="admin connection"
-    )
+    parser.add_argument("--pg", default=database.ADMIN, help="admin connection")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DATABASE} database")
     parser.add_argument("--profile", type=Path, default=None, help="folder for py-spy samples of the workers")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")

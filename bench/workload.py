@@ -54,6 +54,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2}))?$")
 class Body:
     pattern: str
     template: bytes  # JSON with PLACEHOLDER where the hookInstance goes
+    resources: int = 0  # Observations and Conditions in its prefetch
 
     def render(self, hook_instance: str) -> bytes:
         return self.template.replace(PLACEHOLDER, hook_instance.encode(), 1)
@@ -90,45 +91,76 @@ def _repoint(resource: dict[str, Any], patient_id: str) -> dict[str, Any]:
     return resource
 
 
-def background() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The ordinary chart: the first 100 Observations and 20 Conditions of the real data sets."""
-    observations = [e["resource"] for e in json.loads(OBSERVATIONS.read_text("utf-8"))["entry"][:100]]
+def background(
+    observations: int = 100, conditions: int = 20
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ordinary chart: the first ``observations`` Observations and ``conditions`` Conditions of the
+    real data sets. Past the 1,000 real Observations they repeat, each copy with an id of its own."""
+    source = [e["resource"] for e in json.loads(OBSERVATIONS.read_text("utf-8"))["entry"]]
+    chart = source[:observations]
+    while len(chart) < observations:
+        chart += [
+            dict(resource, id=f"{resource.get('id', 'obs')}-{len(chart) + index}")
+            for index, resource in enumerate(source[: observations - len(chart)])
+        ]
     with CONDITIONS.open(encoding="utf-8") as lines:
-        conditions = [json.loads(line) for _, line in zip(range(20), lines, strict=False)]
-    return observations, conditions
+        found = [json.loads(line) for _, line in zip(range(conditions), lines, strict=False)]
+    return chart, found
 
 
 def build_bodies(patients_per_pattern: int = 20, now: datetime | None = None) -> list[Body]:
     """``patients_per_pattern`` charts for every pattern, each with its own patient id."""
     now = now or datetime.now(UTC)
     observations, conditions = background()
-    bodies = []
-    for pattern, (file_name, case_id, topics, _) in PATTERNS.items():
-        case = _case(file_name, case_id, topics)
-        delta = now - datetime.fromisoformat(case["now"].replace("Z", "+00:00"))
-        findings = _shift(case["resources"], delta)
-        patient = _shift(case["patient"], delta)
-        for number in range(patients_per_pattern):
-            patient_id = f"bench-{pattern}-{number}"
-            own = [_repoint(r, patient_id) for r in findings]
-            chart_obs = [_repoint(r, patient_id) for r in observations] + [
-                r for r in own if r["resourceType"] == "Observation"
-            ]
-            chart_cond = [_repoint(r, patient_id) for r in conditions] + [
-                r for r in own if r["resourceType"] == "Condition"
-            ]
-            document = {
-                "hook": "patient-view",
-                "hookInstance": PLACEHOLDER.decode(),
-                "context": {"userId": "Practitioner/bench", "patientId": patient_id},
-                "prefetch": {
-                    "patient": dict(patient, id=patient_id),
-                    "observations": _bundle(chart_obs),
-                    "conditions": _bundle(chart_cond),
-                },
-            }
-            bodies.append(Body(pattern, json.dumps(document, separators=(",", ":")).encode()))
-    return bodies
+    return [
+        _chart_body(pattern, f"bench-{pattern}-{number}", observations, conditions, now)
+        for pattern in PATTERNS
+        for number in range(patients_per_pattern)
+    ]
+
+
+def sized_body(
+    observations: int, conditions: int = 20, pattern: str = "dvt", now: datetime | None = None
+) -> tuple[Body, int]:
+    """One chart of ``observations`` real Observations and ``conditions`` real Conditions plus the
+    findings of ``pattern``; the body and how many resources it holds."""
+    background_obs, background_cond = background(observations, conditions)
+    body = _chart_body(
+        pattern, f"bench-{pattern}-{observations}", background_obs, background_cond, now or datetime.now(UTC)
+    )
+    return body, body.resources
+
+
+def _chart_body(
+    pattern: str,
+    patient_id: str,
+    observations: list[dict[str, Any]],
+    conditions: list[dict[str, Any]],
+    now: datetime,
+) -> Body:
+    file_name, case_id, topics, _ = PATTERNS[pattern]
+    case = _case(file_name, case_id, topics)
+    delta = now - datetime.fromisoformat(case["now"].replace("Z", "+00:00"))
+    own = [_repoint(r, patient_id) for r in _shift(case["resources"], delta)]
+    patient = _shift(case["patient"], delta)
+    chart_obs = [_repoint(r, patient_id) for r in observations] + [
+        r for r in own if r["resourceType"] == "Observation"
+    ]
+    chart_cond = [_repoint(r, patient_id) for r in conditions] + [
+        r for r in own if r["resourceType"] == "Condition"
+    ]
+    document = {
+        "hook": "patient-view",
+        "hookInstance": PLACEHOLDER.decode(),
+        "context": {"userId": "Practitioner/bench", "patientId": patient_id},
+        "prefetch": {
+            "patient": dict(patient, id=patient_id),
+            "observations": _bundle(chart_obs),
+            "conditions": _bundle(chart_cond),
+        },
+    }
+    encoded = json.dumps(document, separators=(",", ":")).encode()
+    return Body(pattern, encoded, len(chart_obs) + len(chart_cond))
 
 
 def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:

@@ -72,11 +72,21 @@ class _Outgoing(BaseModel):
 
 
 def _prune(value: Any) -> Any:
+    """``value`` without null, empty string, empty list or empty object members, at any depth
+    (list items are kept as they are, pruned inside). One pass: this runs on every response."""
     if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+        pruned: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                item = _prune(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            pruned[key] = item
+        return pruned
     if isinstance(value, list):
-        return [_prune(v) for v in value]
+        return [_prune(item) for item in value]
     return value
 
 

@@ -115,6 +115,12 @@ class FactSpec:
         return (self.name, *extra)
 
 
+@cache
+def _undocumented(name: str) -> Fact:
+    """The fact ``name`` with no value: one immutable instance per declared name, made once."""
+    return Fact(name=name, value=None)
+
+
 @dataclass(frozen=True)
 class Facts(Mapping[str, Fact]):
     """The facts of one patient at one moment. Reading an undeclared name is a programming error."""
@@ -126,7 +132,7 @@ class Facts(Mapping[str, Fact]):
     def __getitem__(self, name: str) -> Fact:
         if name not in self.declared:
             raise KeyError(name)
-        return self.by_name.get(name) or Fact(name=name, value=None)
+        return self.by_name.get(name) or _undocumented(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.by_name)

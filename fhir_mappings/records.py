@@ -37,7 +37,8 @@ from fhir_mappings.fhir_json import asserted_date, codes, codings, concepts, get
 from fhir_mappings.selection import Candidate
 
 if TYPE_CHECKING:
-    from fhir_mappings.mapper import Mapper, Route
+    from fhir_mappings.mapper import Mapper
+    from fhir_mappings.routes import Route
 
 __all__ = [
     "ACTIVE_CLINICAL",
@@ -96,6 +97,9 @@ def read(
 
 
 def _condition(mapper: Mapper, resource: Mapping[str, Any], reference: str, now: datetime, out: Out) -> None:
+    routes = mapper.routes("condition", resource.get("code"))
+    if not routes:
+        return  # skipped by its codes before anything else in it is read: most of a problem list
     verification = codes(resource.get("verificationStatus"))
     if verification & IGNORED_VERIFICATION:
         return
@@ -113,7 +117,7 @@ def _condition(mapper: Mapper, resource: Mapping[str, Any], reference: str, now:
     if suspected:
         status += " (" + "/".join(sorted(verification & SUSPECTED_VERIFICATION)) + ")"
     label = text(resource.get("code"))
-    for route in mapper.routes("condition", resource.get("code")):
+    for route in routes:
         source = route.source
         mode = source.get("verification", "confirmed")
         if (mode == "suspected") != suspected and mode != "any":
