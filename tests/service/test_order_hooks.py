@@ -243,3 +243,25 @@ def test_order_card_override_reasons_fit_an_order_decision(app: App) -> None:
     reasons = {r["code"]: r["display"] for r in card["overrideReasons"]}
     assert reasons["clinically-indicated"] == "Clinically indicated regardless"
     assert reasons["discussed-with-specialist"] == "Already discussed with a specialist"
+
+
+def test_a_delete_action_names_one_resource() -> None:
+    """cds-resp-2: a delete action's resourceId is one relative reference."""
+    from pydantic import ValidationError
+
+    from cds_hooks.models import Action
+
+    assert Action(type="delete", description="Remove", resource_id="ServiceRequest/us1").resource_id
+    for bad in (None, "", "us1"):
+        with pytest.raises(ValidationError):
+            Action(type="delete", description="Remove", resource_id=bad)
+
+
+def test_a_bad_site_order_catalogue_stops_the_start_up(tmp_path: Path) -> None:
+    from fhir_mappings.errors import OrderCatalogueError
+    from service.hooks.packs import PackRegistry
+
+    site = tmp_path / "site.json"
+    site.write_text('{"site": "x", "orderables": {"no_such_kind": {"codes": []}}}', "utf-8")
+    with pytest.raises(OrderCatalogueError, match=r"site\.json"):
+        PackRegistry.load(Settings(data_dir=tmp_path / "data", site_orderables=site))
