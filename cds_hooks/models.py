@@ -41,6 +41,8 @@ __all__ = [
     "HookResponse",
     "Indicator",
     "Link",
+    "OrderSelectContext",
+    "OrderSignContext",
     "OverrideReason",
     "PatientContext",
     "PatientViewContext",
@@ -149,6 +151,21 @@ class PatientViewContext(PatientContext):
     """Context of the ``patient-view`` hook."""
 
 
+class OrderSignContext(PatientContext):
+    """Context of the ``order-sign`` hook (1.1): ``draftOrders``, a FHIR Bundle of the draft orders
+    being signed. Only its being a JSON object is checked here; what is inside is read fail-safe by
+    :mod:`fhir_mappings.orders` (never an error)."""
+
+    draft_orders: dict[str, Any] = Field(alias="draftOrders")
+
+
+class OrderSelectContext(OrderSignContext):
+    """Context of the ``order-select`` hook (1.0): ``selections``, the ``ResourceType/id`` of the
+    newly selected orders (at least one), and ``draftOrders``."""
+
+    selections: list[str] = Field(min_length=1, max_length=1000)
+
+
 class HookRequest(_Incoming):
     """The body a CDS client POSTs to a service endpoint."""
 
@@ -205,6 +222,13 @@ class Action(_Outgoing):
         if kind in ("create", "update") and not (value and isinstance(value.get("resourceType"), str)):
             raise contract_error(f"a {kind} action needs a FHIR resource")
         return value
+
+    @model_validator(mode="after")
+    def _delete_names_its_resource(self) -> Action:
+        # A delete removes one resource, named by a relative reference (cds-resp-2): ServiceRequest/us1.
+        if self.type == "delete" and not (self.resource_id and "/" in self.resource_id.strip("/")):
+            raise contract_error("a delete action needs a resourceId (ResourceType/id)", at="resourceId")
+        return self
 
 
 class Suggestion(_Outgoing):

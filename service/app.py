@@ -171,6 +171,7 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(ops_router)
+    app.state.hooks = hooks  # the services that take feedback (service.governance.routes)
     app.include_router(hooks_router(clock, hooks))  # GET /cds-services and POST /cds-services/{id}
     # A card's explanation page: opened by the clinician's browser, the signed link is the credential.
     app.include_router(explanation_router)

@@ -80,11 +80,15 @@ class Settings(BaseSettings):
         default=None,
         description="Key for the patient-id hashes in log lines; default: a new random key per process.",
     )
-    active_pack: str = Field(default="calf-pain@1.1.0", description="id@version of the live pack.")
+    active_pack: str = Field(default="calf-pain@1.2.0", description="id@version of the live pack.")
     shadow_packs: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="id@version of packs that run beside the active one, never shown."
     )
     rules_dir: Path | None = Field(default=None, description="Extra folder of rule packs.")
+    site_orderables: Path | None = Field(
+        default=None,
+        description="A site order catalogue (JSON) added to the bundled one for the order hooks.",
+    )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("*",), description="Origins allowed to call from a browser (CDS Hooks Sandbox)."
     )

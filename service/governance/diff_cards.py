@@ -37,8 +37,24 @@ RULE_KEYS = frozenset(
         "score",
         "evidence",
         "suppresses",
+        "hooks",
     ]
 )
+
+
+def _hooks(rule: Mapping[str, Any]) -> str:
+    """The hooks a rule answers, as the diff names them (``patient-view`` when it names none)."""
+    return ", ".join(rule.get("hooks") or ["patient-view"])
+
+
+def _on(rule: Mapping[str, Any]) -> str:
+    """`` on order-select, order-sign`` for a card of other hooks than patient-view (else nothing)."""
+    return "" if _hooks(rule) == "patient-view" else f" on {_hooks(rule)}"
+
+
+def _deletes(suggestion: Mapping[str, Any]) -> str:
+    kinds = suggestion.get("delete") or []
+    return f", replacing the draft {' and '.join(str(k) for k in kinds)} order(s)" if kinds else ""
 
 
 class CardDiff:
@@ -67,11 +83,18 @@ class CardDiff:
             rule = new[rule_id]
             self.diff.add(
                 "Cards",
-                f"New card “{rule['title']}” ({_kind(rule)}): “{rule['summary']}” — fires when "
-                + "; ".join(self.nw.conditions(self.nw.read(rule["when"]))),
+                f"New card “{rule['title']}” ({_kind(rule)}){_on(rule)}: “{rule['summary']}” — "
+                "fires when " + "; ".join(self.nw.conditions(self.nw.read(rule["when"]))),
             )
             for topic in rule.get("suppresses", []):
                 self.diff.add("Suppressions", f"New card “{rule['title']}” suppresses {topic} cards")
+            for suggestion in rule.get("suggestions", []):
+                if suggestion.get("delete"):  # an order card's replacement: say what it deletes
+                    self.diff.add(
+                        "Cards",
+                        f"New card “{rule['title']}”: suggested order “{suggestion['label']}” "
+                        f"({suggestion['request']['priority']}{_deletes(suggestion)})",
+                    )
         for rule_id in removed:
             rule = old[rule_id]
             self.diff.add(
@@ -93,6 +116,8 @@ class CardDiff:
             self.diff.add("Cards", f"{card} {state}")
         if old["pattern"] != new["pattern"]:
             self.diff.add("Cards", f"{card}: pattern {old['pattern']} → {new['pattern']}")
+        if _hooks(old) != _hooks(new):
+            self.diff.add("Cards", f"{card} now answers {_hooks(new)} (was {_hooks(old)})")
         self.conditions.expression(
             f"{card}, when it fires", self.ow.read(old["when"]), self.nw.read(new["when"])
         )
@@ -153,7 +178,10 @@ class CardDiff:
         added, removed, kept = matched(before, after)
         for label in added:
             request = after[label]["request"]
-            self.diff.add("Cards", f"{card}: new suggested order “{label}” ({request['priority']})")
+            self.diff.add(
+                "Cards",
+                f"{card}: new suggested order “{label}” ({request['priority']}{_deletes(after[label])})",
+            )
         for label in removed:
             self.diff.add("Cards", f"{card}: suggested order “{label}” removed")
         for label in kept:
@@ -169,6 +197,11 @@ class CardDiff:
             if was.get("recommended") != now.get("recommended"):
                 state = "now" if now.get("recommended") else "no longer"
                 self.diff.add("Cards", f"{card}: order “{label}” is {state} the recommended choice")
+            if _deletes(was) != _deletes(now):
+                self.diff.add(
+                    "Cards",
+                    f"{card}: order “{label}” now {_deletes(now).removeprefix(', ') or 'deletes no draft order'}",
+                )
             if was["request"].get("note") != now["request"].get("note"):
                 self.diff.add("Cards", f"{card}: order “{label}” note changed")
 

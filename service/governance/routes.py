@@ -23,7 +23,7 @@ from service.governance.feedback import feedback_records, parse_feedback
 from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
-from service.hooks.discovery import SERVICE_ID
+from service.hooks.discovery import standard_hooks
 from service.hooks.request_guard import RequestRefusedError, decode_json_object
 from service.http.body import read_body
 from service.http.errors import error_response
@@ -48,8 +48,12 @@ def _client(request: Request) -> dict[str, Any]:
 
 @feedback_router.post("/cds-services/{service_id}/feedback")
 async def post_feedback(service_id: str, request: Request, governance: GovernanceDep) -> Response:
-    """CDS Hooks feedback: 200 with an empty body once the entries are queued for the audit trail."""
-    if service_id != SERVICE_ID:
+    """CDS Hooks feedback: 200 with an empty body once the entries are queued for the audit trail.
+
+    Any service of the app's hook registry takes feedback (``calf-pain`` and the order services: the
+    CDS Hooks Sandbox posts it when a suggestion is accepted)."""
+    hooks = getattr(request.app.state, "hooks", None) or standard_hooks()
+    if service_id not in hooks:
         return outcome_response(404, f"no CDS service {service_id!r} here", code="not-found")
     try:
         document = decode_json_object(await read_body(request, governance.settings.max_body_bytes))

@@ -18,9 +18,10 @@ from typing import Any
 
 from cds_hooks.models import Card
 from fhir_mappings.facts import Facts
+from fhir_mappings.orders import DraftOrders
 from rules.engine import Assessment, Recommendation
 
-__all__ = ["CallDraft", "CallRecord", "assessment_json", "card_entries"]
+__all__ = ["CallDraft", "CallRecord", "assessment_json", "card_entries", "drafts_json"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class CallRecord:
     prefetch_states: Mapping[str, str] = field(default_factory=dict)
     client: Mapping[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
+    draft_orders: Mapping[str, Any] | None = None
+    facts_reused_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as the audit store takes it (``received_at`` last, as an ISO 8601 string)."""
@@ -75,6 +78,9 @@ class CallRecord:
             "prefetch_states": dict(self.prefetch_states),
             "client": dict(self.client),
             "duration_ms": self.duration_ms,
+            # order hooks only (a patient-view record is key for key what it was)
+            **({"draft_orders": dict(self.draft_orders)} if self.draft_orders is not None else {}),
+            **({"facts_reused_from": self.facts_reused_from} if self.facts_reused_from else {}),
             "received_at": self.received_at.isoformat(),
         }
 
@@ -107,6 +113,8 @@ class CallDraft:
     notes: list[str] = field(default_factory=list)
     prefetch_states: dict[str, str] = field(default_factory=dict)
     checks: Mapping[str, str] = field(default_factory=dict)
+    drafts: DraftOrders | None = None
+    facts_reused_from: str | None = None
     _decided: _Decided | None = None
 
     @classmethod
@@ -160,6 +168,8 @@ class CallDraft:
             prefetch_states=dict(self.prefetch_states),
             client=self.client,
             duration_ms=decided.duration_ms if decided else 0.0,
+            draft_orders=drafts_json(self.drafts) if self.drafts is not None else None,
+            facts_reused_from=self.facts_reused_from,
         )
 
 
@@ -174,9 +184,40 @@ def card_entries(pairs: Sequence[tuple[Card, Recommendation]]) -> tuple[dict[str
             "rule_id": recommendation.rule_id,
             "fallback": recommendation.fallback,
             "suggestions": [s.uuid for s in card.suggestions],
+            **_deleted(card),
         }
         for card, recommendation in pairs
     )
+
+
+def _deleted(card: Card) -> dict[str, Any]:
+    """``{"deletes": {suggestion uuid: [resourceId, …]}}`` for a card whose suggestions delete draft
+    orders; nothing otherwise (a patient-view card's entry is what it was)."""
+    deletes = {
+        str(s.uuid): [a.resource_id for a in s.actions if a.type == "delete"]
+        for s in card.suggestions
+        if any(a.type == "delete" for a in s.actions)
+    }
+    return {"deletes": deletes} if deletes else {}
+
+
+def drafts_json(drafts: DraftOrders) -> dict[str, Any]:
+    """The draft orders of an order-hook call as the record keeps them: each order's reference, kinds,
+    whether it was being decided (selected) and its status — never the resources themselves — with
+    the references read as about another patient and what the reading noted."""
+    return {
+        "orders": [
+            {
+                "reference": order.reference,
+                "kinds": list(order.kinds),
+                "selected": order.selected,
+                "status": order.status,
+            }
+            for order in drafts.orders
+        ],
+        "foreign": list(drafts.foreign),
+        "notes": list(drafts.notes),
+    }
 
 
 def _checked(entry: Mapping[str, Any], checks: Mapping[str, str]) -> Mapping[str, Any]:

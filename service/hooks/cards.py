@@ -33,6 +33,7 @@ from typing import Any
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.facts import Facts, Vocabulary
+from fhir_mappings.orders import DraftOrders
 from rules.codes import Indicator, Topic
 from rules.engine import Assessment, Recommendation
 from service.hooks.assessment_link import assessment_link
@@ -48,6 +49,7 @@ from service.hooks.markup import clean, escape_markdown
 
 __all__ = [
     "CALF_PAIN_REASON",
+    "DELETE_LABEL",
     "DETAIL_CHARACTERS",
     "DETAIL_LINES",
     "FINDINGS_SHOWN",
@@ -69,6 +71,7 @@ __all__ = [
     "pack_label",
     "render_detail",
     "service_request",
+    "suggestion_actions",
 ]
 
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
@@ -84,6 +87,11 @@ OVERRIDE_REASONS = (
     ("finding-not-present", "Finding not present on examination"),
     ("advice-given", "Advice already given"),
     ("dvt-not-excluded", "DVT not yet excluded"),
+    ("clinically-indicated", "Clinically indicated regardless"),
+    ("discussed-with-specialist", "Already discussed with a specialist"),
+    ("result-elsewhere", "Result available elsewhere (not in this record)"),
+    ("other-indication", "Ordered for another indication"),
+    ("intervention-considered", "Intervention is being considered"),
 )
 _REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
     Topic.DUPLEX_DVT: ("already-ordered", "dvt-excluded", "patient-declined", "not-relevant-today"),
@@ -92,6 +100,29 @@ _REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
     Topic.URGENT_REFERRAL: ("already-referred", "finding-not-present", "patient-declined"),
 }
 _ANY_TOPIC_REASONS = ("patient-declined", "not-relevant-today")  # a topic the table does not name
+# On an order hook the card is about an order being placed: the reasons say why it stands.
+_ORDER_REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
+    Topic.DUPLEX_DVT: (
+        "clinically-indicated",
+        "discussed-with-specialist",
+        "result-elsewhere",
+        "other-indication",
+        "dvt-excluded",
+        "patient-declined",
+    ),
+    Topic.ABI: (
+        "clinically-indicated",
+        "discussed-with-specialist",
+        "result-elsewhere",
+        "other-indication",
+        "already-ordered",
+        "patient-declined",
+    ),
+    Topic.LUMBAR_IMAGING: ("intervention-considered", "clinically-indicated", "discussed-with-specialist"),
+    Topic.URGENT_REFERRAL: _REASONS_BY_TOPIC[Topic.URGENT_REFERRAL],
+}
+_ANY_ORDER_REASONS = ("clinically-indicated", "discussed-with-specialist", "patient-declined")
+DELETE_LABEL = 100  # characters of a draft order's label in a delete action's description
 CALF_PAIN_REASON = {
     "coding": [{"system": "http://snomed.info/sct", "code": "300954003", "display": "Pain in calf"}]
 }
@@ -233,8 +264,10 @@ def service_request(
     authored_on: datetime,
     side: str | None = None,
     topic: Topic | None = None,
+    encounter_id: str | None = None,
 ) -> dict[str, Any]:
-    """A draft ServiceRequest for a suggestion's ``request`` template, coded and with laterality."""
+    """A draft ServiceRequest for a suggestion's ``request`` template, coded and with laterality
+    (and the encounter, on an order hook whose context names one)."""
     code = dict(request["code"])
     if not code.get("coding") and topic == Topic.ABI:
         code["coding"] = [_orderable(code)]
@@ -245,6 +278,7 @@ def service_request(
         "priority": request["priority"],
         "code": code,
         "subject": {"reference": f"Patient/{patient_id}"},
+        **({"encounter": {"reference": f"Encounter/{encounter_id}"}} if encounter_id else {}),
         "authoredOn": authored_on.isoformat(),
         "reasonCode": [CALF_PAIN_REASON],
     }
@@ -259,11 +293,64 @@ def service_request(
     return resource
 
 
-def override_reasons(topic: Topic) -> list[Coding]:
-    """The dismissal reasons offered on a card of ``topic``."""
+def override_reasons(topic: Topic, hook: str = "patient-view") -> list[Coding]:
+    """The dismissal reasons offered on a card of ``topic`` shown on ``hook``."""
     names = dict(OVERRIDE_REASONS)
-    codes = _REASONS_BY_TOPIC.get(topic, _ANY_TOPIC_REASONS)
+    if hook == "patient-view":
+        codes = _REASONS_BY_TOPIC.get(topic, _ANY_TOPIC_REASONS)
+    else:
+        codes = _ORDER_REASONS_BY_TOPIC.get(topic, _ANY_ORDER_REASONS)
     return [Coding(system=OVERRIDE_SYSTEM, code=code, display=names[code]) for code in codes]
+
+
+def suggestion_actions(
+    suggestion: Mapping[str, Any],
+    drafts: DraftOrders | None,
+    *,
+    patient_id: str,
+    now: datetime,
+    side: str | None,
+    topic: Topic,
+    encounter_id: str | None = None,
+) -> list[Action]:
+    """A suggestion's actions: for each kind it ``delete``s, one delete per draft order of that kind
+    with an id (``resourceId`` ``ServiceRequest/us1``), then the create of its ``request``.
+
+    The new order takes the side of a deleted draft that names one when its template has no body
+    site (a venogram of the left leg becomes an ultrasound of the left leg).
+    """
+    actions: list[Action] = []
+    deleted_sides: list[str] = []
+    for kind in suggestion.get("delete", ()) if drafts is not None else ():
+        for order in drafts.of_kind(kind) if drafts is not None else ():
+            if not order.id:
+                continue
+            actions.append(
+                Action(
+                    type="delete",
+                    description=f"Remove the draft order: {fit(clean(order.label, limit=1000), DELETE_LABEL)}",
+                    resource_id=order.reference,
+                )
+            )
+            if order.laterality:
+                deleted_sides.append(order.laterality)
+    if deleted_sides and "bodySite" not in suggestion["request"]:
+        side = "both" if deleted_sides[0] == "bilateral" else deleted_sides[0]
+    actions.append(
+        Action(
+            type="create",
+            description=suggestion["label"],
+            resource=service_request(
+                suggestion["request"],
+                patient_id=patient_id,
+                authored_on=now,
+                side=side,
+                topic=topic,
+                encounter_id=encounter_id,
+            ),
+        )
+    )
+    return actions
 
 
 def pack_label(assessment: Assessment) -> str:
@@ -282,6 +369,9 @@ def build_cards(
     new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     explanation_link: ExplanationLink | None = None,
     app_base_url: str | None = None,
+    hook: str = "patient-view",
+    drafts: DraftOrders | None = None,
+    encounter_id: str | None = None,
 ) -> list[tuple[Card, Recommendation]]:
     """One card per recommendation, most urgent first, each beside the recommendation it shows.
 
@@ -289,6 +379,10 @@ def build_cards(
     ``app_base_url`` the service's absolute base URL for the SMART assessment app (neither from the
     CLI, which serves no pages). A card that is not a red flag and lacks findings the assessment asks
     carries a ``smart`` link that opens the form on them; a red flag asks for action, not a form.
+
+    On an order hook, ``drafts`` are the call's draft orders: a suggestion that deletes a kind of
+    order gets one ``delete`` action per draft of that kind with an id, before its ``create``
+    (:func:`suggestion_actions`).
     """
     label = pack_label(assessment)
     cards: list[tuple[Card, Recommendation]] = []
@@ -300,19 +394,15 @@ def build_cards(
                 label=suggestion["label"],
                 uuid=new_uuid(),
                 is_recommended=suggestion.get("recommended"),
-                actions=[
-                    Action(
-                        type="create",
-                        description=suggestion["label"],
-                        resource=service_request(
-                            suggestion["request"],
-                            patient_id=patient_id,
-                            authored_on=now,
-                            side=evidence.side,
-                            topic=recommendation.topic,
-                        ),
-                    )
-                ],
+                actions=suggestion_actions(
+                    suggestion,
+                    drafts,
+                    patient_id=patient_id,
+                    now=now,
+                    side=evidence.side,
+                    topic=recommendation.topic,
+                    encounter_id=encounter_id,
+                ),
             )
             for suggestion in recommendation.suggestions
         ]
@@ -346,7 +436,7 @@ def build_cards(
             ),
             suggestions=suggestions,
             selection_behavior="at-most-one" if suggestions else None,
-            override_reasons=override_reasons(recommendation.topic),
+            override_reasons=override_reasons(recommendation.topic, hook),
             links=links,
         )
         cards.append((card, recommendation))

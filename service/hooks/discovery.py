@@ -1,6 +1,8 @@
 """The CDS services offered here, each one hook definition, and the registry discovery lists.
 
-``calf-pain`` (:data:`CALF_PAIN`) is a ``patient-view`` service: its context model
+``calf-pain`` (:data:`CALF_PAIN`) is a ``patient-view`` service; ``calf-pain-order-select`` and
+``calf-pain-order-sign`` (:mod:`service.hooks.order_hooks`) the order hooks, with the same templates.
+``calf-pain`` has its context model
 (:class:`~cds_hooks.models.PatientViewContext`), its prefetch templates and its handler
 (:func:`~service.hooks.registry.decide_on_chart`: the chart alone decides). :func:`standard_hooks` is the registry the app serves; the discovery
 document is generated from whichever registry the app is given
@@ -23,14 +25,17 @@ a missing required key gets.
 
 from __future__ import annotations
 
-from cds_hooks.models import DiscoveryResponse, PatientViewContext
+from cds_hooks.models import DiscoveryResponse, OrderSelectContext, OrderSignContext, PatientViewContext
 from fhir_mappings.facts import vocabulary
 from fhir_mappings.search import code_parameter, search_codes
 from fhir_mappings.terminology import listed_terminology
+from service.hooks.order_hooks import order_select, order_sign
 from service.hooks.registry import HookDefinition, HookRegistry, decide_on_chart
 
 __all__ = [
     "CALF_PAIN",
+    "CALF_PAIN_ORDER_SELECT",
+    "CALF_PAIN_ORDER_SIGN",
     "HOOK",
     "OPTIONAL_KEYS",
     "PREFETCH_TEMPLATES",
@@ -83,10 +88,50 @@ CALF_PAIN = HookDefinition(
 SERVICE_ID = CALF_PAIN.id
 HOOK = CALF_PAIN.hook
 
+_ORDERS_TITLE = "Calf pain: advice on orders"
+_ORDERS_DESCRIPTION = (
+    "Reads the draft orders (ServiceRequest, MedicationRequest, DeviceRequest) with the patient's "
+    "record and advises from NICE NG158, ACC/AHA 2024 and NASS 2011: D-dimer before a venous scan "
+    "when DVT is unlikely, ultrasound instead of venography or a D-dimer that cannot exclude DVT, "
+    "ABI before arterial imaging or compression, never compression with possible compartment "
+    "syndrome, lumbar MRI only if intervention is considered; any red flag gives its critical card "
+    "whatever is ordered."
+)
+_ORDERS_USAGE = (
+    "The same patient data as calf-pain (patient-view), through prefetch or fhirServer; the draft "
+    "orders are read from the context. Order codes: LOINC, CPT, SNOMED CT, WHO ATC and the "
+    "calf-cds orderable codes a site maps (CALF_CDS_SITE_ORDERABLES)."
+)
+CALF_PAIN_ORDER_SELECT = HookDefinition(
+    id="calf-pain-order-select",
+    hook="order-select",
+    title=_ORDERS_TITLE,
+    description=_ORDERS_DESCRIPTION,
+    context=OrderSelectContext,
+    context_error="context needs userId and patientId strings, selections (1..*) and a draftOrders object",
+    prefetch=PREFETCH_TEMPLATES,
+    optional_prefetch=OPTIONAL_KEYS,
+    handler=order_select,
+    usage_requirements=_ORDERS_USAGE,
+)
+CALF_PAIN_ORDER_SIGN = HookDefinition(
+    id="calf-pain-order-sign",
+    hook="order-sign",
+    title=_ORDERS_TITLE,
+    description=_ORDERS_DESCRIPTION,
+    context=OrderSignContext,
+    context_error="context needs userId and patientId strings and a draftOrders object",
+    prefetch=PREFETCH_TEMPLATES,
+    optional_prefetch=OPTIONAL_KEYS,
+    handler=order_sign,
+    usage_requirements=_ORDERS_USAGE,
+)
+
 
 def standard_hooks() -> HookRegistry:
-    """The hooks this service answers, in the order discovery lists them."""
-    return HookRegistry([CALF_PAIN])
+    """The hooks this service answers, in the order discovery lists them (an order service only
+    when the active rule pack answers its hook: see :meth:`HookRegistry.discovery`)."""
+    return HookRegistry([CALF_PAIN, CALF_PAIN_ORDER_SELECT, CALF_PAIN_ORDER_SIGN])
 
 
 def discovery(hooks: HookRegistry | None = None) -> DiscoveryResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from cds_hooks.models import Link, Source
 from fhir_mappings.facts import Vocabulary, vocabulary
 from fhir_mappings.mapper import Mapper
+from fhir_mappings.orderables import site_catalogue
+from fhir_mappings.orders import OrderReader, bundled_reader
 from fhir_mappings.terminology import Terminology, bundled_terminology
 from rules.errors import PackError
 from rules.pack import Rule, RulePack, bundled_pack_files, load_pack
@@ -119,6 +121,7 @@ class PackRegistry:
     packs: Mapping[str, RulePack]
     active: RulePack
     shadows: tuple[RulePack, ...]
+    orders: OrderReader = field(default_factory=bundled_reader)
 
     @classmethod
     def load(cls, settings: Settings) -> PackRegistry:
@@ -137,6 +140,13 @@ class PackRegistry:
             packs=packs,
             active=packs[settings.active_pack],
             shadows=tuple(packs[k] for k in settings.shadow_packs),
+            # the order catalogue: bundled, plus the site's file (a bad one stops the start-up with an
+            # OrderCatalogueError naming the file and the place)
+            orders=(
+                OrderReader(site_catalogue(settings.site_orderables), vocab)
+                if settings.site_orderables is not None
+                else bundled_reader()
+            ),
         )
 
     def service(
@@ -151,6 +161,7 @@ class PackRegistry:
             active=self.active,
             shadows=self.shadows,
             clock=clock,
+            orders=self.orders,
         )
 
 

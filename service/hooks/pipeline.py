@@ -39,6 +39,7 @@ from service.hooks.call_record import CallDraft, CallRecord, card_entries
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.registry import (
     CalfPainService,
+    CallOrigin,
     CardLinks,
     HookDefinition,
     HookKit,
@@ -157,7 +158,8 @@ class FrontDoor:
 
     async def _answer(self, call: HookCall, draft: CallDraft) -> tuple[HookResult, dict[str, Any]]:
         definition = self.hooks.get(call.service_id)
-        if definition is None:
+        if definition is None or definition.hook not in self.services.hooks:
+            # a service whose hook the active pack does not answer is not listed, nor answered
             raise RequestRefusedError(
                 404,
                 f"no CDS service {call.service_id!r} here",
@@ -213,7 +215,10 @@ class FrontDoor:
             templates=definition.prefetch,
             optional=definition.optional_prefetch,
         )
-        result = definition.handler(context, data, HookKit(self.services, now, call.links, draft.notes))
+        origin = CallOrigin(draft.call_id, _issuer(call.client), request.fhir_server)
+        kit = HookKit(self.services, now, call.links, draft.notes, origin)
+        result = definition.handler(context, data, kit)
+        draft.drafts, draft.facts_reused_from = result.drafts, result.facts_reused_from
         entries = card_entries(result.cards)
         draft.decide(result.assessment, result.facts, entries, result.shadows, self.timer() - started)
         if call.keep is not None:
@@ -222,6 +227,11 @@ class FrontDoor:
         draft.notes.extend(checked.notes)
         draft.checks = checked.checks
         return result, checked.body
+
+
+def _issuer(client: Mapping[str, Any]) -> str | None:
+    issuer = client.get("iss")
+    return issuer if isinstance(issuer, str) else None
 
 
 def _hook_request(document: dict[str, Any]) -> HookRequest:

@@ -36,12 +36,15 @@ from cds_hooks.models import (
 from cds_hooks.prefetch_plan import PatientData, search_types
 from fhir_mappings.facts import Facts, Vocabulary
 from fhir_mappings.mapper import Mapper
+from fhir_mappings.orders import DraftOrders, OrderReader, bundled_reader
 from rules.engine import Assessment, Recommendation, evaluate
 from rules.pack import RulePack
 from service.hooks.cards import ExplanationLink, build_cards
+from service.hooks.facts_cache import FactsCache, FactsKey, data_digest
 
 __all__ = [
     "CalfPainService",
+    "CallOrigin",
     "CardLinks",
     "Handler",
     "HookDefinition",
@@ -57,13 +60,22 @@ ContextT = TypeVar("ContextT", bound=PatientContext)
 @dataclass(frozen=True, kw_only=True)
 class CalfPainService:
     """The decision services, built once per process (``PackRegistry.service``): the mapper and its
-    vocabulary, the active and shadow rule packs, and the clock that says "now"."""
+    vocabulary, the active and shadow rule packs, and the clock that says "now"; for the order hooks,
+    the reader of draft orders (the bundled order catalogue, or a site's) and the patient facts an
+    ``order-select`` call leaves for the ``order-sign`` that follows (:mod:`service.hooks.facts_cache`)."""
 
     mapper: Mapper
     vocabulary: Vocabulary
     active: RulePack
     shadows: tuple[RulePack, ...] = ()
     clock: Callable[[], datetime]
+    orders: OrderReader = field(default_factory=bundled_reader)
+    facts_cache: FactsCache = field(default_factory=FactsCache)
+
+    @property
+    def hooks(self) -> frozenset[str]:
+        """The hooks answered: ``patient-view`` always, and those the active pack's rules answer."""
+        return frozenset({"patient-view", *self.active.hooks()})
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,8 @@ class HookResult:
     assessment: Assessment
     cards: tuple[tuple[Card, Recommendation], ...] = ()
     shadows: tuple[Assessment, ...] = ()
+    drafts: DraftOrders | None = None
+    facts_reused_from: str | None = None
 
     @property
     def response(self) -> HookResponse:
@@ -91,6 +105,16 @@ class CardLinks:
 
 
 @dataclass(frozen=True)
+class CallOrigin:
+    """Who made the call and about what data, as far as reusing patient facts must know: the
+    ``call_id`` of its audit record, the client's ``issuer`` and the request's ``fhir_server``."""
+
+    call_id: str = ""
+    issuer: str | None = None
+    fhir_server: str | None = None
+
+
+@dataclass(frozen=True)
 class HookKit:
     """What the front door lends a handler for one call: the decision services at ``now``, the card
     links, and the call's audit notes (what the mapper notices is noted as soon as it is read)."""
@@ -99,6 +123,7 @@ class HookKit:
     now: datetime
     links: CardLinks = CardLinks()
     notes: list[str] = field(default_factory=list)
+    origin: CallOrigin = CallOrigin()
 
     def facts(self, patient_id: str, data: PatientData) -> Facts:
         """The patient's facts from the gathered data."""
@@ -108,10 +133,48 @@ class HookKit:
         self.notes.extend(facts.notes)
         return facts
 
-    def decide(self, facts: Facts, *, patient_id: str) -> HookResult:
-        """The active pack's assessment of ``facts``, its cards, and the shadow packs' assessments."""
+    def reusable_facts(
+        self, context: PatientContext, data: PatientData, *, keep: bool, reuse: bool
+    ) -> tuple[Facts, str | None]:
+        """The patient's facts, and the call whose facts were reused (``None``: mapped now).
+
+        With ``reuse``, facts an earlier call kept under exactly this call's key (client, FHIR
+        server, patient, encounter, user and the data read) are reused; with ``keep``, the facts
+        mapped now are kept for a later call (:class:`~service.hooks.facts_cache.FactsCache`).
+        """
+        key = FactsKey(
+            issuer=self.origin.issuer,
+            fhir_server=self.origin.fhir_server,
+            patient_id=context.patient_id,
+            encounter_id=context.encounter_id,
+            user_id=context.user_id,
+            digest=data_digest(data),
+        )
+        cache = self.services.facts_cache
+        if reuse and (hit := cache.get(key, now=self.now)) is not None:
+            facts, call_id = hit
+            self.notes.extend(facts.notes)
+            self.notes.append(f"patient facts reused from call {call_id} (same patient data)")
+            return facts, call_id
+        facts = self.facts(context.patient_id, data)
+        if keep:
+            cache.put(key, facts, call_id=self.origin.call_id, now=self.now)
+        return facts, None
+
+    def decide(
+        self,
+        facts: Facts,
+        *,
+        patient_id: str,
+        hook: str = "patient-view",
+        drafts: DraftOrders | None = None,
+        encounter_id: str | None = None,
+    ) -> HookResult:
+        """The active pack's assessment of ``facts`` for ``hook``, its cards, and the assessments of
+        the shadow packs that answer ``hook``. ``drafts`` (order hooks) are what a suggestion's
+        delete removes; a suggestion's new order names ``encounter_id`` when given."""
         services = self.services
-        assessment = evaluate(services.active, facts)
+        assessment = evaluate(services.active, facts, hook=hook)
         pairs = build_cards(
             assessment,
             facts,
@@ -120,9 +183,14 @@ class HookKit:
             now=self.now,
             explanation_link=self.links.explanation,
             app_base_url=self.links.app_base_url,
+            hook=hook,
+            drafts=drafts,
+            encounter_id=encounter_id,
         )
-        shadows = tuple(evaluate(shadow, facts) for shadow in services.shadows)
-        return HookResult(facts, assessment, tuple(pairs), shadows)
+        shadows = tuple(
+            evaluate(shadow, facts, hook=hook) for shadow in services.shadows if hook in shadow.hooks()
+        )
+        return HookResult(facts, assessment, tuple(pairs), shadows, drafts=drafts)
 
 
 Handler = Callable[[ContextT, PatientData, HookKit], HookResult]
@@ -170,7 +238,13 @@ class HookDefinition(Generic[ContextT]):
         try:
             return self.context.model_validate(request.context)
         except ValidationError as error:
-            raise RequestError(self.context_error, pointer="/context") from error
+            # a member of the hook's own context is pointed at (/context/draftOrders); the
+            # members every patient hook shares keep the pointer /context
+            where = str(error.errors()[0]["loc"][0]) if error.errors()[0]["loc"] else ""
+            own = where and where not in {"userId", "patientId", "encounterId"}
+            raise RequestError(
+                self.context_error, pointer=f"/context/{where}" if own else "/context"
+            ) from error
 
     def service_definition(self) -> ServiceDefinition:
         """The definition's entry in the discovery document."""
@@ -207,6 +281,14 @@ class HookRegistry:
     def __iter__(self) -> Iterator[HookDefinition[Any]]:
         return iter(self._definitions.values())
 
-    def discovery(self) -> DiscoveryResponse:
-        """The discovery document: every definition's service."""
-        return DiscoveryResponse(services=[definition.service_definition() for definition in self])
+    def discovery(self, hooks: Iterable[str] | None = None) -> DiscoveryResponse:
+        """The discovery document: every definition's service (only those of ``hooks`` if given: the
+        hooks the active rule pack answers)."""
+        answered = None if hooks is None else frozenset(hooks)
+        return DiscoveryResponse(
+            services=[
+                definition.service_definition()
+                for definition in self
+                if answered is None or definition.hook in answered
+            ]
+        )

@@ -78,10 +78,11 @@ def test_every_changelog_line_of_1_1_says_why_or_cites() -> None:
     assert len(explained) >= len(changes) - 2
 
 
-def test_1_1_is_the_default_and_1_0_stays_bundled() -> None:
-    """The deployed default is 1.1.0; 1.0.0 is still shipped (shadow, replay, diff)."""
-    assert Settings.model_fields["active_pack"].default == "calf-pain@1.1.0"
-    assert {"calf-pain@1.0.0", "calf-pain@1.1.0"} <= set(bundled_pack_files())
+def test_1_2_is_the_default_and_1_0_and_1_1_stay_bundled() -> None:
+    """The deployed default is 1.2.0 (1.1.0's patient-view answer plus the order hooks, issue 17);
+    1.0.0 and 1.1.0 are still shipped (shadow, replay, diff)."""
+    assert Settings.model_fields["active_pack"].default == "calf-pain@1.2.0"
+    assert {"calf-pain@1.0.0", "calf-pain@1.1.0", "calf-pain@1.2.0"} <= set(bundled_pack_files())
 
 
 # --- card wording (cards-contract.md) --------------------------------------------------------------

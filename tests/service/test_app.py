@@ -49,10 +49,26 @@ def assert_outcome(response: Any, status: int) -> dict[str, Any]:
 
 
 def test_discovery_lists_the_calf_pain_service(client: TestClient) -> None:
-    """GET /cds-services names the patient-view service `calf-pain` with its prefetch."""
-    (service,) = client.get("/cds-services").json()["services"]
+    """GET /cds-services names the patient-view service `calf-pain` with its prefetch (first, then the
+    order services of the default pack, 1.2.0)."""
+    service, *orders = client.get("/cds-services").json()["services"]
+    assert [s["id"] for s in orders] == ["calf-pain-order-select", "calf-pain-order-sign"]
     assert (service["id"], service["hook"]) == ("calf-pain", "patient-view")
     assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+
+
+def test_order_services_are_not_listed_when_the_active_pack_answers_only_patient_view(
+    settings: Settings, dev_issuer: DevIssuer
+) -> None:
+    """With 1.1.0 active (patient-view rules only) discovery lists calf-pain alone and an order
+    service is an unknown service (404)."""
+    older = settings.model_copy(update={"active_pack": "calf-pain@1.1.0"})
+    from service.app import create_app
+
+    with signed_client(create_app(older), dev_issuer) as client:
+        assert [s["id"] for s in client.get("/cds-services").json()["services"]] == ["calf-pain"]
+        body = {"hook": "order-sign", "hookInstance": "x", "context": {}}
+        assert client.post("/cds-services/calf-pain-order-sign", json=body).status_code == 404
 
 
 def test_dvt_signs_give_a_complete_duplex_card(client: TestClient, settings: Settings) -> None:

@@ -113,7 +113,11 @@ def test_discovery_over_http(server: Server) -> None:
     """Discovery with a `calf-cds token` for its URL shows the calf-pain service."""
     status, _, body = get(server, "/cds-services", server.token("/cds-services"))
     assert status == 200
-    assert [s["id"] for s in json.loads(body)["services"]] == ["calf-pain"]
+    assert [s["id"] for s in json.loads(body)["services"]] == [
+        "calf-pain",
+        "calf-pain-order-select",
+        "calf-pain-order-sign",
+    ]
 
 
 def test_discovery_without_a_token_is_401(server: Server) -> None:

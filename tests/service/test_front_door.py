@@ -195,8 +195,13 @@ def test_a_hook_defined_in_a_test_is_discovered_and_routed(settings: Settings, t
     app = create_app(settings, clock=lambda: NOW, hooks=standard_hooks().with_definitions(ECHO))
     with dev_client(app, settings) as client:
         services = client.get("/cds-services").json()["services"]
-        assert [service["id"] for service in services] == ["calf-pain", "throwaway-echo"]
-        assert services[1]["prefetch"] == ECHO.prefetch
+        assert [service["id"] for service in services] == [
+            "calf-pain",
+            "calf-pain-order-select",
+            "calf-pain-order-sign",
+            "throwaway-echo",
+        ]
+        assert services[-1]["prefetch"] == ECHO.prefetch
         body = {
             "hook": "patient-view",
             "hookInstance": "0a4c8f1e-5d0b-4d55-9f2e-6f3c1f1d2b7a",

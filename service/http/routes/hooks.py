@@ -36,9 +36,10 @@ def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = Non
     registry = hooks if hooks is not None else standard_hooks()
 
     @router.get("/cds-services")
-    async def get_discovery(_client: AuthenticatedClient) -> Response:
-        """CDS Hooks discovery: the services offered here (needs a client JWT)."""
-        return json_response(registry.discovery().to_json())
+    async def get_discovery(_client: AuthenticatedClient, rt: RuntimeDep) -> Response:
+        """CDS Hooks discovery: the services offered here, those whose hook the active rule pack
+        answers (needs a client JWT)."""
+        return json_response(registry.discovery(rt.service.hooks).to_json())
 
     @router.post("/cds-services/{service_id}")
     async def call_service(

@@ -167,3 +167,19 @@ def test_a_condition_that_does_not_compile_is_refused_naming_the_pack() -> None:
     new["rules"][0]["when"] = {"fact": "no_such_fact"}
     with pytest.raises(PackError, match=r"^unknown fact 'no_such_fact' \(calf-pain@0\.1\.7\)$"):
         render(OLD, new)
+
+
+def test_the_diff_names_the_hooks_of_a_rule_and_the_orders_a_suggestion_replaces(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """1.1.0 → 1.2.0: the red flags answer the order hooks, new order cards name their hooks, and a
+    suggestion that deletes draft orders says which kind it replaces."""
+    from service.cli import main
+
+    assert main(["rules", "diff", "calf-pain@1.1.0", "calf-pain@1.2.0"]) in (0, 1)
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "“Acute limb ischaemia” now answers patient-view, order-select, order-sign (was patient-view)" in out
+    )
+    assert "on order-select, order-sign:" in out
+    assert "replacing the draft venous_duplex order(s)" in out
