@@ -12,6 +12,8 @@ would. The outcome of every step goes to ``$ORDERS_PROBE_OUT`` and a screenshot 
 - ``{"op": "click", "text": T}``: click the button whose text is T (the view tabs, "Sign Order");
 - ``{"op": "pick", "placeholder": P, "type": Q, "option": O}``: in the search box showing P, type Q
   and click the first offered option whose text contains O (a react-select);
+- ``{"op": "type", "name": N, "text": Q}``: type Q in the input named N (the Rx views' medication box);
+- ``{"op": "choose", "text": T}``: click the list item whose text contains T (fewest words wins);
 - ``{"op": "cards", "name": N, "expect": T}``: until a card contains T; record every card's text
   and buttons under N;
 - ``{"op": "accept", "card": T, "label": L}``: click the suggestion button L of the card containing T.
@@ -82,6 +84,24 @@ def _step(pipe: Pipe, session: str, step: dict[str, Any]) -> dict[str, Any]:
                 result = {"ok": chosen is not None, "chosen": chosen}
             else:
                 result = {"ok": False, "error": "no search box " + step["placeholder"]}
+        elif op == "type":
+            focus = f"""(() => {{ const input = document.querySelector('input[name={step["name"]}]');
+              if (!input) return false; input.focus(); return document.activeElement === input; }})()"""
+            result = {"ok": bool(pipe.evaluate(focus, session))}
+            if result["ok"]:
+                pipe.call("Input.insertText", {"text": step["text"]}, session)
+        elif op == "choose":
+            expression = f"""(() => {{
+              const items = [...document.querySelectorAll('li, [role=button], [role=option]')]
+                .filter(el => window.__t(el).includes({json.dumps(step["text"])}))
+                .sort((a, b) => window.__t(a).length - window.__t(b).length);
+              if (!items.length) return null; items[0].click(); return window.__t(items[0]); }})()"""
+            chosen = pipe.evaluate(expression, session)
+            result = {"ok": chosen is not None, "chosen": chosen}
+            if chosen is None:
+                result["offered"] = pipe.evaluate(
+                    "[...document.querySelectorAll('li')].map(window.__t).slice(0, 30)", session
+                )
         elif op == "cards":
             cards = pipe.evaluate("window.__cards()", session) or []
             result = {"ok": any(step["expect"] in card["text"] for card in cards), "cards": cards}

@@ -195,3 +195,74 @@ def test_pama_cta_without_abi_shows_abi_first_and_accepting_sends_feedback(
     assert len(accepted["accepted_suggestions"]) == 1
     assert accepted["accepted_suggestions"][0] in abi["suggestions"]
     assert accepted["client"]["iss"] == SANDBOX_ISSUER
+
+
+def test_rx_sign_of_an_analgesic_while_dvt_is_likely_warns(
+    service_url: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Signing ibuprofen in the Rx Sign view while DVT is likely (Wells 2) and not excluded: the
+    Sandbox calls order-sign (only on "Sign Order") with a draft MedicationRequest coded in RxNorm,
+    shows our warning, and accepting its ultrasound sends feedback for the order-sign service."""
+    base, data_dir = service_url
+    case = order_case("ord-ibuprofen-alone-dvt-likely-add-ultrasound")
+    label = "Order proximal leg-vein ultrasound (hold rest-and-ice)"
+    steps = [
+        {"op": "wait_text", "text": "Ibu Calf"},
+        {"op": "click", "text": "Rx Sign"},
+        {"op": "type", "name": "medication-input", "text": "Ibuprofen"},
+        {"op": "choose", "text": "Ibuprofen"},
+        {"op": "click", "text": "Sign Order"},
+        {"op": "cards", "name": "sign", "expect": "proximal leg-vein ultrasound within 4 hours"},
+        {"op": "accept", "card": "proximal leg-vein ultrasound within 4 hours", "label": label},
+    ]  # fmt: skip
+    outcomes = drive_sandbox(base, case, "Ibu", steps, tmp_path / "sandbox")
+    assert [o["ok"] for o in outcomes] == [True] * len(steps), json.dumps(outcomes, indent=1)
+    assert outcomes[3]["chosen"].startswith("Ibuprofen")
+    (card,) = outcomes[5]["cards"]
+    assert card["text"].startswith("Right leg: Add a proximal leg-vein ultrasound within 4 hours")
+    assert label in card["buttons"]
+
+    fhir_base = json.loads((tmp_path / "sandbox" / "summary.json").read_text("utf-8"))["fhir_base"]
+    (warning,) = audited_cards(data_dir, fhir_base, "calf-pain-order-sign")
+    assert warning["rule_id"] == "order-rest-ice-or-analgesic-dvt-open"
+    assert warning["indicator"] == "warning"
+    calls = rows(data_dir, hook_calls, hook_calls.c.call_id == warning["call_id"])
+    assert calls[0]["hook"] == "order-sign"
+    (accepted,) = rows(data_dir, feedback, feedback.c.card_uuid == warning["card_uuid"])
+    assert accepted["outcome"] == "accepted"
+    assert accepted["service_id"] == "calf-pain-order-sign"
+    assert accepted["accepted_suggestions"] == warning["suggestions"][:1]
+
+
+PAMA_STUDIES = {
+    # case id: (CPT typed in "Search orders", the study offered, the card's words, topic, rule, indicator)
+    "ord-pama-venogram-78457-ultrasound-instead": (
+        "78457", "Venous thrombosis imaging, venogram; unilateral", "ultrasound", "duplex-dvt",
+        "order-venography-ultrasound", "info",
+    ),
+    "ord-pama-lumbar-mri-72148-neurogenic-claudication-info": (
+        "72148", "Magnetic resonance (eg, proton) imaging, spinal canal and contents, lumbar", "surgery or an injection",
+        "lumbar-imaging", "order-lumbar-mri-intervention", "info",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case_id", sorted(PAMA_STUDIES))
+def test_pama_study_gets_its_card(service_url: tuple[str, Path], tmp_path: Path, case_id: str) -> None:
+    """A venogram for suspected DVT gets the ultrasound card; a lumbar MRI for neurogenic
+    claudication the info card (intervention considered), each from order-select in the PAMA view."""
+    base, data_dir = service_url
+    cpt, study, words, topic, rule, indicator = PAMA_STUDIES[case_id]
+    steps = [
+        {"op": "wait_text", "text": "Pama Calf"},
+        {"op": "click", "text": "PAMA Imaging"},
+        {"op": "pick", "placeholder": "Search orders", "type": cpt, "option": study},
+        {"op": "cards", "name": "select", "expect": words},
+    ]  # fmt: skip
+    outcomes = drive_sandbox(base, order_case(case_id), "Pama", steps, tmp_path / "sandbox")
+    assert [o["ok"] for o in outcomes] == [True] * len(steps), json.dumps(outcomes, indent=1)
+    assert [c["text"].startswith("Right leg: ") for c in outcomes[3]["cards"]] == [True]
+
+    fhir_base = json.loads((tmp_path / "sandbox" / "summary.json").read_text("utf-8"))["fhir_base"]
+    (card,) = audited_cards(data_dir, fhir_base, "calf-pain-order-select")
+    assert (card["topic"], card["rule_id"], card["indicator"]) == (topic, rule, indicator)
