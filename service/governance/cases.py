@@ -10,6 +10,14 @@ Versioned answers: a case written for a later pack says ``since`` (a pack older 
 it); where a pack deliberately answers differently, ``expect_by_version`` holds that version's
 answer. ``contract_facts`` adds facts the mapper contract promises (``name → value`` or
 ``{"value", "hours_ago"}``) on top of what the resources give.
+
+Order-hook cases (``tests/rules/order-cases/README.md``) name their ``hook`` (``order-select``,
+``order-sign`` or both) and carry ``draftOrders`` (``selections``, ``site_orderables``): they run
+once per hook as the service runs them — the draft orders read (:mod:`fhir_mappings.orders`), their
+facts added, the pack evaluated for that hook, the cards built with the delete actions — and may
+also expect ``rules`` / ``forbidden_rules`` (rule ids), ``recommended`` (per topic, the recommended
+suggestion's deleted references and created code; ``null`` for none) and ``foreign`` (draft orders
+read as about another patient). A hook the pack does not answer skips the case.
 """
 
 from __future__ import annotations
@@ -23,13 +31,15 @@ from typing import Any
 
 from fhir_mappings.facts import Fact, Facts, Vocabulary
 from fhir_mappings.mapper import Mapper
+from fhir_mappings.orderables import bundled_catalogue
+from fhir_mappings.orders import DraftOrders, OrderReader
 from fhir_mappings.terminology import bundled_terminology
 from rules.engine import evaluate
 from rules.pack import RulePack
 from service.governance.errors import CaseFileError
 from service.hooks.cards import build_cards
 
-__all__ = ["CaseResult", "applies", "load_cases", "run_case", "run_cases"]
+__all__ = ["CaseResult", "applies", "case_hooks", "load_cases", "run_case", "run_cases"]
 
 
 @dataclass(frozen=True)
@@ -93,10 +103,36 @@ def _with_contract_facts(facts: Facts, case: Mapping[str, Any], now: datetime, f
     return Facts(by_name={**facts.by_name, **extra}, declared=facts.declared, notes=facts.notes)
 
 
+def case_hooks(case: Mapping[str, Any]) -> tuple[str, ...]:
+    """The hooks a case is a call of (``patient-view`` unless it names its ``hook``)."""
+    hook = case.get("hook", "patient-view")
+    return tuple(str(h) for h in hook) if isinstance(hook, list) else (str(hook),)
+
+
+def _drafts(
+    case: Mapping[str, Any], vocabulary: Vocabulary, patient_id: str, hook: str, file: str
+) -> tuple[DraftOrders, list[Fact]]:
+    catalogue = bundled_catalogue()
+    site = case.get("site_orderables")
+    if site is not None:
+        if not isinstance(site, Mapping):
+            raise CaseFileError("site_orderables is an object", path=file, case=str(case["id"]))
+        catalogue = catalogue.extended(site, path=f"{file} case {case['id']}")
+    drafts, extra = OrderReader(catalogue, vocabulary).read(
+        case.get("draftOrders"), patient_id=patient_id, hook=hook, selections=case.get("selections")
+    )
+    return drafts, list(extra.values())
+
+
 def run_case(
-    pack: RulePack, vocabulary: Vocabulary, mapper: Mapper, file: str, case: Mapping[str, Any]
+    pack: RulePack,
+    vocabulary: Vocabulary,
+    mapper: Mapper,
+    file: str,
+    case: Mapping[str, Any],
+    hook: str = "patient-view",
 ) -> CaseResult:
-    case_id = str(case["id"])
+    case_id = str(case["id"]) if hook == "patient-view" else f"{case['id']} ({hook})"
     try:
         now = datetime.fromisoformat(str(case["now"]).replace("Z", "+00:00"))
     except ValueError:
@@ -105,8 +141,14 @@ def run_case(
     patient_id = str(patient.get("id", "p1")) if isinstance(patient, Mapping) else "p1"
     facts = mapper.map(patient_id=patient_id, patient=patient, resources=case["resources"], now=now)
     facts = _with_contract_facts(facts, case, now, file)
-    assessment = evaluate(pack, facts)
-    pairs = build_cards(assessment, facts, vocabulary, patient_id=patient_id, now=now)
+    drafts = None
+    if hook != "patient-view":
+        drafts, extra = _drafts(case, vocabulary, patient_id, hook, file)
+        facts = facts.with_facts(extra, notes=drafts.notes)
+    assessment = evaluate(pack, facts, hook=hook)
+    pairs = build_cards(
+        assessment, facts, vocabulary, patient_id=patient_id, now=now, hook=hook, drafts=drafts
+    )
     cards: dict[str, list[Any]] = {}
     for card, recommendation in pairs:
         cards.setdefault(recommendation.topic, []).append(card)
@@ -131,13 +173,44 @@ def run_case(
     # the assessment's one overall pattern, as every card states it
     if pattern is not None and pattern != assessment.pattern:
         failures.append(f"pattern should be {pattern}, is {assessment.pattern}")
+    fired = {recommendation.rule_id for _, recommendation in pairs}
+    failures += [f"rule {rule} should fire" for rule in expect.get("rules", []) if rule not in fired]
+    failures += [f"rule {rule} must not fire" for rule in expect.get("forbidden_rules", []) if rule in fired]
+    for topic, wanted in expect.get("recommended", {}).items():
+        failures += _recommended_problems(topic, wanted, cards.get(topic, []))
+    if drafts is not None and list(drafts.foreign) != list(expect.get("foreign", [])):
+        failures.append(f"draft orders about another patient: {list(drafts.foreign)}")
     return CaseResult(file, case_id, tuple(failures))
 
 
+def _recommended_problems(topic: str, wanted: Any, cards: list[Any]) -> list[str]:
+    """What is wrong with the recommended suggestion of the ``topic`` card against ``wanted``."""
+    recommended = [s for card in cards for s in card.suggestions if s.is_recommended]
+    if wanted is None:
+        return [f"{topic} card should recommend nothing"] if recommended else []
+    if not recommended:
+        return [f"{topic} card should recommend a suggestion"]
+    actions = recommended[0].actions
+    deleted = [a.resource_id for a in actions if a.type == "delete"]
+    problems = []
+    if deleted != list(wanted.get("delete", [])):
+        problems.append(f"{topic} suggestion deletes {deleted}, expected {wanted.get('delete')}")
+    created = [a.resource for a in actions if a.type == "create" and a.resource]
+    code = created[0].get("code", {}) if created else {}
+    codes = {str(c.get("code")) for c in code.get("coding", [])} | {str(code.get("text", ""))}
+    if not any(str(wanted.get("create", "")) in text for text in codes):
+        problems.append(f"{topic} suggestion does not create {wanted.get('create')!r}")
+    return problems
+
+
 def run_cases(pack: RulePack, vocabulary: Vocabulary, folder: Path) -> list[CaseResult]:
+    """Every case of ``folder`` that applies to ``pack``, once per hook it names that the pack answers."""
     mapper = Mapper(vocabulary, bundled_terminology())
+    answered = {"patient-view", *pack.hooks()}
     return [
-        run_case(pack, vocabulary, mapper, file, case)
+        run_case(pack, vocabulary, mapper, file, case, hook)
         for file, case in load_cases(folder)
         if applies(case, pack.version)
+        for hook in case_hooks(case)
+        if hook in answered
     ]

@@ -121,9 +121,9 @@ def decision_of_cards(cards: Iterable[Mapping[str, Any]]) -> Decision:
     return tuple(sorted((str(c.get("topic")), str(c.get("indicator"))) for c in cards))
 
 
-def decision_of(pack: RulePack, facts: Facts) -> tuple[Decision, tuple[str, ...]]:
-    """The candidate's decision on ``facts``, and the ids of the rules behind it."""
-    assessment = evaluate(pack, facts)
+def decision_of(pack: RulePack, facts: Facts, hook: str = "patient-view") -> tuple[Decision, tuple[str, ...]]:
+    """The candidate's decision on ``facts`` for a call of ``hook``, and the ids of the rules behind it."""
+    assessment = evaluate(pack, facts, hook=hook)
     recommendations = assessment.recommendations
     decision = tuple(sorted((r.topic, r.indicator) for r in recommendations))
     return decision, tuple(r.rule_id for r in recommendations)
@@ -167,6 +167,7 @@ class ReplayReport:
     changed: list[ReplayedCall] = field(default_factory=list)
     not_reproduced: list[str] = field(default_factory=list)
     unknown_facts: Counter[str] = field(default_factory=Counter)
+    skipped_hooks: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -174,6 +175,7 @@ class ReplayReport:
             "candidate_hash": self.candidate_hash,
             "since": self.since.isoformat() if self.since else None,
             "replayed": self.replayed,
+            "skipped_hooks": dict(self.skipped_hooks),
             "changed": [call.to_json() for call in self.changed],
             "not_reproduced": self.not_reproduced,
             "unknown_facts": dict(self.unknown_facts),
@@ -186,6 +188,9 @@ class ReplayReport:
             f"{self.replayed} calls replayed; {len(self.changed)} decisions would change; "
             f"{self.replayed - len(self.changed)} unchanged.",
         ]
+        if self.skipped_hooks:
+            skipped = ", ".join(f"{hook} ({count})" for hook, count in sorted(self.skipped_hooks.items()))
+            lines.append(f"Not replayed, a hook the candidate does not answer: {skipped}")
         if self.not_reproduced:
             lines.append(
                 f"Warning: {len(self.not_reproduced)} calls did not reproduce their own cards from the "
@@ -214,13 +219,15 @@ def replay(
     known_packs: Mapping[str, RulePack] | None = None,
     since: datetime | None = None,
 ) -> ReplayReport:
-    """Re-evaluate every successful audited call of ``candidate``'s pack id since ``since``."""
+    """Re-evaluate every successful audited call of ``candidate``'s pack id since ``since``, each for
+    its own hook; a call of a hook the candidate does not answer is skipped and counted."""
     report = ReplayReport(candidate.key, candidate.content_hash, since)
     packs = known_packs or {}
     query = (
         select(
             hook_calls.c.call_id,
             hook_calls.c.received_at,
+            hook_calls.c.hook,
             hook_calls.c.patient_id,
             hook_calls.c.pack_id,
             hook_calls.c.pack_version,
@@ -234,16 +241,21 @@ def replay(
     if since is not None:
         query = query.where(hook_calls.c.received_at >= since)
     with engine.connect() as connection:
+        answered = {"patient-view", *candidate.hooks()}
         for row in connection.execution_options(yield_per=500).execute(query).mappings():
+            hook = str(row["hook"] or "patient-view")
+            if hook not in answered:
+                report.skipped_hooks[hook] += 1
+                continue
             stored = row["facts"] if not isinstance(row["facts"], str) else json.loads(row["facts"])
             facts, unknown = rebuild_facts(stored or {}, vocabulary)
             report.unknown_facts.update(unknown)
             before = decision_of_cards(row["cards"] or ())
-            after, rules = decision_of(candidate, facts)
+            after, rules = decision_of(candidate, facts, hook)
             original = packs.get(f"{row['pack_id']}@{row['pack_version']}")
             reproduced = None
             if original is not None and original.content_hash == row["pack_hash"]:
-                reproduced = decision_of(original, facts)[0] == before
+                reproduced = decision_of(original, facts, hook)[0] == before
                 if not reproduced:
                     report.not_reproduced.append(row["call_id"])
             report.replayed += 1

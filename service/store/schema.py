@@ -74,6 +74,11 @@ hook_calls = Table(
     Column("prefetch_states", JSON, nullable=False),
     Column("client", JSON, nullable=False),
     Column("duration_ms", Float, nullable=False),
+    # order hooks (migration 0004): what the draft orders were read as (references, kinds,
+    # selected, status; never the resources), and the order-select call whose patient facts an
+    # order-sign reused
+    Column("draft_orders", JSON),
+    Column("facts_reused_from", String(36)),
 )
 
 

@@ -85,3 +85,32 @@ def test_a_case_for_a_later_pack_is_skipped_and_a_versioned_answer_is_used(
     (tmp_path / "cases.json").write_text(json.dumps([later, versioned]))
     assert main(["rules", "test", "0.1.0", "--cases", str(tmp_path)]) == 0
     assert "calf-pain@0.1.0: 1 of 1 cases pass" in capsys.readouterr().out
+
+
+ORDER_CASES = Path(__file__).resolve().parents[2] / "rules" / "order-cases"
+
+
+def test_rules_test_runs_the_order_cases_for_their_hooks(capsys: pytest.CaptureFixture[str]) -> None:
+    """`calf-cds rules test` runs an order case as its hook's call: every one of the 58 passes on
+    1.2.0 (rules, deletes and created codes included); 1.1.0 answers no order hook and runs none."""
+    assert main(["rules", "test", "1.2.0", "--cases", str(ORDER_CASES)]) == 0
+    out = capsys.readouterr().out
+    assert "58 of 58 cases pass" in out
+    main(["rules", "test", "1.1.0", "--cases", str(ORDER_CASES)])  # no case to pass: not a pass
+    assert "0 of 0 cases pass" in capsys.readouterr().out
+
+
+def test_a_wrong_order_expectation_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A case whose recommended suggestion deletes another draft than expected fails with the reason."""
+    (case,) = [
+        c
+        for c in json.loads((ORDER_CASES / "orders.json").read_text("utf-8"))
+        if c["id"] == "ord-duplex-decided-unlikely-no-d-dimer-d-dimer-first"
+    ]
+    case["expect"]["recommended"]["duplex-dvt"]["delete"] = ["ServiceRequest/elsewhere"]
+    case["expect"]["rules"] = ["order-lumbar-mri-intervention"]
+    (tmp_path / "wrong.json").write_text(json.dumps([case]))
+    assert main(["rules", "test", "1.2.0", "--cases", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "ServiceRequest/elsewhere" in out
+    assert "rule order-lumbar-mri-intervention should fire" in out

@@ -58,7 +58,9 @@ def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
 def test_upgrade_adopts_a_walking_skeleton_database(engine: Engine) -> None:
     """A database made by `create_all` before migrations existed is kept, and its cards indexed."""
     old = MetaData()
-    hook_calls.to_metadata(old)
+    skeleton = hook_calls.to_metadata(old)
+    for later in ("draft_orders", "facts_reused_from"):  # added by migration 0004
+        skeleton._columns.remove(skeleton.c[later])
     with engine.begin() as connection:
         old.create_all(connection)
         connection.execute(
@@ -190,6 +192,6 @@ def test_cli_db_upgrade_and_current(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     assert main(["db", "current"]) == 1
     assert "behind" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
-    assert "database at revision 0003" in capsys.readouterr().out
+    assert "database at revision 0004" in capsys.readouterr().out
     assert main(["db", "current"]) == 0
     assert "up to date" in capsys.readouterr().out
