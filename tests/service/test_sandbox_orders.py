@@ -98,7 +98,8 @@ def patient_files(case: dict[str, Any], name: str, folder: Path) -> list[Path]:
 
 
 def drive_sandbox(base: str, case: dict[str, Any], name: str, steps: list[dict[str, Any]], out: Path) -> Any:
-    """run.sh on the case's patient, the shim doing ``steps``; the steps' outcomes."""
+    """run.sh on the case's patient, the shim doing ``steps``; the steps' outcomes (the browser stayed
+    on loopback in both Chromium runs)."""
     shim = out / "shim"
     shim.mkdir(parents=True, exist_ok=True)
     (shim / "chromium").write_text(
@@ -129,7 +130,20 @@ def drive_sandbox(base: str, case: dict[str, Any], name: str, steps: list[dict[s
     assert done.returncode == 0, (
         json.dumps(outcomes, indent=1)[-3000:] + done.stdout[-3000:] + done.stderr[-2000:]
     )
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["network"]["netlogs_read"] == 2, summary["network"]  # the driven run's net log too
+    assert summary["network"]["leak"] is False, summary["network"]
     return outcomes
+
+
+def browser_posts(out: Path) -> list[str]:
+    """The paths the browser POSTed to our service (Chromium's net log), each with its status."""
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    return [
+        f"{url.split('/cds-services', 1)[1]} {status}"
+        for method, url, status in summary["browser_requests"]["service"]
+        if method == "POST"
+    ]
 
 
 def rows(data_dir: Path, table: sa.Table, where: Any, expected: int = 1) -> list[dict[str, Any]]:
@@ -181,6 +195,9 @@ def test_pama_cta_without_abi_shows_abi_first_and_accepting_sends_feedback(
     assert label in card["buttons"]
     assert "Add a resting ABI (keep the imaging)" in card["buttons"]
     assert "calf-pain@1.2.0" in card["text"]
+    posts = browser_posts(tmp_path / "sandbox")
+    assert "/calf-pain-order-select HTTP/1.1 200 OK" in posts, posts
+    assert "/calf-pain-order-select/feedback HTTP/1.1 200 OK" in posts, posts
 
     fhir_base = json.loads((tmp_path / "sandbox" / "summary.json").read_text("utf-8"))["fhir_base"]
     cards = audited_cards(data_dir, fhir_base, "calf-pain-order-select")
@@ -221,6 +238,9 @@ def test_rx_sign_of_an_analgesic_while_dvt_is_likely_warns(
     (card,) = outcomes[5]["cards"]
     assert card["text"].startswith("Right leg: Add a proximal leg-vein ultrasound within 4 hours")
     assert label in card["buttons"]
+    posts = browser_posts(tmp_path / "sandbox")
+    assert "/calf-pain-order-sign HTTP/1.1 200 OK" in posts, posts
+    assert "/calf-pain-order-sign/feedback HTTP/1.1 200 OK" in posts, posts
 
     fhir_base = json.loads((tmp_path / "sandbox" / "summary.json").read_text("utf-8"))["fhir_base"]
     (warning,) = audited_cards(data_dir, fhir_base, "calf-pain-order-sign")
