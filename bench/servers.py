@@ -10,6 +10,7 @@ one ``SO_REUSEPORT`` socket per worker, the collector tuned after start-up. The 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -115,6 +116,10 @@ def start_service_on(
     folder.mkdir(parents=True, exist_ok=True)
     full_env = os.environ | {"CALF_CDS_LOG_LEVEL": log_level, "PYTHONPATH": str(root)} | env
     full_env.pop("CALF_CDS_DEV", None)  # never development mode
+    # One explanation-link key for every worker, as a deployment with replicas sets it. Without it each
+    # worker of a fresh data folder races to create the key file (a worker that reads it before the
+    # other has written it refuses to start).
+    full_env.setdefault("CALF_CDS_EXPLANATION_SECRET", secrets.token_hex(32))
     log = folder / f"service-{port}.log"
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as out:
