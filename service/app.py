@@ -16,13 +16,14 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from fhir_mappings.terminology import bundled_terminology
 from service.assessment.routes import assessment_router
-from service.auth.authenticator import build_authenticator, trusted_issuers, warn_dev_mode
 from service.auth.jwks import new_jwks_http_client
+from service.auth.trust import build_authenticator, trusted_issuers, warn_dev_mode
 from service.config import Settings
 from service.governance.database import prepare as prepare_database
 from service.governance.routes import feedback_router, report_router
 from service.governance.runtime import Governance
 from service.hooks.discovery import standard_hooks
+from service.hooks.explanation import Explanations
 from service.hooks.fhir_fetcher import FhirFetcher
 from service.hooks.fhir_server_guard import FhirServerGuard
 from service.hooks.packs import PackRegistry
@@ -32,7 +33,6 @@ from service.http.deps import Runtime, authenticated_client
 from service.http.errors import install_error_handlers
 from service.http.middleware import RequestObserver
 from service.http.openapi import install_openapi
-from service.http.routes.explanations import Explanations
 from service.http.routes.explanations import router as explanation_router
 from service.http.routes.hooks import hooks_router
 from service.http.routes.ops import router as ops_router

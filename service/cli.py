@@ -95,8 +95,8 @@ def wall_clock() -> datetime:
 def _serve(args: argparse.Namespace) -> int:
     import secrets
 
-    from service.auth.authenticator import trusted_issuers
     from service.auth.errors import AuthConfigError
+    from service.auth.trust import trusted_issuers
     from service.config import Settings
     from service.ops.logs import log_config
 

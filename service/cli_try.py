@@ -154,9 +154,9 @@ def answer_in_process(
     # Imported here: loading rule packs and FHIR models is for this command only, not for `--help`.
     from service.hooks.fhir_fetcher import FhirFetcher
     from service.hooks.fhir_server_guard import FhirServerGuard
+    from service.hooks.guards import RequestLimits, body_reader
     from service.hooks.packs import PackRegistry
-    from service.hooks.pipeline import FrontDoor, HookCall, body_reader
-    from service.hooks.request_guard import RequestLimits
+    from service.hooks.pipeline import FrontDoor, HookCall
 
     door = FrontDoor(
         standard_hooks(),

@@ -14,7 +14,7 @@ from cds_hooks.outcome import operation_outcome
 from fhir_mappings.extraction import ExtractionError, extract
 from fhir_mappings.questionnaire import bundled_assessment
 from service.config import Settings
-from service.hooks.request_guard import BodyTooLargeError, JsonLimits, RequestRefusedError, decode_json_object
+from service.hooks.guards import BodyTooLargeError, JsonLimits, RequestRefusedError, decode_json_object
 
 __all__ = ["extract_body"]
 

@@ -22,8 +22,8 @@ from cds_hooks.outcome import operation_outcome
 from fhir_mappings.conformance import PUBLISHED_TYPES, published
 from service.assessment.extract import extract_body
 from service.config import Settings
-from service.hooks.request_guard import is_json_media_type
-from service.http.body import BodyTooLargeError, read_body
+from service.hooks.guards import is_json_media_type
+from service.http.deps import BodyTooLargeError, read_body
 from service.http.errors import error_response
 
 __all__ = [

@@ -12,6 +12,10 @@ the issuer) -> `jku` allowlisted -> key found -> key fits `alg` -> signature, re
 `aud` -> `exp`, `nbf`, `iat` and lifetime against the injected clock -> `tenant` -> `jti` not seen
 before (stored last, so only fully valid tokens use up a `jti`).
 
+`ClientAuthenticator` puts the verifier in front of an endpoint: the exact URL called is the
+`aud` it expects, and no token at all is a `MissingTokenError`. What it proves is a
+`ClientIdentity`; `client_record` is what the audit trail keeps of it (never the token).
+
 Each failure is an `AuthenticationError` leaf (the tree is in :mod:`service.auth.errors`). Messages
 never contain the token; values read from an unverified token are cut short.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,21 +39,44 @@ from service.auth.errors import (
     LifetimeTooLongError,
     MalformedTokenError,
     MissingClaimError,
+    MissingTokenError,
     NotYetValidError,
     ReplayedTokenError,
     TenantNotAllowedError,
     TokenTypeError,
     UnknownIssuerError,
 )
-from service.auth.identity import ClientIdentity
 from service.auth.jwks import KeyStore, PublicKey, TrustedIssuer
 from service.auth.replay import ReplayCache
 from service.config import SUPPORTED_ALGORITHMS
 from service.store.schema import MAX_JTI_LENGTH
 
-__all__ = ["MAX_TOKEN_LENGTH", "JwtVerifier"]
+__all__ = ["MAX_TOKEN_LENGTH", "ClientAuthenticator", "ClientIdentity", "JwtVerifier", "client_record"]
 
 MAX_TOKEN_LENGTH = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """Who called: the verified claims of an accepted token (safe to log; the token is not)."""
+
+    iss: str
+    sub: str | None
+    tenant: str | None
+    jti: str
+    kid: str
+    alg: str
+    expires_at: datetime
+
+
+def client_record(identity: ClientIdentity) -> dict[str, str]:
+    """What the audit trail keeps of the caller: never the token."""
+    record = {"iss": identity.iss, "jti": identity.jti, "kid": identity.kid}
+    if identity.sub is not None:
+        record["sub"] = identity.sub
+    if identity.tenant is not None:
+        record["tenant"] = identity.tenant
+    return record
 
 
 def _shown(value: object) -> str:
@@ -217,3 +245,25 @@ class JwtVerifier:
             raise AlgorithmNotAllowedError(str(exc), iss=iss, kid=kid) from None
         except jwt.PyJWTError as exc:
             raise MalformedTokenError(f"{type(exc).__name__}: {exc}", iss=iss, kid=kid) from None
+
+
+class ClientAuthenticator:
+    """Checks the bearer JWT of a request against the trusted issuers."""
+
+    def __init__(self, verifier: JwtVerifier, *, public_base_url: str | None, dev: bool = False) -> None:
+        self.verifier = verifier
+        self.public_base_url = public_base_url
+        self.dev = dev  # development mode: a refusal may say more (the `aud` expected)
+
+    def audience(self, path: str, *, origin: str) -> str:
+        """The exact URL of the endpoint called (``origin`` is the request's own scheme://host:port),
+        as the client must have put it in `aud`."""
+        if self.public_base_url is not None:
+            return self.public_base_url + path
+        return origin + path
+
+    async def authenticate(self, token: str | None, *, audience: str) -> ClientIdentity:
+        """The verified caller; `MissingTokenError` without a token, else the verifier's verdict."""
+        if not token:
+            raise MissingTokenError("no bearer token")
+        return await self.verifier.verify(token, audience=audience)

@@ -24,10 +24,9 @@ from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.runtime import GovernanceDep
 from service.hooks.discovery import standard_hooks
-from service.hooks.request_guard import RequestRefusedError, decode_json_object
-from service.http.body import read_body
+from service.hooks.guards import RequestRefusedError, decode_json_object
+from service.http.deps import outcome_response, read_body
 from service.http.errors import error_response
-from service.http.responses import outcome_response
 
 __all__ = ["FULL_DATE", "feedback_router", "get_report", "post_feedback", "report_router"]
 

@@ -9,7 +9,7 @@ A card (issue 13; DESIGN "External contract"):
   decided it (value, side, date), one line naming what was not recorded that could change it, and
   the pack's own lines (the next step first) within a character budget that keeps the card's
   buttons in view in a half-screen card list. Every request-supplied string in it goes through
-  :func:`service.hooks.markup.escape_markdown`.
+  :func:`service.hooks.card_text.escape_markdown`.
 - ``source.label``: the guideline, the pack's id@version and short content hash (the CDS Hooks
   Sandbox shows it right under the summary); the guideline section, the pattern and the full
   hash are on the explanation page.
@@ -36,16 +36,17 @@ from fhir_mappings.facts import Facts, Vocabulary
 from fhir_mappings.orders import DraftOrders
 from rules.codes import Indicator, Topic
 from rules.engine import Assessment, Recommendation
-from service.hooks.assessment_link import assessment_link
-from service.hooks.card_evidence import (
+from service.hooks.card_text import (
     CardEvidence,
     Finding,
+    assessment_link,
     card_evidence,
+    clean,
     decisive,
+    escape_markdown,
     lead_with_action,
     score_title,
 )
-from service.hooks.markup import clean, escape_markdown
 
 __all__ = [
     "CALF_PAIN_REASON",
@@ -75,7 +76,7 @@ __all__ = [
 ]
 
 RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
-# Each topic's display is Topic.display; this copy is for service.hooks.response_check until it
+# Each topic's display is Topic.display; this copy is for service.hooks.guards until it
 # reads the enum itself.
 OVERRIDE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/override-reason"
 OVERRIDE_REASONS = (

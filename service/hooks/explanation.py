@@ -16,20 +16,26 @@ base64url(HMAC-SHA256(secret, "calf-cds explanation v1" | card uuid | expires)).
 Anyone holding an unexpired link can open it (as with any bearer link): that is why it is short,
 why the page is ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``, and why a strict
 CSP (``default-src 'none'``, no script at all) and Jinja2 autoescaping (plus
-:func:`service.hooks.markup.escape_html` on every expression) keep chart text inert.
+:func:`service.hooks.card_text.escape_html` on every expression) keep chart text inert.
 Expired, tampered and unknown links get a 4xx page that says which; the content itself lives in
 :mod:`service.store.explanations` until the link expires.
+
+:class:`Explanations` is one app's: it makes a call's links and keeps its cards' explanations; the
+page itself is served by :mod:`service.http.routes.explanations`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -41,15 +47,18 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from cds_hooks.models import Card
 from fhir_mappings.facts import Facts, Vocabulary
 from rules.engine import Assessment, Recommendation
-from service.hooks.card_evidence import card_evidence, score_title
-from service.hooks.markup import escape_html
-from service.store.explanations import StoredExplanation
+from service.config import Settings
+from service.hooks.card_text import card_evidence, escape_html, score_title
+from service.hooks.registry import HookResult
+from service.store.explanations import ExplanationStore, StoredExplanation
 
 __all__ = [
     "HEADERS",
     "PATH",
     "REFUSALS",
+    "SAVE_WAIT_SECONDS",
     "SECRET_FILE",
+    "Explanations",
     "LinkError",
     "LinkSigner",
     "explanation",
@@ -61,6 +70,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("calf_cds.explanations")
+SAVE_WAIT_SECONDS = 0.25
 PATH = "/explanations"
 SECRET_FILE = "explanation.key"  # noqa: S105 - a file name, not a secret
 _CONTEXT = b"calf-cds explanation v1"
@@ -273,3 +283,59 @@ def render_refusal(reason: str) -> tuple[int, str]:
 def stylesheet() -> str:
     """The pages' stylesheet."""
     return _env().get_template("explanation.css").render()
+
+
+@dataclass
+class Explanations:
+    """One app's explanation links: signer, store, clock and the public base URL."""
+
+    signer: LinkSigner
+    store: ExplanationStore
+    clock: Callable[[], datetime]
+    public_base_url: str | None = None
+    _saving: set[asyncio.Future[bool]] = field(default_factory=set)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: ExplanationStore, clock: Callable[[], datetime]
+    ) -> Explanations:
+        secret = settings.explanation_secret.get_secret_value() if settings.explanation_secret else None
+        signer = LinkSigner(
+            load_secret(secret, settings.data_dir),
+            timedelta(seconds=settings.explanation_link_seconds),
+        )
+        return cls(signer, store, clock, settings.public_base_url)
+
+    def base_url(self, origin: str) -> str:
+        """Where clients reach us: ``public_base_url``, else the request's own ``origin``
+        (scheme://host:port)."""
+        return self.public_base_url if self.public_base_url is not None else origin
+
+    def links(self, base: str, now: datetime) -> tuple[Callable[[str], str], datetime]:
+        """A link maker for the cards of one call (served at ``base``), and the links' expiry."""
+        expires_at = self.signer.expiry(now)
+        return (lambda card_uuid: self.signer.url(base, card_uuid, expires_at)), expires_at
+
+    async def keep(
+        self,
+        result: HookResult,
+        facts: Facts,
+        vocabulary: Vocabulary,
+        assessment: Assessment,
+        *,
+        now: datetime,
+        expires_at: datetime,
+    ) -> None:
+        """Store the explanations of ``result``'s cards: in memory now, in the database off-loop.
+
+        The response waits for the database write at most :data:`SAVE_WAIT_SECONDS` (it is done
+        in milliseconds when the database is up); a slow or unreachable database finishes, or
+        fails, in the background and never holds the cards back.
+        """
+        entries = stored(list(result.cards), assessment, facts, vocabulary, now=now, expires_at=expires_at)
+        self.store.remember(entries)
+        task = asyncio.ensure_future(asyncio.to_thread(self.store.save, entries, now=now))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), SAVE_WAIT_SECONDS)

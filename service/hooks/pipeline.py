@@ -12,31 +12,51 @@ what they received into a :class:`HookCall` and ask :meth:`FrontDoor.answer`, wh
 5. the patient's data: prefetch checked, the rest fetched by the guarded fetcher (400, 412);
 6. the definition's handler: facts, rules, cards (:class:`~service.hooks.registry.HookKit`);
 7. the entry point's ``keep`` (the web app stores the cards' explanations), then the response
-   check (:mod:`service.hooks.response_check`);
-8. the audit record, built once (:mod:`service.hooks.call_record`), whatever step the call ended at.
+   check (:func:`~service.hooks.guards.check_response`);
+8. the audit record, built once (:class:`CallRecord`, below), whatever step the call ended at.
+
+Steps 2 and 3, and the response check, are :mod:`service.hooks.guards`.
 
 It answers an :class:`Answer`: the status, the body (the cards, or an OperationOutcome) and the
 record, which the entry point keeps (the web app submits it to the audit store). Something no step
 expected is answered with status 500 and the ``error``, for the entry point to raise once it has
 kept the record.
+
+**The audit record** of one hook call is built once, by the front door, from what the call
+showed. :class:`CallRecord` is frozen. While a call runs, the front door keeps what it learns in a :class:`CallDraft` of its own — the request's identity, the prefetch
+states and the notes as they come, the decision once it is made — and makes the record from it
+once, when it knows the status it answers (:meth:`CallDraft.record`), whichever step the call
+ended at. The audit store takes the record as JSON (:meth:`CallRecord.to_json`); it never holds
+the access token.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from cds_hooks.errors import CdsHooksError
-from cds_hooks.models import HookRequest
+from cds_hooks.models import Card, HookRequest
 from cds_hooks.outcome import error_outcome
 from cds_hooks.prefetch_plan import Fetcher, check_prefetch_subjects, gather_patient_data
-from service.hooks.call_record import CallDraft, CallRecord, card_entries
+from fhir_mappings.facts import Facts
+from fhir_mappings.orders import DraftOrders
+from rules.engine import Assessment, Recommendation
 from service.hooks.fhir_server_guard import FhirServerGuard
+from service.hooks.guards import (
+    BodyReader,
+    RequestLimits,
+    RequestRefusedError,
+    check_response,
+    hook_request,
+    is_json_media_type,
+    read_document,
+)
 from service.hooks.registry import (
     CalfPainService,
     CallOrigin,
@@ -46,21 +66,9 @@ from service.hooks.registry import (
     HookRegistry,
     HookResult,
 )
-from service.hooks.request_guard import (
-    BodyTooLargeError,
-    LimitExceededError,
-    RequestLimits,
-    RequestRefusedError,
-    check_json_limits,
-    decode_json_object,
-    is_json_media_type,
-    over_limit,
-)
-from service.hooks.response_check import check_response
 
 __all__ = [
     "Answer",
-    "BodyReader",
     "CalfPainService",
     "CallDraft",
     "CallRecord",
@@ -68,11 +76,10 @@ __all__ = [
     "FrontDoor",
     "HookCall",
     "HookResult",
-    "body_reader",
+    "assessment_json",
+    "card_entries",
+    "drafts_json",
 ]
-
-#: Reads the request body, refusing more than the given number of bytes (:class:`BodyTooLargeError`).
-BodyReader = Callable[[int], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -103,17 +110,6 @@ class Answer:
     record: CallRecord
     result: HookResult | None = None
     error: Exception | None = None
-
-
-def body_reader(body: bytes) -> BodyReader:
-    """A :data:`BodyReader` of a body already in hand (``calf-cds try``, tests)."""
-
-    async def read(limit: int) -> bytes:
-        if len(body) > limit:
-            raise BodyTooLargeError
-        return body
-
-    return read
 
 
 def _storable_service_id(service_id: str, hooks: HookRegistry) -> str:
@@ -170,27 +166,10 @@ class FrontDoor:
             raise RequestRefusedError(
                 415, "the body must be application/json", code="not-supported", reason="not JSON"
             )
-        request = _hook_request(await self._document(call, draft))
+        request = hook_request(await read_document(call.read_body, self.limits, draft.notes))
         draft.hook, draft.hook_instance = request.hook, request.hook_instance
         check_prefetch_subjects(request, definition.search_types)
         return await self._decide(call, definition, request, draft)
-
-    async def _document(self, call: HookCall, draft: CallDraft) -> dict[str, Any]:
-        """The request body as a JSON object within the limits; an oversized chart's prefetch dropped."""
-        limits = self.limits
-        body = await call.read_body(max(limits.max_body_bytes, limits.max_oversized_body_bytes))
-        document = decode_json_object(body)
-        if len(body) > limits.max_body_bytes:
-            _drop_oversized_prefetch(document, len(body), draft)
-        try:
-            check_json_limits(document, limits.json, body_size=len(body))
-        except LimitExceededError as error:
-            within_prefetch = (error.pointer or "").startswith("/prefetch")
-            if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
-                raise over_limit(error) from None
-            # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
-            _drop_oversized_prefetch(document, len(body), draft)
-        return document
 
     async def _decide(
         self, call: HookCall, definition: HookDefinition[Any], request: HookRequest, draft: CallDraft
@@ -234,32 +213,218 @@ def _issuer(client: Mapping[str, Any]) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
-def _hook_request(document: dict[str, Any]) -> HookRequest:
-    try:
-        return HookRequest.model_validate(document)
-    except ValidationError as error:
-        first = error.errors()[0]
-        pointer = "/" + "/".join(str(part) for part in first.get("loc", ()))
-        raise RequestRefusedError(
-            400,
-            f"invalid hook request at {pointer}",
-            code="invalid",
-            reason="invalid request",
-            expression=pointer,
-        ) from None
+@dataclass(frozen=True)
+class CallRecord:
+    """What the audit trail keeps of one call (never the access token)."""
+
+    call_id: str
+    received_at: datetime
+    hook: str
+    hook_instance: str
+    service_id: str
+    patient_id: str | None = None
+    user_id: str | None = None
+    fhir_server: str | None = None
+    status_code: int = 200
+    error: str | None = None
+    pack_id: str | None = None
+    pack_version: str | None = None
+    pack_hash: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    cards: tuple[Mapping[str, Any], ...] = ()
+    suppressed: tuple[Mapping[str, Any], ...] = ()
+    rule_errors: tuple[str, ...] = ()
+    shadow: tuple[Mapping[str, Any], ...] = ()
+    prefetch_states: Mapping[str, str] = field(default_factory=dict)
+    client: Mapping[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+    draft_orders: Mapping[str, Any] | None = None
+    facts_reused_from: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the audit store takes it (``received_at`` last, as an ISO 8601 string)."""
+        return {
+            "call_id": self.call_id,
+            "hook": self.hook,
+            "hook_instance": self.hook_instance,
+            "service_id": self.service_id,
+            "patient_id": self.patient_id,
+            "user_id": self.user_id,
+            "fhir_server": self.fhir_server,
+            "status_code": self.status_code,
+            # our diagnostic text; a NUL (from fetched data) escaped, not lost
+            "error": self.error.replace("\x00", "\\x00") if self.error is not None else None,
+            "pack_id": self.pack_id,
+            "pack_version": self.pack_version,
+            "pack_hash": self.pack_hash,
+            "facts": dict(self.facts),
+            "notes": list(self.notes),
+            "cards": [dict(card) for card in self.cards],
+            "suppressed": [dict(item) for item in self.suppressed],
+            "rule_errors": list(self.rule_errors),
+            "shadow": [dict(item) for item in self.shadow],
+            "prefetch_states": dict(self.prefetch_states),
+            "client": dict(self.client),
+            "duration_ms": self.duration_ms,
+            # order hooks only (a patient-view record is key for key what it was)
+            **({"draft_orders": dict(self.draft_orders)} if self.draft_orders is not None else {}),
+            **({"facts_reused_from": self.facts_reused_from} if self.facts_reused_from else {}),
+            "received_at": self.received_at.isoformat(),
+        }
 
 
-def _drop_oversized_prefetch(document: dict[str, Any], size: int, draft: CallDraft) -> None:
-    """A whole-chart prefetch over the body limit must not blank the patient: with a fhirServer,
-    the prefetch is discarded and every key is fetched with the narrowed templates; without one,
-    413 (nothing else could be read)."""
-    if not isinstance(document.get("fhirServer"), str):
-        raise BodyTooLargeError(
-            "request body too large; send the prefetch of the discovery document's narrowed templates, "
-            "or a fhirServer to fetch from"
+@dataclass(frozen=True)
+class _Decided:
+    """What the decision adds to the record: the pack, the facts, the cards' entries, what was
+    suppressed, rule errors, the shadow packs, and how long it took."""
+
+    assessment: Assessment
+    facts: Facts
+    cards: tuple[Mapping[str, Any], ...]
+    shadows: tuple[Assessment, ...]
+    duration_ms: float
+
+
+@dataclass
+class CallDraft:
+    """What one call has shown so far; the front door's own, written nowhere else."""
+
+    call_id: str
+    received_at: datetime
+    service_id: str
+    client: Mapping[str, Any]
+    hook: str = ""
+    hook_instance: str = ""
+    patient_id: str | None = None
+    user_id: str | None = None
+    fhir_server: str | None = None
+    notes: list[str] = field(default_factory=list)
+    prefetch_states: dict[str, str] = field(default_factory=dict)
+    checks: Mapping[str, str] = field(default_factory=dict)
+    drafts: DraftOrders | None = None
+    facts_reused_from: str | None = None
+    _decided: _Decided | None = None
+
+    @classmethod
+    def start(
+        cls, service_id: str, received_at: datetime, client: Mapping[str, Any] | None = None
+    ) -> CallDraft:
+        """The draft of a new call (a new ``call_id``) to ``service_id`` by ``client``."""
+        return cls(str(uuid.uuid4()), received_at, service_id, client if client is not None else {})
+
+    @property
+    def cards(self) -> tuple[Mapping[str, Any], ...]:
+        """The entries of the cards decided so far (none before the decision)."""
+        return self._decided.cards if self._decided else ()
+
+    def decide(
+        self,
+        assessment: Assessment,
+        facts: Facts,
+        cards: tuple[Mapping[str, Any], ...],
+        shadows: tuple[Assessment, ...],
+        seconds: float,
+    ) -> None:
+        """The decision: the active pack's ``assessment`` of ``facts``, the ``cards``' entries
+        (:func:`card_entries`), the ``shadows``' assessments, made in ``seconds``."""
+        self._decided = _Decided(assessment, facts, cards, shadows, round(seconds * 1000, 3))
+
+    def record(self, status_code: int, error: str | None = None) -> CallRecord:
+        """The frozen record of the call, answered with ``status_code`` (``error``: why not 200)."""
+        decided = self._decided
+        assessment = decided.assessment if decided else None
+        return CallRecord(
+            call_id=self.call_id,
+            received_at=self.received_at,
+            hook=self.hook,
+            hook_instance=self.hook_instance,
+            service_id=self.service_id,
+            patient_id=self.patient_id,
+            user_id=self.user_id,
+            fhir_server=self.fhir_server,
+            status_code=status_code,
+            error=error,
+            pack_id=assessment.pack_id if assessment else None,
+            pack_version=assessment.pack_version if assessment else None,
+            pack_hash=assessment.pack_hash if assessment else None,
+            facts=decided.facts.to_json() if decided else {},
+            notes=tuple(self.notes),
+            cards=tuple(_checked(card, self.checks) for card in decided.cards) if decided else (),
+            suppressed=tuple(s.__dict__ for s in assessment.suppressed) if assessment else (),
+            rule_errors=tuple(assessment.errors) if assessment else (),
+            shadow=tuple(assessment_json(shadow) for shadow in decided.shadows) if decided else (),
+            prefetch_states=dict(self.prefetch_states),
+            client=self.client,
+            duration_ms=decided.duration_ms if decided else 0.0,
+            draft_orders=drafts_json(self.drafts) if self.drafts is not None else None,
+            facts_reused_from=self.facts_reused_from,
         )
-    document["prefetch"] = {}
-    draft.notes.append(
-        f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
-        "every key was fetched from fhirServer with the narrowed templates"
+
+
+def card_entries(pairs: Sequence[tuple[Card, Recommendation]]) -> tuple[dict[str, Any], ...]:
+    """One audit entry per card built: the card, and the recommendation and rule behind it."""
+    return tuple(
+        {
+            "uuid": card.uuid,
+            "topic": recommendation.topic,
+            "indicator": card.indicator,
+            "summary": card.summary,
+            "rule_id": recommendation.rule_id,
+            "fallback": recommendation.fallback,
+            "suggestions": [s.uuid for s in card.suggestions],
+            **_deleted(card),
+        }
+        for card, recommendation in pairs
     )
+
+
+def _deleted(card: Card) -> dict[str, Any]:
+    """``{"deletes": {suggestion uuid: [resourceId, …]}}`` for a card whose suggestions delete draft
+    orders; nothing otherwise (a patient-view card's entry is what it was)."""
+    deletes = {
+        str(s.uuid): [a.resource_id for a in s.actions if a.type == "delete"]
+        for s in card.suggestions
+        if any(a.type == "delete" for a in s.actions)
+    }
+    return {"deletes": deletes} if deletes else {}
+
+
+def drafts_json(drafts: DraftOrders) -> dict[str, Any]:
+    """The draft orders of an order-hook call as the record keeps them: each order's reference, kinds,
+    whether it was being decided (selected) and its status — never the resources themselves — with
+    the references read as about another patient and what the reading noted."""
+    return {
+        "orders": [
+            {
+                "reference": order.reference,
+                "kinds": list(order.kinds),
+                "selected": order.selected,
+                "status": order.status,
+            }
+            for order in drafts.orders
+        ],
+        "foreign": list(drafts.foreign),
+        "notes": list(drafts.notes),
+    }
+
+
+def _checked(entry: Mapping[str, Any], checks: Mapping[str, str]) -> Mapping[str, Any]:
+    """``entry`` with the response check's verdict (``check``) if its card failed the check."""
+    verdict = checks.get(entry.get("uuid") or "")
+    return entry if verdict is None else {**entry, "check": verdict}
+
+
+def assessment_json(assessment: Assessment) -> dict[str, Any]:
+    """A shadow pack's assessment as the record keeps it."""
+    return {
+        "pack_id": assessment.pack_id,
+        "pack_version": assessment.pack_version,
+        "pack_hash": assessment.pack_hash,
+        "recommendations": [
+            {"rule_id": r.rule_id, "topic": r.topic, "indicator": r.indicator, "pattern": r.pattern}
+            for r in assessment.recommendations
+        ],
+        "suppressed": [s.__dict__ for s in assessment.suppressed],
+        "errors": list(assessment.errors),
+    }

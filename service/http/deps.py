@@ -1,38 +1,53 @@
-"""The dependencies routes share: the app's runtime (built once at start-up by the lifespan) and the
-authenticated CDS Client.
+"""What the routes share: the app's runtime, the authenticated CDS Client, reading a body and
+writing a JSON answer.
 
-``AuthenticatedClient`` guards discovery, service and feedback routes: the request's bearer JWT,
-verified by the app's :class:`~service.auth.authenticator.ClientAuthenticator` against the exact
-URL called. A refusal raises an ``AuthenticationError`` (401) or ``ReplayCacheUnavailableError``
-(503), which :mod:`service.http.errors` answers. ``/healthz``, ``/readyz`` and ``/metrics`` do not
-use it.
+- ``RuntimeDep``: the app's runtime, built once at start-up by the lifespan.
+- ``AuthenticatedClient`` guards discovery, service and feedback routes: the request's bearer JWT,
+  verified by the app's :class:`~service.auth.verifier.ClientAuthenticator` against the exact URL
+  called. A refusal raises an ``AuthenticationError`` (401) or ``ReplayCacheUnavailableError``
+  (503), which :mod:`service.http.errors` answers. ``/healthz``, ``/readyz`` and ``/metrics`` do
+  not use it.
+- :func:`read_body`: a request body under a size limit. Decoding it is
+  :func:`service.hooks.guards.decode_json_object`, the one decoder of a request body: it
+  lives below the web layer because the hook front door, which ``calf-cds try`` also goes through,
+  decodes the body itself.
+- :func:`json_response` and :func:`outcome_response`: JSON and OperationOutcome answers, written
+  with orjson (no second serialisation pass).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.auth.authenticator import ClientAuthenticator
+from cds_hooks.outcome import IssueType, operation_outcome
 from service.auth.errors import ReplayCacheUnavailableError
-from service.auth.identity import ClientIdentity
+from service.auth.verifier import ClientAuthenticator, ClientIdentity
 from service.config import Settings
 from service.hooks.fhir_server_guard import FhirServerGuard
+from service.hooks.guards import BodyTooLargeError
 from service.hooks.pipeline import CalfPainService, Fetcher
 from service.store.probe import StoreProbe
 from service.store.sink import AuditSink
 
 __all__ = [
     "BEARER_SCHEME",
+    "JSON_MEDIA",
     "AuthenticatedClient",
+    "BodyTooLargeError",
     "Runtime",
     "RuntimeDep",
     "authenticated_client",
     "expected_audience",
     "get_runtime",
+    "json_response",
+    "outcome_response",
+    "read_body",
 ]
 
 BEARER_SCHEME = "cdsClientJwt"
@@ -107,3 +122,32 @@ async def authenticated_client(
 
 
 AuthenticatedClient = Annotated[ClientIdentity, Depends(authenticated_client)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (:class:`BodyTooLargeError`) before
+    reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+JSON_MEDIA = "application/json"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_MEDIA, headers=headers)
+
+
+def outcome_response(
+    status: int, diagnostics: str, *, code: IssueType, expression: str | None = None
+) -> Response:
+    return json_response(operation_outcome(diagnostics, code=code, expression=expression), status)

@@ -51,9 +51,8 @@ from service.auth.errors import (
     ReplayCacheUnavailableError,
 )
 from service.hooks.explanation import REFUSALS, LinkError
-from service.hooks.request_guard import LimitExceededError, RequestRefusedError, over_limit
-from service.http.deps import expected_audience
-from service.http.responses import JSON_MEDIA
+from service.hooks.guards import LimitExceededError, RequestRefusedError, over_limit
+from service.http.deps import JSON_MEDIA, expected_audience
 from service.ops import metrics
 
 __all__ = [

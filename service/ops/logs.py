@@ -6,20 +6,36 @@
 
 What never goes in a log line: request bodies, header values (other than the request id), query
 strings, and exception messages (which may quote the input); patient ids and tokens that a
-message would carry are hashed or cut out by ``service.ops.log_privacy.PrivacyFilter``, which every
+message would carry are hashed or cut out by ``PrivacyFilter`` (below), which every
 handler runs. The audit store is where identifiable data lives; a log line links to it through
 ``call_id``. Exceptions are logged as their type and the code locations of their traceback.
 
 The request id comes from the client's ``X-Request-ID`` header when it is a plain token (letters,
 digits, ``._:-``, at most 128 characters), otherwise it is generated; it is echoed back in the
 response's ``X-Request-ID`` header (see ``service.http.middleware``).
+
+**No PHI and no secrets in log lines.** A log line may name a patient only by a keyed
+hash (`pt-` + 12 hex digits of HMAC-SHA256), which links the lines about one patient without
+revealing who it is. The key is `CALF_CDS_LOG_HASH_KEY`, or a random key per process.
+
+`PrivacyFilter` is a `logging.Filter` for handlers. It rewrites each record's final message:
+
+- `Patient/<id>` references (relative or absolute), `patient=<id>` / `patientId: <id>` pairs and a
+  `patient_id` attribute given through `extra=` → the hash;
+- compact JWS/JWTs (`eyJ….….…`), `Bearer <token>` and `access_token=<value>` → `[redacted]`.
+
+`log_config` puts the filter on the one handler every log line goes through, the process's and
+uvicorn's.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
 import logging
 import re
+import secrets
 import traceback
 import uuid
 from datetime import UTC, datetime
@@ -27,7 +43,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "log_config", "request_id_from", "request_id_var"]
+__all__ = [
+    "JsonFormatter",
+    "PrivacyFilter",
+    "log_config",
+    "patient_hash",
+    "request_id_from",
+    "request_id_var",
+    "scrub",
+]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -79,14 +103,14 @@ class JsonFormatter(logging.Formatter):
 
 def log_config(level: str = "INFO", hash_key: str | None = None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the service and uvicorn (given to uvicorn, which applies
-    it in every worker process): JSON lines on stderr, through ``service.ops.log_privacy``'s filter
+    it in every worker process): JSON lines on stderr, through ``service.ops.logs``'s filter
     (patient ids hashed with ``hash_key``, tokens cut out, should any message carry one); uvicorn's
     access log is off because ``service.http.middleware`` writes one line per request itself."""
     level = level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"privacy": {"()": "service.ops.log_privacy.PrivacyFilter", "key": hash_key}},
+        "filters": {"privacy": {"()": "service.ops.logs.PrivacyFilter", "key": hash_key}},
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
         "handlers": {
             "stderr": {
@@ -106,3 +130,58 @@ def log_config(level: str = "INFO", hash_key: str | None = None) -> dict[str, An
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
+
+
+_PROCESS_KEY = secrets.token_bytes(32)
+_ID = r"[A-Za-z0-9\-.]{1,64}"
+_PATIENT_REFERENCE = re.compile(rf"(?<![A-Za-z])(Patient/)({_ID})")
+_PATIENT_PAIR = re.compile(rf"""(patient(?:[_-]?id)?["']?\s*[:=]\s*["']?)({_ID})""", re.IGNORECASE)
+_JWS = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_ACCESS_TOKEN = re.compile(r"""(access_token["']?\s*[:=]\s*["']?)[^"'\s,&}]+""", re.IGNORECASE)
+_HASHED = re.compile(r"pt-[0-9a-f]{12}")
+
+
+def patient_hash(patient_id: str, key: bytes = _PROCESS_KEY) -> str:
+    """The log-line name of a patient: `pt-` and 12 hex digits of a keyed hash of the id."""
+    digest = hmac.new(key, patient_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return "pt-" + digest[:12]
+
+
+def scrub(message: str, key: bytes = _PROCESS_KEY) -> str:
+    """`message` with patient ids hashed and tokens removed."""
+
+    def hashed(match: re.Match[str]) -> str:
+        value = match.group(2)
+        return match.group(1) + (value if _HASHED.fullmatch(value) else patient_hash(value, key))
+
+    message = _JWS.sub("[redacted]", message)
+    message = _BEARER.sub(r"\1[redacted]", message)
+    message = _ACCESS_TOKEN.sub(r"\1[redacted]", message)
+    message = _PATIENT_REFERENCE.sub(hashed, message)
+    return _PATIENT_PAIR.sub(hashed, message)
+
+
+class PrivacyFilter(logging.Filter):
+    """Rewrites every record it sees so that it carries no patient id and no token."""
+
+    def __init__(self, key: str | None = None) -> None:
+        super().__init__()
+        self._key = key.encode("utf-8") if key else _PROCESS_KEY
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_calf_cds_scrubbed", False):
+            return True
+        message = record.getMessage()
+        cleaned = scrub(message, self._key)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), self._key)
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text, self._key)
+        patient_id = getattr(record, "patient_id", None)
+        if isinstance(patient_id, str) and not _HASHED.fullmatch(patient_id):
+            record.patient_id = patient_hash(patient_id, self._key)
+        record._calf_cds_scrubbed = True
+        return True

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.hooks.assessment_link import assessment_link
+from service.hooks.card_text import assessment_link
 from tests.assessment_builders import ASSESSMENT, CALF_STRAIN, CLAUDICATION, PRACTITIONER, SUSPECTED_DVT
 from tests.browser.ehr import SmartEhr
 from tests.browser.servers import ROOT, calf_cds, drive

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cds_hooks.card_contract import card_problems
-from service.hooks.assessment_link import assessment_link, missing_questions
+from service.hooks.card_text import assessment_link, missing_questions
 
 
 def test_missing_wells_items_become_a_smart_link() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from fhir_mappings.facts import Evidence, Fact, Facts, vocabulary
 from rules.engine import Recommendation, evaluate
-from service.hooks.card_evidence import card_side
+from service.hooks.card_text import card_side
 from tests.service.card_cases import calf_service, case_now, topic_case
 
 DECLARED = frozenset(vocabulary().types())

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.testclient import TestClient
 
-from service.hooks.markup import escape_html, escape_markdown
+from service.hooks.card_text import escape_html, escape_markdown
 from tests.fhir_builders import hook_request
 from tests.service.card_cases import TOPIC_CASES, render, topic_case
 

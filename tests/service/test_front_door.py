@@ -23,8 +23,8 @@ from service.cli_try import answer_in_process, build_request, run_try
 from service.config import Settings
 from service.hooks.discovery import standard_hooks
 from service.hooks.fhir_fetcher import FhirFetcher, fetch_policy
+from service.hooks.guards import FALLBACK_SUMMARY
 from service.hooks.registry import HookDefinition, HookKit, HookResult
-from service.hooks.response_check import FALLBACK_SUMMARY
 from tests.fake_dns import FakeDns
 from tests.fhir_builders import NOW, bundle, calf_pain, finding, patient, quantity
 from tests.service.test_app import audit_rows

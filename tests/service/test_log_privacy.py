@@ -8,8 +8,7 @@ import logging.config
 
 import pytest
 
-from service.ops.log_privacy import PrivacyFilter, patient_hash, scrub
-from service.ops.logs import log_config
+from service.ops.logs import PrivacyFilter, log_config, patient_hash, scrub
 
 KEY = b"k" * 32
 JWT = (

@@ -22,9 +22,9 @@ from fhir_mappings.facts import Facts
 from service.config import Settings
 from service.hooks.discovery import standard_hooks
 from service.hooks.facts_cache import FactsCache, FactsKey
+from service.hooks.guards import RequestLimits, body_reader
 from service.hooks.packs import PackRegistry
-from service.hooks.pipeline import Answer, FrontDoor, HookCall, body_reader
-from service.hooks.request_guard import RequestLimits
+from service.hooks.pipeline import Answer, FrontDoor, HookCall
 from tests.rules.order_cases import load_order_cases
 from tests.service.test_order_hooks import order_request
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from service.hooks.request_guard import (
+from service.hooks.guards import (
     JsonLimits,
     LimitExceededError,
     RequestRefusedError,

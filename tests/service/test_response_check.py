@@ -15,7 +15,7 @@ import service.hooks.registry
 from cds_hooks.card_contract import action_problems, card_problems
 from cds_hooks.models import Link
 from service.config import Settings
-from service.hooks.response_check import FALLBACK_SUMMARY, check_response, fallback_red_flag_card
+from service.hooks.guards import FALLBACK_SUMMARY, check_response, fallback_red_flag_card
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
 from tests.service.test_app import audit_rows
 

@@ -14,16 +14,14 @@ from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.auth.identity import client_record
+from service.auth.verifier import client_record
 from service.hooks.discovery import standard_hooks
+from service.hooks.explanation import Explanations
+from service.hooks.guards import RequestLimits
 from service.hooks.pipeline import FrontDoor, HookCall, HookResult
 from service.hooks.registry import CardLinks, HookRegistry
-from service.hooks.request_guard import RequestLimits
-from service.http.body import read_body
-from service.http.deps import AuthenticatedClient, RuntimeDep
+from service.http.deps import AuthenticatedClient, RuntimeDep, json_response, read_body
 from service.http.middleware import log_fields
-from service.http.responses import json_response
-from service.http.routes.explanations import Explanations
 from service.ops import metrics
 
 __all__ = ["hooks_router"]
@@ -48,7 +46,8 @@ def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = Non
         """Call a CDS service (needs a client JWT whose `aud` is this URL)."""
         explanations: Explanations = request.app.state.explanations
         now = clock()
-        link, expires_at = explanations.links(request, now)
+        base = explanations.base_url(f"{request.url.scheme}://{request.url.netloc}")
+        link, expires_at = explanations.links(base, now)
 
         async def keep(result: HookResult) -> None:
             await explanations.keep(
@@ -60,7 +59,7 @@ def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = Non
             content_type=request.headers.get("content-type"),
             read_body=partial(read_body, request),
             client=client_record(client),
-            links=CardLinks(link, explanations.base_url(request)),
+            links=CardLinks(link, base),
             keep=keep,
         )
         door = FrontDoor(registry, rt.service, RequestLimits.from_settings(rt.settings), rt.fetcher, rt.guard)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.http.deps import Runtime
-from service.http.responses import json_response
+from service.http.deps import Runtime, json_response
 from service.ops import metrics
 
 __all__ = ["router"]

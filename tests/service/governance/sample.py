@@ -18,9 +18,9 @@ from service.governance import database
 from service.governance.feedback import FeedbackWriter
 from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from service.hooks.discovery import standard_hooks
+from service.hooks.guards import RequestLimits, body_reader
 from service.hooks.packs import PackRegistry
-from service.hooks.pipeline import FrontDoor, HookCall, body_reader
-from service.hooks.request_guard import RequestLimits
+from service.hooks.pipeline import FrontDoor, HookCall
 from service.store.audit import AuditWriter, make_engine
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request
 from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN

@@ -1,12 +1,13 @@
-"""Whom a running service trusts, and the authenticator that checks a call's bearer JWT against them.
+"""Whom a running service trusts, and the authenticator built on them at start-up.
 
-:mod:`service.auth.verifier` verifies a token; this module decides which issuers a running service
-trusts and builds the check the HTTP surface puts in front of the endpoints that need it
+:mod:`service.auth.verifier` verifies a token and puts the check in front of an endpoint
+(`ClientAuthenticator`); this module decides, once at start-up, which issuers a running service
+trusts and builds the authenticator the HTTP surface puts in front of the endpoints that need it
 (``service.http.deps.AuthenticatedClient``; failures are answered by ``service.http.errors``):
 
 - `trusted_issuers(settings)`: the issuers of `CALF_CDS_TRUSTED_ISSUERS_FILE`, plus the local
   development issuer when `dev` is on. No issuer at all is an `AuthConfigError`, never "open".
-- `ClientAuthenticator`: one per app, built at start-up on the audit engine (the replay cache is
+- `build_authenticator`: one `ClientAuthenticator` per app, built at start-up on the audit engine (the replay cache is
   the `jwt_replay` table, shared by every replica). `audience(path, origin=...)` is the exact URL
   called: `public_base_url` + path, or the request's own origin + path when no public base is
   configured.
@@ -22,16 +23,14 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from service.auth.dev_issuer import DevIssuer
-from service.auth.errors import AuthConfigError, MissingTokenError
-from service.auth.identity import ClientIdentity
+from service.auth.errors import AuthConfigError
 from service.auth.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
 from service.auth.replay import LayeredReplayCache, MemoryReplayCache, SqlReplayCache
-from service.auth.verifier import JwtVerifier
+from service.auth.verifier import ClientAuthenticator, JwtVerifier
 from service.config import Settings
 
 __all__ = [
     "NO_ISSUER_MESSAGE",
-    "ClientAuthenticator",
     "build_authenticator",
     "trusted_issuers",
     "warn_dev_mode",
@@ -75,28 +74,6 @@ def warn_dev_mode(settings: Settings) -> None:
             "read that key can call this service. Never use --dev / CALF_CDS_DEV in production.",
             (settings.data_dir / "dev-issuer").resolve(),
         )
-
-
-class ClientAuthenticator:
-    """Checks the bearer JWT of a request against the trusted issuers."""
-
-    def __init__(self, verifier: JwtVerifier, *, public_base_url: str | None, dev: bool = False) -> None:
-        self.verifier = verifier
-        self.public_base_url = public_base_url
-        self.dev = dev  # development mode: a refusal may say more (the `aud` expected)
-
-    def audience(self, path: str, *, origin: str) -> str:
-        """The exact URL of the endpoint called (``origin`` is the request's own scheme://host:port),
-        as the client must have put it in `aud`."""
-        if self.public_base_url is not None:
-            return self.public_base_url + path
-        return origin + path
-
-    async def authenticate(self, token: str | None, *, audience: str) -> ClientIdentity:
-        """The verified caller; `MissingTokenError` without a token, else the verifier's verdict."""
-        if not token:
-            raise MissingTokenError("no bearer token")
-        return await self.verifier.verify(token, audience=audience)
 
 
 def build_authenticator(

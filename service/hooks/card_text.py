@@ -1,35 +1,74 @@
-"""What one card rests on: its side, the findings that decided it, and what was not recorded.
+"""A card's text: what it rests on, how request strings are made safe in it, and its assessment link.
 
-Shared by the card (:mod:`service.hooks.cards`, a few lines) and its explanation page
-(:mod:`service.hooks.explanation`, everything). Plain data, no markup: every string that came from the
+**Evidence.** What one card rests on: its side, the findings that decided it, and what was not
+recorded. Shared by the card (:mod:`service.hooks.cards`, a few lines) and its explanation page
+(:mod:`service.hooks.explanation`, everything). The evidence is plain data, no markup: every string from the
 request (evidence values, the resource's own wording, ids) is escaped where it is written.
 
 **Side.** The legs named by the card's positive findings — the presenting complaint (calf or leg
 pain) and the rule's evidence facts that are present — from each evidence's laterality: one leg,
 both legs, or "side not recorded" when the findings carry no side; no side when no leg finding is
 documented at all (then the summary has no side prefix).
+
+**Escaping** of request-supplied text wherever the service writes it into a card or a page.
+Everything a request carries (codings' displays, ``text``, names, units, values, ids) is untrusted.
+It passes through :func:`clean` once — control characters and line breaks become spaces, runs of
+white space one space, and very long strings are cut — and then through the escaper for where it
+is written:
+
+- :func:`escape_markdown` for card Markdown (``detail``, and the plain-text ``summary`` and labels):
+  ``&``, ``<`` and ``>`` become HTML entities (CDS clients such as the Sandbox render raw HTML in
+  Markdown), every Markdown metacharacter is backslash-escaped (emphasis, code, links and images,
+  tables, strikethrough, headings and lists at the start), and ``:`` and the dots of anything that
+  looks like a domain are escaped so that no autolink (``javascript:``, ``www.``, ``evil.com``)
+  can form. The result renders as the original text and is safe inside a line of Markdown.
+- :func:`escape_html` for pages: HTML-escapes (``markupsafe``) and writes ``:`` as ``&#58;`` so that
+  the literal ``javascript:`` never appears either. The explanation page's Jinja2 environment
+  applies it to every ``{{ expression }}`` (``finalize``), on top of autoescaping.
+
+Text that the service writes itself (pack wording, labels from the vocabulary) is trusted and
+written as it is; the test suite feeds hostile displays, texts, names and units through every card
+topic and the page (tests/service/test_cards_hostile.py).
+
+**The assessment link**, the loop back to the form: a CDS Hooks ``smart`` link that opens the
+assessment on what a card lacks. A card whose decision waits on undocumented findings carries ``assessment_link(missing, base_url)``;
+the EHR launches the app (``/app/launch.html``) and hands it the link's ``appContext``,
+``{"missing": [question link ids]}``, which the app marks and lists above the form.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from markupsafe import Markup, escape
+
+from cds_hooks.models import Link
 from fhir_mappings.facts import LEGS, Fact, Facts, Vocabulary
+from fhir_mappings.questionnaire import Assessment, bundled_assessment
 from rules.engine import CriterionResult, Recommendation
 
 __all__ = [
+    "ASSESSMENT_LABEL",
     "COMPLAINT_FACTS",
+    "MAX_TEXT",
     "SIDE_LABEL",
     "CardEvidence",
     "Finding",
     "Side",
+    "assessment_link",
     "card_evidence",
     "card_side",
+    "clean",
     "decisive",
+    "escape_html",
+    "escape_markdown",
     "lead_with_action",
+    "missing_questions",
     "score_title",
 ]
 
@@ -212,3 +251,71 @@ def decisive(evidence: CardEvidence, criteria: tuple[CriterionResult, ...], limi
     """
     shown = [f for f in evidence.findings if f.present is not False or not criteria]
     return shown[:limit]
+
+
+MAX_TEXT = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SPACES = re.compile(r"\s{2,}")
+# Markdown metacharacters (CommonMark + GFM tables and strikethrough), escaped with a backslash.
+_MARKDOWN = {ord(c): "\\" + c for c in "\\`*_{}[]()#!|~:"}
+_MARKDOWN |= {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;"}
+_DOMAIN_DOT = re.compile(r"(?<=[0-9A-Za-z])\.(?=[A-Za-z])")
+_LINE_START = re.compile(r"^([-+]|\d+(?=\.))(?=\.?(\s|$))")
+
+
+def clean(value: object, *, limit: int = MAX_TEXT) -> str:
+    """Untrusted ``value`` as one line of plain text, at most ``limit`` characters."""
+    text = _SPACES.sub(" ", _CONTROL.sub(" ", str(value))).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def escape_markdown(value: object, *, limit: int = MAX_TEXT) -> str:
+    """Untrusted ``value`` as inert Markdown text: it renders as itself, never as markup or a link."""
+    text = clean(value, limit=limit).translate(_MARKDOWN)
+    text = _DOMAIN_DOT.sub(r"\\.", text)
+    # A list marker at the very start ("- ", "1. "): what is left once the rest is escaped.
+    return _LINE_START.sub(
+        lambda m: m.group(1) + "\\" if m.group(1)[0].isdigit() else "\\" + m.group(1), text, count=1
+    )
+
+
+def escape_html(value: object) -> Markup:
+    """Untrusted ``value`` for an HTML page; already-safe :class:`Markup` passes through."""
+    if isinstance(value, Markup):
+        return value
+    if value is None:
+        return Markup("")
+    # Safe by construction: markupsafe has escaped every character that HTML would read.
+    return Markup(str(escape(str(value))).replace(":", "&#58;"))  # noqa: S704
+
+
+ASSESSMENT_LABEL = "Record the missing findings (calf pain assessment)"
+_LEG_SUFFIXES = ("_left", "_right")
+
+
+def missing_questions(missing_fact_names: Iterable[str], assessment: Assessment | None = None) -> list[str]:
+    """The questions (link ids, in the form's order) that record the given facts; per-leg names
+    (``entire_leg_swollen_left``) count as their question; facts the form does not ask are dropped."""
+    form = assessment or bundled_assessment()
+    wanted = set()
+    for name in missing_fact_names:
+        wanted.add(name)
+        wanted.update(name.removesuffix(leg) for leg in _LEG_SUFFIXES if name.endswith(leg))
+    return [q.link_id for q in form.questions() if q.link_id in wanted]
+
+
+def assessment_link(missing_fact_names: Iterable[str], base_url: str) -> Link | None:
+    """A SMART link to the assessment naming the missing findings, or None when the form asks none."""
+    questions = missing_questions(missing_fact_names)
+    if not questions:
+        return None
+    return Link.model_validate(
+        {
+            "label": ASSESSMENT_LABEL,
+            "url": f"{base_url.rstrip('/')}/app/launch.html",
+            "type": "smart",
+            "appContext": json.dumps({"missing": questions}, separators=(",", ":")),
+        }
+    )
