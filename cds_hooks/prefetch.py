@@ -318,11 +318,19 @@ def classify(prefetch: Mapping[str, object] | None, key: str) -> PrefetchState:
         return PrefetchState.OUTCOME
     if value["resourceType"] == "Bundle":
         entries = value.get("entry")
-        if isinstance(entries, list) and entries:
-            resources = [e.get("resource") if isinstance(e, Mapping) else None for e in entries]
-            if all(_is_outcome(r) for r in resources) and any(_is_failure_outcome(r) for r in resources):
-                return PrefetchState.OUTCOME
+        # a chart's Bundle fails the first test at its first entry: no pass over the rest
+        if (
+            isinstance(entries, list)
+            and entries
+            and all(_is_outcome(_resource_of(e)) for e in entries)
+            and any(_is_failure_outcome(_resource_of(e)) for e in entries)
+        ):
+            return PrefetchState.OUTCOME
     return PrefetchState.PRESENT
+
+
+def _resource_of(entry: object) -> object:
+    return entry.get("resource") if isinstance(entry, Mapping) else None
 
 
 def _is_outcome(value: object) -> bool:
@@ -345,6 +353,12 @@ def iter_entries(bundle: Mapping[str, object], *, pointer: str = "") -> Iterator
         not a list, or an entry without a resource object that has a ``resourceType``; the
         pointer is ``pointer`` plus the path inside the Bundle.
     """
+    for index, entry in enumerate(_check_bundle(bundle, pointer)):
+        yield _checked_entry(entry, index, pointer)
+
+
+def _check_bundle(bundle: Mapping[str, object], pointer: str) -> list[Any]:
+    """The entries of a Bundle of the types read (see :func:`iter_entries`)."""
     if bundle.get("resourceType") != "Bundle":
         raise RequestError("expected a Bundle", pointer=pointer + "/resourceType")
     bundle_type = bundle.get("type")
@@ -356,26 +370,27 @@ def iter_entries(bundle: Mapping[str, object], *, pointer: str = "") -> Iterator
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
         raise RequestError("Bundle.entry must be a list", pointer=pointer + "/entry")
-    # The hot path of every call (a chart is ~100 entries): pointers are plain f-strings ("entry"
-    # and an index need no escaping), and parsed JSON objects are checked as dicts first.
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, _OBJECT):
-            raise RequestError("a Bundle entry must be an object", pointer=f"{pointer}/entry/{index}")
-        resource = entry.get("resource")
-        if not isinstance(resource, _OBJECT):
-            raise RequestError(
-                "a Bundle entry must have a resource object", pointer=f"{pointer}/entry/{index}"
-            )
-        if not isinstance(resource.get("resourceType"), str):
-            raise RequestError(
-                "a Bundle entry's resource has no resourceType",
-                pointer=f"{pointer}/entry/{index}/resource/resourceType",
-            )
-        search = entry.get("search")
-        mode = search.get("mode") if isinstance(search, _OBJECT) else None
-        yield BundleEntry(
-            f"{pointer}/entry/{index}/resource", dict(resource), mode if isinstance(mode, str) else None
+    return entries
+
+
+def _checked_entry(entry: object, index: int, pointer: str) -> BundleEntry:
+    """One entry of a Bundle, checked (see :func:`iter_entries`); pointers are plain f-strings
+    ("entry" and an index need no escaping), and parsed JSON objects are checked as dicts first."""
+    if not isinstance(entry, _OBJECT):
+        raise RequestError("a Bundle entry must be an object", pointer=f"{pointer}/entry/{index}")
+    resource = entry.get("resource")
+    if not isinstance(resource, _OBJECT):
+        raise RequestError("a Bundle entry must have a resource object", pointer=f"{pointer}/entry/{index}")
+    if not isinstance(resource.get("resourceType"), str):
+        raise RequestError(
+            "a Bundle entry's resource has no resourceType",
+            pointer=f"{pointer}/entry/{index}/resource/resourceType",
         )
+    search = entry.get("search")
+    mode = search.get("mode") if isinstance(search, _OBJECT) else None
+    return BundleEntry(
+        f"{pointer}/entry/{index}/resource", dict(resource), mode if isinstance(mode, str) else None
+    )
 
 
 def bundle_resources(
@@ -392,19 +407,30 @@ def bundle_resources(
     if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
         raise RequestError("expected a FHIR resource with a resourceType", pointer=pointer)
     if value["resourceType"] != "Bundle":
-        resource = dict(value)
-        if resource["resourceType"] in expected_types:
-            return [resource], []
-        return [], [_ignored(resource, "unexpected resource type", pointer)]
+        single = dict(value)
+        if single["resourceType"] in expected_types:
+            return [single], []
+        return [], [_ignored(single, "unexpected resource type", pointer)]
     kept: list[Resource] = []
     ignored: list[Ignored] = []
-    for entry in iter_entries(value, pointer=pointer):
-        if entry.search_mode == "outcome":
-            ignored.append(_ignored(entry.resource, "search outcome (server message)", entry.pointer))
-        elif entry.resource["resourceType"] in expected_types:
-            kept.append(entry.resource)
+    # The hot path of every call, as long as the chart: iter_entries' checks, inline, with a JSON
+    # pointer written only for what is reported (a parsed JSON object is a dict: kept as is).
+    for index, entry in enumerate(_check_bundle(value, pointer)):
+        resource: Any = entry.get("resource") if type(entry) is dict else None
+        if type(resource) is dict and isinstance(resource.get("resourceType"), str):
+            search = entry.get("search")
+            mode = search.get("mode") if isinstance(search, _OBJECT) else None
+        else:  # not the everyday shape: refused as iter_entries refuses it, or a Mapping copied
+            resource, mode = (checked := _checked_entry(entry, index, pointer)).resource, checked.search_mode
+        if mode == "outcome":
+            where = f"{pointer}/entry/{index}/resource"
+            ignored.append(_ignored(resource, "search outcome (server message)", where))
+        elif resource["resourceType"] in expected_types:
+            kept.append(resource)
         else:
-            ignored.append(_ignored(entry.resource, "unexpected resource type", entry.pointer))
+            ignored.append(
+                _ignored(resource, "unexpected resource type", f"{pointer}/entry/{index}/resource")
+            )
     return kept, ignored
 
 

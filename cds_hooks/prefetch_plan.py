@@ -37,6 +37,7 @@ from urllib.parse import unquote
 from cds_hooks.errors import CdsHooksError, PrefetchMismatchError, PrefetchMissingError
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import (
+    Ignored,
     PrefetchState,
     bundle_resources,
     classify,
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 Resource = Mapping[str, Any]
+_Unpacked = tuple[list[dict[str, Any]], list[Ignored]]
+_OBJECT = (dict, Mapping)  # isinstance() tries dict first: no ABC machinery for parsed JSON
 #: Ignored resources named one by one in the notes, per key; the rest are counted.
 MAX_NOTES_PER_KEY = 20
 _READ = re.compile(r"(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[^/?]+)")
@@ -167,6 +170,7 @@ async def gather_patient_data(
         f"ignored prefetch key {key!r}: not one of our templates" for key in prefetch if key not in queries
     )
     values: dict[str, Any] = {}
+    unpacked: dict[str, tuple[Any, _Unpacked]] = {}
     to_fetch: dict[str, str] = {}
     pages: dict[str, Resource] = {}
     for key, query in queries.items():
@@ -174,7 +178,8 @@ async def gather_patient_data(
         states[key] = state.value
         if state is PrefetchState.PRESENT:
             value = prefetch[key]
-            _check(query, value, patient_id)
+            if (bundle := _check(query, value, patient_id)) is not None:
+                unpacked[key] = (value, bundle)
             values[key] = value
             if query.read_id is None and value["resourceType"] == "Bundle" and next_link(value):
                 pages[key] = value
@@ -221,12 +226,13 @@ async def gather_patient_data(
         for key in plan.pages:
             values[key] = required.values.get(key, values[key])
             states[key] += "+paged"
-    return _unpack(queries, values, notes)
+    return _unpack(queries, values, notes, unpacked)
 
 
-def _check(query: KeyQuery, value: Resource, patient_id: str) -> None:
+def _check(query: KeyQuery, value: Resource, patient_id: str) -> _Unpacked | None:
     """A present value fits its template: the resource read, or a well-formed Bundle (or one
-    resource) of the type searched. Checked before any fetch, so a bad request is a 400 at once."""
+    resource) of the type searched. Checked before any fetch, so a bad request is a 400 at once.
+    A Bundle's resources, read to check it, are returned for :func:`_unpack` to reuse."""
     kind = value["resourceType"]
     pointer = json_pointer("prefetch", query.key)
     if query.read_id is not None:
@@ -247,19 +253,31 @@ def _check(query: KeyQuery, value: Resource, patient_id: str) -> None:
             pointer=pointer + "/resourceType",
         )
     elif kind == "Bundle":
-        bundle_resources(value, expected_types=frozenset({query.resource_type}), pointer=pointer)
+        return bundle_resources(value, expected_types=frozenset({query.resource_type}), pointer=pointer)
+    return None
 
 
-def _unpack(queries: Mapping[str, KeyQuery], values: Mapping[str, Any], notes: list[str]) -> PatientData:
+def _unpack(
+    queries: Mapping[str, KeyQuery],
+    values: Mapping[str, Any],
+    notes: list[str],
+    unpacked: Mapping[str, tuple[Any, _Unpacked]],
+) -> PatientData:
+    """Every value's resources; a prefetched Bundle is read once (``unpacked`` by :func:`_check`,
+    unless a fetch replaced it)."""
     patient: Resource | None = None
     resources: list[Resource] = []
     for key, query in queries.items():
         value = values.get(key)
         if value is None:
             continue
-        kept, ignored = bundle_resources(
-            value, expected_types=frozenset({query.resource_type}), pointer=json_pointer("prefetch", key)
-        )
+        checked, bundle = unpacked.get(key, (None, None))
+        if checked is value and bundle is not None:
+            kept, ignored = bundle
+        else:
+            kept, ignored = bundle_resources(
+                value, expected_types=frozenset({query.resource_type}), pointer=json_pointer("prefetch", key)
+            )
         notes.extend(
             f"ignored {item.resource_type}/{item.id or '?'} in {key}: {item.reason}"
             for item in ignored[:MAX_NOTES_PER_KEY]
@@ -290,30 +308,42 @@ def check_prefetch_subjects(request: HookRequest, search_keys: Iterable[str]) ->
     patient_id = request.context.get("patientId")
     if not isinstance(patient_id, str) or not isinstance(request.prefetch, Mapping):
         return
+    own = f"Patient/{patient_id}"
     for key in search_keys:
         value = request.prefetch.get(key)
         if not isinstance(value, Mapping):
             continue
-        if value.get("resourceType") == "Bundle":
-            entries = value.get("entry")
-            if not isinstance(entries, list):
-                continue
-            for index, entry in enumerate(entries):
-                resource = entry.get("resource") if isinstance(entry, Mapping) else None
-                _check_subject(resource, patient_id, f"/prefetch/{key}/entry/{index}/resource")
-        else:
-            _check_subject(value, patient_id, f"/prefetch/{key}")
+        if value.get("resourceType") != "Bundle":
+            if _names_another_patient(_subject_reference(value), patient_id):
+                raise _another_patient(f"/prefetch/{key}")
+            continue
+        entries = value.get("entry")
+        if not isinstance(entries, list):
+            continue
+        # every resource of the chart, inline: the everyday reference is the context patient's own
+        # (or none); the pointer is written only for the resource refused
+        for index, entry in enumerate(entries):
+            resource = entry.get("resource") if isinstance(entry, _OBJECT) else None
+            subject = resource.get("subject") if isinstance(resource, _OBJECT) else None
+            reference = subject.get("reference") if isinstance(subject, _OBJECT) else None
+            if reference is not None and reference != own and _names_another_patient(reference, patient_id):
+                raise _another_patient(f"/prefetch/{key}/entry/{index}/resource")
 
 
-def _check_subject(resource: object, patient_id: str, pointer: str) -> None:
-    if not isinstance(resource, Mapping):
-        return
+def _subject_reference(resource: Mapping[str, Any]) -> object:
     subject = resource.get("subject")
-    reference = subject.get("reference") if isinstance(subject, Mapping) else None
+    return subject.get("reference") if isinstance(subject, Mapping) else None
+
+
+def _names_another_patient(reference: object, patient_id: str) -> bool:
+    """Whether ``reference`` is a ``Patient/<id>`` reference (relative or absolute) to another patient."""
     if not isinstance(reference, str):
-        return
+        return False
     kind, _, subject_id = reference.rstrip("/").rpartition("/")
-    if (kind == "Patient" or kind.endswith("/Patient")) and subject_id != patient_id:
-        raise PrefetchMismatchError(
-            "prefetch holds a resource about another patient", pointer=f"{pointer}/subject/reference"
-        )
+    return (kind == "Patient" or kind.endswith("/Patient")) and subject_id != patient_id
+
+
+def _another_patient(pointer: str) -> PrefetchMismatchError:
+    return PrefetchMismatchError(
+        "prefetch holds a resource about another patient", pointer=f"{pointer}/subject/reference"
+    )
