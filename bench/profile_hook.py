@@ -72,7 +72,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("read the body", "service.http.routes.hooks", "read_body"),
     ("the front door: FrontDoor.answer", "service.hooks.pipeline", "FrontDoor.answer"),
     ("  parse the body: orjson.loads", "service.hooks.guards", "orjson.loads"),
-    ("  JSON limits walk: check_json_limits", "service.hooks.pipeline", "check_json_limits"),
+    ("  JSON limits walk: check_json_limits", "service.hooks.guards", "check_json_limits"),
     ("  HookRequest.model_validate (pydantic)", "cds_hooks.models", "HookRequest.model_validate"),
     (
         "  prefetch subject check: check_prefetch_subjects",
