@@ -43,8 +43,8 @@ from cds_hooks.prefetch import (
     classify,
     json_pointer,
     next_link,
-    render_template,
 )
+from cds_hooks.prefetch_template import render_template
 
 __all__ = [
     "FetchPlan",

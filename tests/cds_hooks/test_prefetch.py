@@ -15,12 +15,11 @@ from cds_hooks.errors import CdsHooksError, RequestError
 from cds_hooks.prefetch import (
     Ignored,
     PrefetchState,
-    PrefetchTemplateError,
     bundle_resources,
     classify,
     next_link,
-    render_template,
 )
+from cds_hooks.prefetch_template import PrefetchTemplateError, render_template
 
 SPEC = Path(__file__).parents[1] / "data" / "cds-hooks-spec"
 V2 = SPEC / "examples-v2.0.1"
