@@ -48,8 +48,7 @@ from cds_hooks.fhir_fetch import FHIR_JSON, FetchPolicy, FetchResult, new_http_c
 from cds_hooks.fhir_urls import is_under, parse_base_url, redact, resolve
 from cds_hooks.prefetch import BundleEntry, Resource, iter_entries, next_link
 
-# FhirClient, and the names a caller needs with it (defined in cds_hooks.fhir_fetch and fhir_urls).
-__all__ = ["FetchPolicy", "FetchResult", "FhirClient", "is_under", "new_http_client", "parse_base_url"]
+__all__ = ["FhirClient"]
 
 logger = logging.getLogger(__name__)
 

@@ -40,9 +40,10 @@ from service.ops import metrics
 from service.ops.workers import tune_gc
 from service.outbound.pinned_transport import Resolver, system_resolver
 from service.outbound.terminology_server import TerminologyServer, extend_terminology
-from service.store.audit import AuditWriter, make_engine
+from service.store.audit import AuditWriter
 from service.store.explanations import ExplanationStore
 from service.store.probe import StoreProbe
+from service.store.schema import make_engine
 
 __all__ = ["AUDIT_FLUSH_SECONDS", "app_from_env", "create_app", "wall_clock"]
 

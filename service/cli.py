@@ -149,7 +149,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, workers: int, confi
     from service.governance.database import prepare as prepare_database
     from service.ops import metrics
     from service.ops.workers import Supervisor
-    from service.store.audit import make_engine
+    from service.store.schema import make_engine
 
     logging.config.dictConfig(config["log_config"])
     # Migrate (SQLite) or verify (PostgreSQL) the schema once, here, rather than in N workers at

@@ -36,7 +36,7 @@ from service.governance.replay import replay
 from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.wording import Wording
-from service.store.audit import feedback, hook_calls, hook_cards, make_engine
+from service.store.schema import feedback, hook_calls, hook_cards, make_engine
 
 __all__ = ["HANDLERS", "Handler", "run"]
 

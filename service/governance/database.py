@@ -38,8 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings
 from service.governance.errors import SchemaError
-from service.store.audit import feedback, hook_calls, hook_cards
-from service.store.schema import jwt_replay_table
+from service.store.schema import feedback, hook_calls, hook_cards, jwt_replay_table
 
 __all__ = [
     "ADVISORY_LOCK_KEY",

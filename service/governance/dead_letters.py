@@ -25,7 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings
 from service.governance.feedback import FeedbackWriter
-from service.store.audit import AuditWriter, dead_letters, is_refusal, make_engine, refusal_reason
+from service.store.audit import AuditWriter
+from service.store.refusals import is_refusal, refusal_reason
+from service.store.schema import dead_letters, make_engine
 
 __all__ = [
     "DeadLetter",

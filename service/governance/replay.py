@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select
 from fhir_mappings.facts import Evidence, Fact, Facts, Vocabulary
 from rules.engine import evaluate
 from rules.pack import RulePack
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 
 __all__ = [
     "Decision",

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from rules.pack import content_hash
 from service.governance.catalogue import Catalogue
 from service.governance.replay import Decision, aware, changes, decision_of_cards
-from service.store.audit import feedback, hook_calls, hook_cards
+from service.store.schema import feedback, hook_calls, hook_cards
 
 __all__ = ["Override", "PackEntry", "ReportData", "RuleStat", "ShadowStat", "catalogue_entries", "collect"]
 

@@ -31,7 +31,8 @@ from cds_hooks.errors import (
     FhirUnavailableError,
     RequestError,
 )
-from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient, new_http_client
+from cds_hooks.fhir_client import FhirClient
+from cds_hooks.fhir_fetch import FetchPolicy, FetchResult, new_http_client
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import json_pointer
 from cds_hooks.prefetch_plan import Fetched, FetchPlan

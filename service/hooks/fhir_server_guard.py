@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 import httpx
 
 from cds_hooks.errors import FhirUnavailableError, RequestError
-from cds_hooks.fhir_client import is_under, parse_base_url
+from cds_hooks.fhir_urls import is_under, parse_base_url
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch_plan import Fetched, Fetcher, FetchPlan
 from service.ops import metrics

@@ -13,7 +13,7 @@ from typing import Literal
 import httpx
 
 from cds_hooks.errors import RequestError
-from cds_hooks.fhir_client import parse_base_url
+from cds_hooks.fhir_urls import parse_base_url
 from service.outbound.pinned_transport import IPAddress
 
 __all__ = [

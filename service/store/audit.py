@@ -17,8 +17,7 @@ failures apart (``service.store.refusals``):
 Records left at shutdown are flushed or spooled, never dropped; spool files of stopped processes
 are adopted (moved into the running writer's own spool) at start-up and every retry.
 
-Tables (``service.store.schema``, re-exported here with the engine factory and the refusal
-classification, so that the store's audit API is one import): ``hook_calls`` (one row per call),
+Tables (:mod:`service.store.schema`, with the engine factory): ``hook_calls`` (one row per call),
 ``hook_cards`` (one row per card shown, written in the same transaction as its call, so that
 feedback can find a card by its uuid) and ``feedback`` (one row per feedback entry; written by
 ``service.governance.feedback``), and ``audit_dead_letters`` (records of either kind the database
@@ -43,28 +42,13 @@ from service.store.dead_letters import keep_dead_letter
 from service.store.refusals import is_refusal, refusal_reason
 from service.store.schema import (
     card_rows,
-    dead_letters,
-    feedback,
     hook_calls,
     hook_cards,
-    make_engine,
-    metadata,
     row_of_call,
 )
 from service.store.spool import UNREADABLE, Spool
 
-__all__ = [
-    "AuditWriter",
-    "card_rows",
-    "dead_letters",
-    "feedback",
-    "hook_calls",
-    "hook_cards",
-    "is_refusal",
-    "make_engine",
-    "metadata",
-    "refusal_reason",
-]
+__all__ = ["AuditWriter"]
 
 log = logging.getLogger("calf_cds.audit")
 

@@ -20,7 +20,8 @@ from cds_hooks.errors import (
     FhirUnavailableError,
     RequestError,
 )
-from cds_hooks.fhir_client import FetchPolicy, FetchResult, FhirClient
+from cds_hooks.fhir_client import FhirClient
+from cds_hooks.fhir_fetch import FetchPolicy, FetchResult
 
 SPEC = Path(__file__).parents[1] / "data" / "cds-hooks-spec"
 BASE = "https://ehr.example.org/fhir"

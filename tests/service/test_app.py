@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 from tests.fhir_builders import SNOMED, calf_pain, condition, finding, hook_request, patient, quantity
 from tests.signing import signed_client
 

@@ -28,7 +28,7 @@ from service.auth.dev_issuer import DevIssuer
 from service.auth.errors import AudienceError
 from service.config import Settings
 from service.http.errors import challenge
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.service.jwt_factory import (
     AUDIENCE,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from cds_hooks.errors import FhirUnavailableError
-from cds_hooks.fhir_client import FetchPolicy
+from cds_hooks.fhir_fetch import FetchPolicy
 from cds_hooks.prefetch_plan import FetchPlan
 from service.app import create_app
 from service.config import Settings

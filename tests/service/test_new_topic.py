@@ -32,7 +32,7 @@ from service.governance.report import render
 from service.governance.reportdata import collect
 from service.governance.wording import Wording
 from service.hooks.packs import fact_types
-from service.store.audit import hook_cards
+from service.store.schema import hook_cards
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.service.governance.conftest import wait_for
 from tests.signing import dev_client

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from service.app import create_app
 from service.config import Settings
 from service.store import probe as health
-from service.store.audit import make_engine
 from service.store.probe import StoreProbe
+from service.store.schema import make_engine
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

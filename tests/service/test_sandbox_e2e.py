@@ -30,7 +30,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from service.store.audit import feedback, hook_calls
+from service.store.schema import feedback, hook_calls
 from tests.browser.confinement import REQUIRE_ENV, require_chromium
 from tests.service.test_e2e import CALF_CDS, ROOT, clean_env, free_port
 

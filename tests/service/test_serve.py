@@ -24,7 +24,7 @@ from service.app import app_from_env
 from service.auth.dev_issuer import DevIssuer
 from service.ops import metrics, workers
 from service.ops.workers import Supervisor
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 from tests.fhir_builders import calf_pain, finding, hook_request, observation, quantity
 
 ROOT = Path(__file__).resolve().parents[2]

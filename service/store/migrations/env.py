@@ -9,9 +9,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, MetaData, create_engine
 
-from service.store.audit import metadata as audit_metadata
 from service.store.explanations import explanation_metadata
 from service.store.schema import auth_metadata
+from service.store.schema import metadata as audit_metadata
 
 __all__ = ["run_offline", "run_online", "target_metadata"]
 

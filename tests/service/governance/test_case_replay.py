@@ -26,7 +26,7 @@ from service.cli import main
 from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.replay import ReplayReport, decision_of, replay
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 from tests.fhir_builders import hook_request
 from tests.rules.test_cases import CASES, case_facts
 from tests.service.governance.conftest import count, wait_for

@@ -21,7 +21,8 @@ from service.governance import database
 from service.governance.dead_letters import list_dead_letters, redrive
 from service.governance.feedback import FeedbackWriter
 from service.ops import metrics
-from service.store.audit import AuditWriter, dead_letters, feedback, hook_calls
+from service.store.audit import AuditWriter
+from service.store.schema import dead_letters, feedback, hook_calls
 from service.store.spool import write_spool_file
 from tests.fhir_builders import NOW
 

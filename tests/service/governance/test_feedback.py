@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from service.config import Settings
 from service.governance.feedback import UNLINKED_NOTE
 from service.hooks.cards import OVERRIDE_SYSTEM
-from service.store.audit import feedback, hook_calls
+from service.store.schema import feedback, hook_calls
 from tests.service.governance.conftest import CLAUDICATION, DVT, call, count, wait_for
 from tests.signing import dev_client
 

@@ -14,9 +14,8 @@ from sqlalchemy.exc import OperationalError
 from service.config import Settings
 from service.governance import database
 from service.governance.errors import SchemaError
-from service.store.audit import hook_calls, hook_cards, metadata
 from service.store.explanations import explanation_metadata
-from service.store.schema import auth_metadata
+from service.store.schema import auth_metadata, hook_calls, hook_cards, metadata
 from tests.service.governance.conftest import sqlalchemy_url
 from tests.signing import dev_client
 

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.governance.feedback import relink
-from service.store.audit import feedback, hook_calls
+from service.store.schema import feedback, hook_calls
 from tests.fhir_builders import NOW, hook_request
 from tests.service.governance.conftest import (
     CANDIDATE,

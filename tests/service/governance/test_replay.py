@@ -14,7 +14,7 @@ from service.cli import main
 from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.replay import rebuild_facts, replay
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 from tests.fhir_builders import NOW
 from tests.service.governance.conftest import (
     CANDIDATE,

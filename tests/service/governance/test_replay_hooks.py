@@ -11,7 +11,7 @@ from fhir_mappings.facts import vocabulary
 from service.app import create_app
 from service.config import Settings
 from service.governance.replay import replay
-from service.store.audit import hook_calls
+from service.store.schema import hook_calls
 from tests.charts.charts import parse_instant
 from tests.rules.order_cases import load_order_cases, pack
 from tests.service.governance.conftest import count, wait_for

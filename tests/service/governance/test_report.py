@@ -15,7 +15,7 @@ from service.config import Settings
 from service.governance.catalogue import Catalogue
 from service.governance.report import render
 from service.governance.reportdata import collect
-from service.store.audit import feedback, hook_calls
+from service.store.schema import feedback, hook_calls
 from tests.fhir_builders import NOW
 from tests.service.governance.conftest import CANDIDATE, CLAUDICATION, DVT, RULE_PACKS, call, count, wait_for
 from tests.service.governance.sample import populate

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
-from service.store.audit import dead_letters, feedback, hook_calls
+from service.store.schema import dead_letters, feedback, hook_calls
 from tests.fhir_builders import hook_request
 from tests.service.governance.conftest import CLAUDICATION, count, wait_for
 
