@@ -16,7 +16,7 @@ from typing import Any
 
 from fhir_mappings.questionnaire import BASE, bundled_assessment, finding_codesystem
 
-__all__ = ["PUBLISHED_TYPES", "published", "valueset_resource"]
+__all__ = ["PUBLISHED_TYPES", "bundled_codesystem", "published", "valueset_resource"]
 
 PUBLISHED_TYPES = ("Questionnaire", "CodeSystem", "ValueSet")
 
@@ -49,13 +49,27 @@ def _data(name: str) -> Any:
     return json.loads(resources.files("fhir_mappings").joinpath(f"data/{name}").read_text("utf-8"))
 
 
+#: The project's CodeSystems shipped as files (``data/CodeSystem-<id>.json``); the finding
+#: CodeSystem is built from the assessment instead.
+BUNDLED_CODESYSTEMS = ("recommendation", "override-reason", "orderable")
+
+
+@cache
+def bundled_codesystem(codesystem_id: str) -> Mapping[str, Any]:
+    """The bundled CodeSystem ``codesystem_id`` (one of :data:`BUNDLED_CODESYSTEMS`), read once."""
+    if codesystem_id not in BUNDLED_CODESYSTEMS:
+        raise KeyError(codesystem_id)
+    document: Mapping[str, Any] = _data(f"CodeSystem-{codesystem_id}.json")
+    return document
+
+
 @cache
 def published() -> Mapping[tuple[str, str], Mapping[str, Any]]:
     """Every published resource by (resource type, id)."""
     out: dict[tuple[str, str], Mapping[str, Any]] = {}
     questionnaire = bundled_assessment().to_questionnaire()
     out["Questionnaire", questionnaire["id"]] = questionnaire
-    for codesystem in (finding_codesystem(), _data("CodeSystem-recommendation.json")):
+    for codesystem in (finding_codesystem(), *map(bundled_codesystem, BUNDLED_CODESYSTEMS)):
         out["CodeSystem", str(codesystem["id"])] = codesystem
     document = _data("valuesets.json")
     for name, body in document["valuesets"].items():

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from fhir_mappings.conformance import bundled_codesystem
 from fhir_mappings.facts import Facts, Vocabulary
 from fhir_mappings.orders import DraftOrders
 from rules.codes import Indicator, Topic
@@ -75,24 +76,13 @@ __all__ = [
     "suggestion_actions",
 ]
 
-RECOMMENDATION_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/recommendation"
-# Each topic's display is Topic.display; this copy is for service.hooks.guards until it
-# reads the enum itself.
-OVERRIDE_SYSTEM = "http://calf-cds.org/fhir/CodeSystem/override-reason"
-OVERRIDE_REASONS = (
-    ("already-ordered", "Already ordered"),
-    ("dvt-excluded", "DVT already excluded"),
-    ("patient-declined", "Patient declined"),
-    ("not-relevant-today", "Not relevant to today's visit"),
-    ("already-referred", "Already referred or assessed in person"),
-    ("finding-not-present", "Finding not present on examination"),
-    ("advice-given", "Advice already given"),
-    ("dvt-not-excluded", "DVT not yet excluded"),
-    ("clinically-indicated", "Clinically indicated regardless"),
-    ("discussed-with-specialist", "Already discussed with a specialist"),
-    ("result-elsewhere", "Result available elsewhere (not in this record)"),
-    ("other-indication", "Ordered for another indication"),
-    ("intervention-considered", "Intervention is being considered"),
+# A card's topic is a Topic (its display is Topic.display), coded in the published CodeSystem.
+RECOMMENDATION_SYSTEM = str(bundled_codesystem("recommendation")["url"])
+#: The override reasons a card may offer, (code, display), as the published CodeSystem has them.
+OVERRIDE_SYSTEM = str(bundled_codesystem("override-reason")["url"])
+OVERRIDE_REASONS = tuple(
+    (str(concept["code"]), str(concept["display"]))
+    for concept in bundled_codesystem("override-reason")["concept"]
 )
 _REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
     Topic.DUPLEX_DVT: ("already-ordered", "dvt-excluded", "patient-declined", "not-relevant-today"),
@@ -122,6 +112,7 @@ _ORDER_REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
     Topic.LUMBAR_IMAGING: ("intervention-considered", "clinically-indicated", "discussed-with-specialist"),
     Topic.URGENT_REFERRAL: _REASONS_BY_TOPIC[Topic.URGENT_REFERRAL],
 }
+_OVERRIDE_DISPLAYS = dict(OVERRIDE_REASONS)
 _ANY_ORDER_REASONS = ("clinically-indicated", "discussed-with-specialist", "patient-declined")
 DELETE_LABEL = 100  # characters of a draft order's label in a delete action's description
 CALF_PAIN_REASON = {
@@ -296,7 +287,7 @@ def service_request(
 
 def override_reasons(topic: Topic, hook: str = "patient-view") -> list[Coding]:
     """The dismissal reasons offered on a card of ``topic`` shown on ``hook``."""
-    names = dict(OVERRIDE_REASONS)
+    names = _OVERRIDE_DISPLAYS
     if hook == "patient-view":
         codes = _REASONS_BY_TOPIC.get(topic, _ANY_TOPIC_REASONS)
     else:

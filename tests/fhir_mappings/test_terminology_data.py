@@ -436,9 +436,7 @@ def test_known_wrong_code_appears_in_no_valueset_or_codesystem(system: str, code
     """A code that GUIDANCE.md warns about is used nowhere in the bundled data."""
     in_valuesets = [n for n, e in all_entries() if (e["system"], e["code"]) == (system, code)]
     in_codesystems = [
-        name
-        for name in ("CodeSystem-finding.json", "CodeSystem-recommendation.json")
-        if code in {concept["code"] for concept in codesystem(name)["concept"]}
+        name for name in CODESYSTEMS if code in {concept["code"] for concept in codesystem(name)["concept"]}
     ]
     assert not in_valuesets
     assert not in_codesystems
@@ -471,7 +469,12 @@ def test_excluded_entries_name_existing_valuesets() -> None:
 # --- CodeSystems -------------------------------------------------------------------------------------
 
 
-CODESYSTEMS = ("CodeSystem-finding.json", "CodeSystem-recommendation.json", "CodeSystem-orderable.json")
+CODESYSTEMS = (
+    "CodeSystem-finding.json",
+    "CodeSystem-recommendation.json",
+    "CodeSystem-orderable.json",
+    "CodeSystem-override-reason.json",
+)
 
 
 @pytest.mark.parametrize("name", CODESYSTEMS)
@@ -491,6 +494,7 @@ def test_codesystem_validates_as_fhir_r4b(name: str) -> None:
         # 1.1.0 (issue 17) adds lumbar-imaging; the four 1.0.0 codes keep their meaning.
         ("CodeSystem-recommendation.json", "http://calf-cds.org/fhir/CodeSystem/recommendation", "1.1.0"),
         ("CodeSystem-orderable.json", "http://calf-cds.org/fhir/CodeSystem/orderable", "1.0.0"),
+        ("CodeSystem-override-reason.json", "http://calf-cds.org/fhir/CodeSystem/override-reason", "1.0.0"),
     ],
 )
 def test_codesystem_url_and_id_are_the_published_ones(name: str, url: str, version: str) -> None:

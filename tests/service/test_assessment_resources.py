@@ -20,9 +20,9 @@ def test_the_questionnaire_is_published_without_a_token(client: TestClient) -> N
     assert questionnaire.url == "http://calf-cds.org/fhir/Questionnaire/calf-pain-assessment"
 
 
-@pytest.mark.parametrize("codesystem", ["finding", "recommendation"])
+@pytest.mark.parametrize("codesystem", ["finding", "recommendation", "override-reason", "orderable"])
 def test_the_codesystems_are_published(client: TestClient, codesystem: str) -> None:
-    """Both project CodeSystems are readable and valid."""
+    """Every project CodeSystem is readable and valid."""
     response = client.get(f"/fhir/CodeSystem/{codesystem}", auth=None)
     assert response.status_code == 200
     assert (
