@@ -240,45 +240,44 @@ class _Differ:
 
     def scores(self) -> None:
         old, new = self.old.get("scores", {}), self.new.get("scores", {})
-        added, removed, kept = _by_name(old, new)
         report_changes(
             self.diff,
             "Scores",
-            (added, removed, []),
+            _by_name(old, new),
             added=lambda name: f"New score {self.nw.score(name)} with {len(new[name]['items'])} items",
             removed=lambda name: f"Score {self.ow.score(name)} removed",
+            kept=lambda name: self._score(self.nw.score(name), old[name], new[name]),
         )
-        for name in kept:
-            title = self.nw.score(name)
-            if old[name].get("title") != new[name].get("title"):
-                self.diff.add("Scores", f"Score renamed: {old[name].get('title')} → {new[name].get('title')}")
-            before = {item["id"]: item for item in old[name]["items"]}
-            after = {item["id"]: item for item in new[name]["items"]}
-            new_items, old_items, same_items = matched(before, after)
-            for item_id in new_items:
-                item = after[item_id]
-                self.diff.add(
-                    "Scores",
-                    f"{title}: new item “{item['label']}” ({_points(item['points'])}) when {self.nw.expr(self.nw.read(item['when']))}",
-                )
-            for item_id in old_items:
-                item = before[item_id]
-                self.diff.add(
-                    "Scores", f"{title}: item “{item['label']}” ({_points(item['points'])}) removed"
-                )
-            for item_id in same_items:
-                was, now = before[item_id], after[item_id]
-                if was["label"] != now["label"]:
-                    self.diff.add("Scores", f"{title}: item “{was['label']}” is now “{now['label']}”")
-                if was["points"] != now["points"]:
-                    self.diff.add(
-                        "Scores",
-                        f"{title}: item “{now['label']}” now scores {_points(now['points'])} "
-                        f"(was {_points(was['points'])})",
-                    )
-                self.conditions.expression(
-                    f"{title}, item “{now['label']}”", self.ow.read(was["when"]), self.nw.read(now["when"])
-                )
+
+    def _score(self, title: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        """A score in both versions: its title, then its items (paired by id)."""
+        if old.get("title") != new.get("title"):
+            self.diff.add("Scores", f"Score renamed: {old.get('title')} → {new.get('title')}")
+        before = {item["id"]: item for item in old["items"]}
+        after = {item["id"]: item for item in new["items"]}
+        report_changes(
+            self.diff,
+            "Scores",
+            matched(before, after),
+            added=lambda item_id: (
+                f"{title}: new item {_item(after[item_id])} when {self.nw.expr(self.nw.read(after[item_id]['when']))}"
+            ),
+            removed=lambda item_id: f"{title}: item {_item(before[item_id])} removed",
+            kept=lambda item_id: self._score_item(title, before[item_id], after[item_id]),
+        )
+
+    def _score_item(self, title: str, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        if was["label"] != now["label"]:
+            self.diff.add("Scores", f"{title}: item “{was['label']}” is now “{now['label']}”")
+        if was["points"] != now["points"]:
+            self.diff.add(
+                "Scores",
+                f"{title}: item “{now['label']}” now scores {_points(now['points'])} "
+                f"(was {_points(was['points'])})",
+            )
+        self.conditions.expression(
+            f"{title}, item “{now['label']}”", self.ow.read(was["when"]), self.nw.read(now["when"])
+        )
 
     def other(self) -> None:
         """Notes on definitions, and any pack field this summary does not know, so nothing passes unseen."""
@@ -304,6 +303,11 @@ def _conditions_of(rule: Mapping[str, Any]) -> list[Any]:
         *(variant["when"] for variant in rule.get("variants", [])),
         *(criterion["when"] for criterion in rule.get("criteria", [])),
     ]
+
+
+def _item(item: Mapping[str, Any]) -> str:
+    """A score item as the diff names it: “label” (+n points)."""
+    return f"“{item['label']}” ({_points(item['points'])})"
 
 
 def _points(points: int) -> str:

@@ -52,6 +52,11 @@ def _on(rule: Mapping[str, Any]) -> str:
     return "" if _hooks(rule) == "patient-view" else f" on {_hooks(rule)}"
 
 
+def _order(suggestion: Mapping[str, Any]) -> str:
+    """A suggested order as the diff names it: “label” (priority, and the draft orders it replaces)."""
+    return f"“{suggestion['label']}” ({suggestion['request']['priority']}{_deletes(suggestion)})"
+
+
 def _deletes(suggestion: Mapping[str, Any]) -> str:
     kinds = suggestion.get("delete") or []
     return f", replacing the draft {' and '.join(str(k) for k in kinds)} order(s)" if kinds else ""
@@ -91,9 +96,7 @@ class CardDiff:
             for suggestion in rule.get("suggestions", []):
                 if suggestion.get("delete"):  # an order card's replacement: say what it deletes
                     self.diff.add(
-                        "Cards",
-                        f"New card “{rule['title']}”: suggested order “{suggestion['label']}” "
-                        f"({suggestion['request']['priority']}{_deletes(suggestion)})",
+                        "Cards", f"New card “{rule['title']}”: suggested order {_order(suggestion)}"
                     )
         for rule_id in removed:
             rule = old[rule_id]
@@ -175,35 +178,33 @@ class CardDiff:
     def _suggestions(self, card: str, old: list[Any], new: list[Any]) -> None:
         before = {s["label"]: s for s in old}
         after = {s["label"]: s for s in new}
-        added, removed, kept = matched(before, after)
-        for label in added:
-            request = after[label]["request"]
+        report_changes(
+            self.diff,
+            "Cards",
+            matched(before, after),
+            added=lambda label: f"{card}: new suggested order {_order(after[label])}",
+            removed=lambda label: f"{card}: suggested order “{label}” removed",
+            kept=lambda label: self._suggestion(f"{card}: order “{label}”", before[label], after[label]),
+        )
+
+    def _suggestion(self, order: str, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        """A suggested order in both versions (``order`` names it: card and label)."""
+        if was["request"].get("priority") != now["request"].get("priority"):
             self.diff.add(
                 "Cards",
-                f"{card}: new suggested order “{label}” ({request['priority']}{_deletes(after[label])})",
+                f"{order} priority {was['request'].get('priority')} → {now['request'].get('priority')}",
             )
-        for label in removed:
-            self.diff.add("Cards", f"{card}: suggested order “{label}” removed")
-        for label in kept:
-            was, now = before[label], after[label]
-            if was["request"].get("priority") != now["request"].get("priority"):
-                self.diff.add(
-                    "Cards",
-                    f"{card}: order “{label}” priority {was['request'].get('priority')} → "
-                    f"{now['request'].get('priority')}",
-                )
-            if canonical(was["request"].get("code")) != canonical(now["request"].get("code")):
-                self.diff.add("Cards", f"{card}: order “{label}” has a different order code")
-            if was.get("recommended") != now.get("recommended"):
-                state = "now" if now.get("recommended") else "no longer"
-                self.diff.add("Cards", f"{card}: order “{label}” is {state} the recommended choice")
-            if _deletes(was) != _deletes(now):
-                self.diff.add(
-                    "Cards",
-                    f"{card}: order “{label}” now {_deletes(now).removeprefix(', ') or 'deletes no draft order'}",
-                )
-            if was["request"].get("note") != now["request"].get("note"):
-                self.diff.add("Cards", f"{card}: order “{label}” note changed")
+        if canonical(was["request"].get("code")) != canonical(now["request"].get("code")):
+            self.diff.add("Cards", f"{order} has a different order code")
+        if was.get("recommended") != now.get("recommended"):
+            state = "now" if now.get("recommended") else "no longer"
+            self.diff.add("Cards", f"{order} is {state} the recommended choice")
+        if _deletes(was) != _deletes(now):
+            self.diff.add(
+                "Cards", f"{order} now {_deletes(now).removeprefix(', ') or 'deletes no draft order'}"
+            )
+        if was["request"].get("note") != now["request"].get("note"):
+            self.diff.add("Cards", f"{order} note changed")
 
     def _variants(self, card: str, old: list[Any], new: list[Any]) -> None:
         """Variants are paired by their condition; unpaired ones are new or removed (by position as

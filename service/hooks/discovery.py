@@ -25,12 +25,20 @@ a missing required key gets.
 
 from __future__ import annotations
 
-from cds_hooks.models import DiscoveryResponse, OrderSelectContext, OrderSignContext, PatientViewContext
+from typing import TypeVar
+
+from cds_hooks.models import (
+    DiscoveryResponse,
+    OrderSelectContext,
+    OrderSignContext,
+    PatientContext,
+    PatientViewContext,
+)
 from fhir_mappings.facts import vocabulary
 from fhir_mappings.search import code_parameter, search_codes
 from fhir_mappings.terminology import listed_terminology
 from service.hooks.order_hooks import order_select, order_sign
-from service.hooks.registry import HookDefinition, HookRegistry, decide_on_chart
+from service.hooks.registry import Handler, HookDefinition, HookRegistry, decide_on_chart
 
 __all__ = [
     "CALF_PAIN",
@@ -43,6 +51,8 @@ __all__ = [
     "discovery",
     "standard_hooks",
 ]
+
+_Context = TypeVar("_Context", bound=PatientContext)
 
 _PATIENT = "patient={{context.patientId}}"
 _OBSERVATION_CODES = code_parameter(search_codes(vocabulary(), listed_terminology(), "observation"))
@@ -88,43 +98,48 @@ CALF_PAIN = HookDefinition(
 SERVICE_ID = CALF_PAIN.id
 HOOK = CALF_PAIN.hook
 
-_ORDERS_TITLE = "Calf pain: advice on orders"
-_ORDERS_DESCRIPTION = (
-    "Reads the draft orders (ServiceRequest, MedicationRequest, DeviceRequest) with the patient's "
-    "record and advises from NICE NG158, ACC/AHA 2024 and NASS 2011: D-dimer before a venous scan "
-    "when DVT is unlikely, ultrasound instead of venography or a D-dimer that cannot exclude DVT, "
-    "ABI before arterial imaging or compression, never compression with possible compartment "
-    "syndrome, lumbar MRI only if intervention is considered; any red flag gives its critical card "
-    "whatever is ordered."
+
+def _order_service(
+    hook: str, context: type[_Context], context_error: str, handler: Handler[_Context]
+) -> HookDefinition[_Context]:
+    """The calf-pain service of an order hook: ``calf-pain-{hook}``, with calf-pain's templates;
+    the order hooks differ only in their context and handler."""
+    return HookDefinition(
+        id=f"calf-pain-{hook}",
+        hook=hook,
+        title="Calf pain: advice on orders",
+        description=(
+            "Reads the draft orders (ServiceRequest, MedicationRequest, DeviceRequest) with the patient's "
+            "record and advises from NICE NG158, ACC/AHA 2024 and NASS 2011: D-dimer before a venous scan "
+            "when DVT is unlikely, ultrasound instead of venography or a D-dimer that cannot exclude DVT, "
+            "ABI before arterial imaging or compression, never compression with possible compartment "
+            "syndrome, lumbar MRI only if intervention is considered; any red flag gives its critical card "
+            "whatever is ordered."
+        ),
+        context=context,
+        context_error=context_error,
+        prefetch=PREFETCH_TEMPLATES,
+        optional_prefetch=OPTIONAL_KEYS,
+        handler=handler,
+        usage_requirements=(
+            "The same patient data as calf-pain (patient-view), through prefetch or fhirServer; the draft "
+            "orders are read from the context. Order codes: LOINC, CPT, SNOMED CT, WHO ATC and the "
+            "calf-cds orderable codes a site maps (CALF_CDS_SITE_ORDERABLES)."
+        ),
+    )
+
+
+CALF_PAIN_ORDER_SELECT = _order_service(
+    "order-select",
+    OrderSelectContext,
+    "context needs userId and patientId strings, selections (1..*) and a draftOrders object",
+    order_select,
 )
-_ORDERS_USAGE = (
-    "The same patient data as calf-pain (patient-view), through prefetch or fhirServer; the draft "
-    "orders are read from the context. Order codes: LOINC, CPT, SNOMED CT, WHO ATC and the "
-    "calf-cds orderable codes a site maps (CALF_CDS_SITE_ORDERABLES)."
-)
-CALF_PAIN_ORDER_SELECT = HookDefinition(
-    id="calf-pain-order-select",
-    hook="order-select",
-    title=_ORDERS_TITLE,
-    description=_ORDERS_DESCRIPTION,
-    context=OrderSelectContext,
-    context_error="context needs userId and patientId strings, selections (1..*) and a draftOrders object",
-    prefetch=PREFETCH_TEMPLATES,
-    optional_prefetch=OPTIONAL_KEYS,
-    handler=order_select,
-    usage_requirements=_ORDERS_USAGE,
-)
-CALF_PAIN_ORDER_SIGN = HookDefinition(
-    id="calf-pain-order-sign",
-    hook="order-sign",
-    title=_ORDERS_TITLE,
-    description=_ORDERS_DESCRIPTION,
-    context=OrderSignContext,
-    context_error="context needs userId and patientId strings and a draftOrders object",
-    prefetch=PREFETCH_TEMPLATES,
-    optional_prefetch=OPTIONAL_KEYS,
-    handler=order_sign,
-    usage_requirements=_ORDERS_USAGE,
+CALF_PAIN_ORDER_SIGN = _order_service(
+    "order-sign",
+    OrderSignContext,
+    "context needs userId and patientId strings and a draftOrders object",
+    order_sign,
 )
 
 

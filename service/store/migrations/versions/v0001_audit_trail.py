@@ -1,9 +1,5 @@
 """The audit trail, card index, feedback and JWT replay cache.
 
-Revision ID: 0001
-Revises: none
-Create Date: 2026-11-22
-
 Adopts a database that the walking skeleton made with ``metadata.create_all``: tables that exist
 are kept (missing ``feedback`` columns are added, cards of existing calls are indexed), tables
 that do not are created.
@@ -16,12 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-__all__ = ["TABLES", "TZ", "branch_labels", "depends_on", "down_revision", "downgrade", "revision", "upgrade"]
+__all__ = ["TABLES", "TZ", "down_revision", "downgrade", "revision", "upgrade"]
 
 revision = "0001"
 down_revision: str | None = None
-branch_labels: tuple[str, ...] | None = None
-depends_on: tuple[str, ...] | None = None
 
 TZ = sa.DateTime(timezone=True)
 

@@ -1,9 +1,5 @@
 """Card explanations: what a card's signed link shows, kept until the link expires.
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-07
-
 See ``service/store/explanations.py``: rows are written with each hook call's cards and deleted
 once expired, so that any worker or replica can serve a card's explanation page.
 """
@@ -13,12 +9,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-__all__ = ["branch_labels", "depends_on", "down_revision", "downgrade", "revision", "upgrade"]
+__all__ = ["down_revision", "downgrade", "revision", "upgrade"]
 
 revision = "0002"
 down_revision: str | None = "0001"
-branch_labels: tuple[str, ...] | None = None
-depends_on: tuple[str, ...] | None = None
 
 
 def upgrade() -> None:

@@ -1,21 +1,14 @@
-"""Dead letters: audit records the database refused, kept with the reason until re-driven.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-07
-"""
+"""Dead letters: audit records the database refused, kept with the reason until re-driven."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-__all__ = ["branch_labels", "depends_on", "down_revision", "downgrade", "revision", "upgrade"]
+__all__ = ["down_revision", "downgrade", "revision", "upgrade"]
 
 revision = "0003"
 down_revision: str | None = "0002"
-branch_labels: tuple[str, ...] | None = None
-depends_on: tuple[str, ...] | None = None
 
 
 def upgrade() -> None:

@@ -1,21 +1,14 @@
-"""Order hooks: the draft orders a call read, and the call whose patient facts it reused.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-07
-"""
+"""Order hooks: the draft orders a call read, and the call whose patient facts it reused."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-__all__ = ["branch_labels", "depends_on", "down_revision", "downgrade", "revision", "upgrade"]
+__all__ = ["down_revision", "downgrade", "revision", "upgrade"]
 
 revision = "0004"
 down_revision: str | None = "0003"
-branch_labels: tuple[str, ...] | None = None
-depends_on: tuple[str, ...] | None = None
 
 
 def upgrade() -> None:
