@@ -339,8 +339,21 @@ def profile_size(size: int, args: argparse.Namespace, folder: Path) -> dict[str,
                 result["py_spy"] = await _sampled(app, body, supply, calls, folder, size)
 
     _run(main)
+    result.update(_memory())
     _print(result, args.top)
     return result
+
+
+def _memory() -> dict[str, float]:
+    """This process's resident set now and at its peak (MB; the peak covers the sizes run before)."""
+    status = Path("/proc/self/status")
+    if not status.exists():  # pragma: no cover - Linux only
+        return {}
+    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    return {
+        name: int(fields[key].split()[0]) / 1024
+        for name, key in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))
+    }
 
 
 async def _sampled(app: Any, body: Body, supply: list[str], calls: int, folder: Path, size: int) -> Any:
@@ -370,6 +383,8 @@ def _print(result: dict[str, Any], top: int) -> None:
         f"no instrument: {result['cpu_ms']:.2f} ms CPU per call (all threads), {result['wall_ms']:.2f} ms wall; "
         f"cyclic gc {result['gc_ms']:.3f} ms per call ({result['gc_collections']} collections)"
     )
+    if "rss_mb" in result:
+        print(f"memory: RSS {result['rss_mb']:.1f} MB after the passes, peak {result['peak_rss_mb']:.1f} MB")
     print("stage timers (cpu: the calling thread's CPU; wall: a coroutine's elapsed time):")
     for label, kind, milliseconds, count in result["stages"]:
         shown = f"{milliseconds:8.3f} ms {kind:<4}" if count else f"{'—':>11} {'':<4}"
