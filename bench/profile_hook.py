@@ -72,7 +72,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("read the body", "service.http.routes.hooks", "read_body"),
     ("the front door: FrontDoor.answer", "service.hooks.pipeline", "FrontDoor.answer"),
     ("  parse the body: orjson.loads", "service.hooks.guards", "orjson.loads"),
-    ("  JSON limits walk: check_json_limits", "service.hooks.pipeline", "check_json_limits"),
+    ("  JSON limits walk: check_json_limits", "service.hooks.guards", "check_json_limits"),
     ("  HookRequest.model_validate (pydantic)", "cds_hooks.models", "HookRequest.model_validate"),
     (
         "  prefetch subject check: check_prefetch_subjects",
@@ -92,6 +92,11 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("audit: AuditWriter.submit", "service.store.audit", "AuditWriter.submit"),
     ("metrics: observe_hook_call", "service.ops.metrics", "observe_hook_call"),
     ("audit writer thread: AuditWriter.write (batches)", "service.store.audit", "AuditWriter.write"),
+    (
+        "explanation writer thread: ExplanationStore.save (batches)",
+        "service.store.explanations",
+        "ExplanationStore.save",
+    ),
 )
 
 
@@ -235,22 +240,28 @@ class StageTimers:
 
     def install(self) -> None:
         for label, module_name, attribute in STAGES:
-            owner: Any = importlib.import_module(module_name)
-            *path, name = attribute.split(".")
-            for part in path:
-                value = getattr(owner, part)
-                if inspect.ismodule(value):  # a module attribute (orjson.loads): patch a proxy of it
-                    proxy = _Proxy(value)
-                    setattr(owner, part, proxy)
-                    self._undo.append(functools.partial(setattr, owner, part, value))
-                    value = proxy
-                owner = value
-            if isinstance(owner, _Proxy):
-                original = getattr(owner, name)  # the proxy itself is undone with its module
-            else:
-                original = inspect.getattr_static(owner, name)
-                self._undo.append(functools.partial(setattr, owner, name, original))
-            setattr(owner, name, self._wrap(label, original))
+            try:
+                self._install(label, module_name, attribute)
+            except (AttributeError, ImportError):  # another tree's layout (--baseline): not timed
+                print(f"stage not found, not timed: {module_name}:{attribute}", file=sys.stderr)
+
+    def _install(self, label: str, module_name: str, attribute: str) -> None:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            value = getattr(owner, part)
+            if inspect.ismodule(value):  # a module attribute (orjson.loads): patch a proxy of it
+                proxy = _Proxy(value)
+                setattr(owner, part, proxy)
+                self._undo.append(functools.partial(setattr, owner, part, value))
+                value = proxy
+            owner = value
+        if isinstance(owner, _Proxy):
+            original = getattr(owner, name)  # the proxy itself is undone with its module
+        else:
+            original = inspect.getattr_static(owner, name)
+            self._undo.append(functools.partial(setattr, owner, name, original))
+        setattr(owner, name, self._wrap(label, original))
 
     def undo(self) -> None:
         for step in reversed(self._undo):
