@@ -55,14 +55,18 @@ PATH = "/cds-services/calf-pain"
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("whole request: middleware → route → response", "service.http.middleware", "RequestObserver.__call__"),
     ("client JWT: JwtVerifier.verify", "service.auth.verifier", "JwtVerifier.verify"),
-    ("  JWT header: get_unverified_header (parse #1)", "service.auth.verifier", "JwtVerifier._header"),
+    ("  JWT read + header checks: _header (main: parse #1)", "service.auth.verifier", "JwtVerifier._header"),
     (
-        "  JWT payload, unverified: decode (parse #2)",
+        "  JWT claims, iss: _unverified_issuer (main: parse #2)",
         "service.auth.verifier",
         "JwtVerifier._unverified_issuer",
     ),
     ("  JWT key: KeyStore.get_key", "service.auth.jwks", "KeyStore.get_key"),
-    ("  JWT ES384 signature + claims: decode (parse #3)", "service.auth.verifier", "JwtVerifier._decode"),
+    (
+        "  JWT ES384 signature + claims: _decode (main: parse #3)",
+        "service.auth.verifier",
+        "JwtVerifier._decode",
+    ),
     (
         "  replay check: await (thread hop included)",
         "service.auth.replay",
