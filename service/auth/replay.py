@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.auth.errors import ReplayCacheUnavailableError
 from service.store.schema import jwt_replay_table
@@ -92,7 +92,8 @@ class SqlReplayCache:
     WHERE jwt_replay.expires_at <= now RETURNING jti`` inserts a new pair, reclaims the row of an
     expired token, and returns nothing for a live one (a replay). The database decides atomically:
     two replicas that race with one token conflict on the primary key, and the loser's update finds
-    the winner's unexpired row. No read before the write, one round trip, one transaction.
+    the winner's unexpired row. No read before the write, one round trip, one transaction. (Another
+    database than these two gets an insert and, for a duplicate, the conditional update.)
 
     Where the statement runs: on PostgreSQL (a network round trip) in a worker thread, off the event
     loop; on SQLite (a local file, ~0.1 ms) on the calling thread (``inline``), since handing it to
@@ -129,10 +130,30 @@ class SqlReplayCache:
     def _check_and_store(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
         parameters = {"iss": iss, "jti": jti, "expires_at": expires_at, "now": now}
         try:
+            if self._statement is None:
+                return self._insert_or_reclaim(iss, jti, expires_at, now)
             with self._engine.begin() as connection:
                 return connection.execute(self._statement, parameters).first() is not None
         except SQLAlchemyError as exc:
             raise ReplayCacheUnavailableError(f"replay store failed: {type(exc).__name__}") from exc
+
+    def _insert_or_reclaim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        """A database without ``ON CONFLICT``: insert (the primary key refuses a duplicate), else
+        reclaim the row of an expired token with a conditional update."""
+        table = jwt_replay_table
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(sa.insert(table).values(iss=iss, jti=jti, expires_at=expires_at))
+            return True
+        except IntegrityError:
+            pass
+        with self._engine.begin() as connection:
+            reclaimed = connection.execute(
+                sa.update(table)
+                .where(table.c.iss == iss, table.c.jti == jti, table.c.expires_at <= now)
+                .values(expires_at=expires_at)
+            )
+            return reclaimed.rowcount == 1
 
     def _start_pruning(self, now: float) -> None:
         if self._pruning is not None and self._pruning.is_alive():
@@ -153,8 +174,9 @@ class SqlReplayCache:
             self._pruning.join(timeout)
 
 
-def _check_statement(dialect: str) -> sa.Executable:
-    """The one-statement check of :class:`SqlReplayCache` in ``dialect``'s upsert syntax."""
+def _check_statement(dialect: str) -> sa.Executable | None:
+    """The one-statement check of :class:`SqlReplayCache` in ``dialect``'s upsert syntax (None: the
+    dialect has none here, and the check takes an insert and, for a duplicate, an update)."""
     table = jwt_replay_table
     insert: Any
     if dialect == "postgresql":
@@ -162,7 +184,7 @@ def _check_statement(dialect: str) -> sa.Executable:
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
-        raise ValueError(f"no replay check for a {dialect} database (PostgreSQL or SQLite)")
+        return None
     statement = insert(table).values(
         iss=sa.bindparam("iss"), jti=sa.bindparam("jti"), expires_at=sa.bindparam("expires_at")
     )

@@ -128,6 +128,23 @@ async def test_a_live_jti_is_refused_and_an_expired_one_reclaimed(
 
 
 @pytest.mark.anyio
+async def test_a_database_without_upsert_gets_insert_then_update(workers: list[sa.Engine]) -> None:
+    """The portable path (no ON CONFLICT known for the dialect) gives the same verdicts."""
+    clock = FakeClock()
+    first, second = (SqlReplayCache(engine, clock=clock) for engine in workers[:2])
+    for cache in (first, second):
+        cache._statement = None  # as for a dialect other than SQLite and PostgreSQL
+
+    assert await first.check_and_store(ISSUER, "jti-1", NOW + 10)
+    assert not await second.check_and_store(ISSUER, "jti-1", NOW + 10)
+    clock.advance(10)
+    assert await second.check_and_store(ISSUER, "jti-1", clock.now + 30)
+    assert not await first.check_and_store(ISSUER, "jti-1", clock.now + 30)
+    for cache in (first, second):
+        cache.wait_pruned()
+
+
+@pytest.mark.anyio
 async def test_sqlite_checks_on_the_calling_thread_and_postgresql_off_it(
     workers: list[sa.Engine], database_url: str
 ) -> None:
