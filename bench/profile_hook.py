@@ -55,14 +55,18 @@ PATH = "/cds-services/calf-pain"
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("whole request: middleware → route → response", "service.http.middleware", "RequestObserver.__call__"),
     ("client JWT: JwtVerifier.verify", "service.auth.verifier", "JwtVerifier.verify"),
-    ("  JWT header: get_unverified_header (parse #1)", "service.auth.verifier", "JwtVerifier._header"),
+    ("  JWT read + header checks: _header (main: parse #1)", "service.auth.verifier", "JwtVerifier._header"),
     (
-        "  JWT payload, unverified: decode (parse #2)",
+        "  JWT claims, iss: _unverified_issuer (main: parse #2)",
         "service.auth.verifier",
         "JwtVerifier._unverified_issuer",
     ),
     ("  JWT key: KeyStore.get_key", "service.auth.jwks", "KeyStore.get_key"),
-    ("  JWT ES384 signature + claims: decode (parse #3)", "service.auth.verifier", "JwtVerifier._decode"),
+    (
+        "  JWT ES384 signature + claims: _decode (main: parse #3)",
+        "service.auth.verifier",
+        "JwtVerifier._decode",
+    ),
     (
         "  replay check: await (thread hop included)",
         "service.auth.replay",
@@ -92,6 +96,11 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("audit: AuditWriter.submit", "service.store.audit", "AuditWriter.submit"),
     ("metrics: observe_hook_call", "service.ops.metrics", "observe_hook_call"),
     ("audit writer thread: AuditWriter.write (batches)", "service.store.audit", "AuditWriter.write"),
+    (
+        "explanation writer thread: ExplanationStore.save (batches)",
+        "service.store.explanations",
+        "ExplanationStore.save",
+    ),
 )
 
 
@@ -235,22 +244,28 @@ class StageTimers:
 
     def install(self) -> None:
         for label, module_name, attribute in STAGES:
-            owner: Any = importlib.import_module(module_name)
-            *path, name = attribute.split(".")
-            for part in path:
-                value = getattr(owner, part)
-                if inspect.ismodule(value):  # a module attribute (orjson.loads): patch a proxy of it
-                    proxy = _Proxy(value)
-                    setattr(owner, part, proxy)
-                    self._undo.append(functools.partial(setattr, owner, part, value))
-                    value = proxy
-                owner = value
-            if isinstance(owner, _Proxy):
-                original = getattr(owner, name)  # the proxy itself is undone with its module
-            else:
-                original = inspect.getattr_static(owner, name)
-                self._undo.append(functools.partial(setattr, owner, name, original))
-            setattr(owner, name, self._wrap(label, original))
+            try:
+                self._install(label, module_name, attribute)
+            except (AttributeError, ImportError):  # another tree's layout (--baseline): not timed
+                print(f"stage not found, not timed: {module_name}:{attribute}", file=sys.stderr)
+
+    def _install(self, label: str, module_name: str, attribute: str) -> None:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            value = getattr(owner, part)
+            if inspect.ismodule(value):  # a module attribute (orjson.loads): patch a proxy of it
+                proxy = _Proxy(value)
+                setattr(owner, part, proxy)
+                self._undo.append(functools.partial(setattr, owner, part, value))
+                value = proxy
+            owner = value
+        if isinstance(owner, _Proxy):
+            original = getattr(owner, name)  # the proxy itself is undone with its module
+        else:
+            original = inspect.getattr_static(owner, name)
+            self._undo.append(functools.partial(setattr, owner, name, original))
+        setattr(owner, name, self._wrap(label, original))
 
     def undo(self) -> None:
         for step in reversed(self._undo):
@@ -339,8 +354,21 @@ def profile_size(size: int, args: argparse.Namespace, folder: Path) -> dict[str,
                 result["py_spy"] = await _sampled(app, body, supply, calls, folder, size)
 
     _run(main)
+    result.update(_memory())
     _print(result, args.top)
     return result
+
+
+def _memory() -> dict[str, float]:
+    """This process's resident set now and at its peak (MB; the peak covers the sizes run before)."""
+    status = Path("/proc/self/status")
+    if not status.exists():  # pragma: no cover - Linux only
+        return {}
+    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    return {
+        name: int(fields[key].split()[0]) / 1024
+        for name, key in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))
+    }
 
 
 async def _sampled(app: Any, body: Body, supply: list[str], calls: int, folder: Path, size: int) -> Any:
@@ -370,6 +398,8 @@ def _print(result: dict[str, Any], top: int) -> None:
         f"no instrument: {result['cpu_ms']:.2f} ms CPU per call (all threads), {result['wall_ms']:.2f} ms wall; "
         f"cyclic gc {result['gc_ms']:.3f} ms per call ({result['gc_collections']} collections)"
     )
+    if "rss_mb" in result:
+        print(f"memory: RSS {result['rss_mb']:.1f} MB after the passes, peak {result['peak_rss_mb']:.1f} MB")
     print("stage timers (cpu: the calling thread's CPU; wall: a coroutine's elapsed time):")
     for label, kind, milliseconds, count in result["stages"]:
         shown = f"{milliseconds:8.3f} ms {kind:<4}" if count else f"{'—':>11} {'':<4}"

@@ -146,6 +146,7 @@ def create_app(
             started = time.monotonic()
             writer.stop(AUDIT_FLUSH_SECONDS)  # the calls' records first
             app.state.governance.stop(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))
+            store.close(max(1.0, AUDIT_FLUSH_SECONDS - (time.monotonic() - started)))  # explanations
             await jwks_client.aclose()
             if isinstance(fetcher, FhirFetcher):
                 await fetcher.aclose()

@@ -11,7 +11,10 @@ nothing here is ever trusted by a production configuration.
 
 Tokens are signed with `cryptography` directly (RFC 7515 compact JWS, RFC 7518 §3.4 ES384: the
 raw 48-byte r and s), not through PyJWT, so that `calf-cds token` starts without loading PyJWT and
-X.509; `service.auth.verifier` verifies them with PyJWT like any client's.
+X.509; `service.auth.verifier` verifies them like any client's. For the same reason the key file
+this issuer writes (PKCS #8, EC P-384) is read without `cryptography`'s serialization package
+(~60 ms of imports, most of them its SSH key formats): the private scalar sits at a fixed place
+in that DER; any other file goes through `serialization.load_pem_private_key`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
@@ -104,7 +107,11 @@ class DevIssuer:
 
     @classmethod
     def _from_pem(cls, pem: bytes, path: Path) -> DevIssuer:
-        key = serialization.load_pem_private_key(pem, password=None)
+        key: object = _own_p384_key(pem)
+        if key is None:
+            from cryptography.hazmat.primitives import serialization
+
+            key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
             raise ValueError(f"{path} is not an EC P-384 private key; delete it to make a new one")
         return cls(private_key=key)
@@ -166,6 +173,42 @@ class DevIssuer:
 
 
 _P384_BYTES = 48
+# The PKCS #8 DER (RFC 5208, RFC 5915) of an EC P-384 private key as `cryptography` writes it: this
+# prefix, the 48-byte private scalar, the public key's own prefix, then its 96-byte x and y.
+_PKCS8_P384_PREFIX = bytes.fromhex("3081b6020100301006072a8648ce3d020106052b8104002204819e30819b0201010430")
+_PKCS8_P384_PUBLIC = bytes.fromhex("a16403620004")
+_PKCS8_P384_LENGTH = len(_PKCS8_P384_PREFIX) + _P384_BYTES + len(_PKCS8_P384_PUBLIC) + 2 * _P384_BYTES
+_PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+_PEM_END = b"-----END PRIVATE KEY-----"
+
+
+def _own_p384_key(pem: bytes) -> ec.EllipticCurvePrivateKey | None:
+    """The key of a PEM file in exactly the layout this issuer writes, else None (parse it in full).
+
+    The public key stored in the file must be the one the private scalar derives.
+    """
+    lines = pem.strip().splitlines()
+    if len(lines) < 3 or lines[0].strip() != _PEM_BEGIN or lines[-1].strip() != _PEM_END:
+        return None
+    try:
+        der = base64.b64decode(b"".join(line.strip() for line in lines[1:-1]), validate=True)
+    except ValueError:
+        return None
+    start = len(_PKCS8_P384_PREFIX)
+    public_at = start + _P384_BYTES + len(_PKCS8_P384_PUBLIC)
+    if (
+        len(der) != _PKCS8_P384_LENGTH
+        or not der.startswith(_PKCS8_P384_PREFIX)
+        or der[start + _P384_BYTES : public_at] != _PKCS8_P384_PUBLIC
+    ):
+        return None
+    try:
+        key = ec.derive_private_key(int.from_bytes(der[start : start + _P384_BYTES], "big"), ec.SECP384R1())
+    except ValueError:
+        return None
+    numbers = key.public_key().public_numbers()
+    derived = numbers.x.to_bytes(_P384_BYTES, "big") + numbers.y.to_bytes(_P384_BYTES, "big")
+    return key if der[public_at:] == derived else None
 
 
 def _b64url(data: bytes) -> str:
@@ -186,6 +229,8 @@ def _owner_only(path: Path, mode: int) -> None:
 
 def _create_private_key_file(path: Path) -> bytes:
     """Write a new private key to `path` (0600) atomically; if two processes race, keep the first."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -26,7 +26,6 @@ page itself is served by :mod:`service.http.routes.explanations`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -35,7 +34,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -56,7 +55,6 @@ __all__ = [
     "HEADERS",
     "PATH",
     "REFUSALS",
-    "SAVE_WAIT_SECONDS",
     "SECRET_FILE",
     "Explanations",
     "LinkError",
@@ -70,7 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("calf_cds.explanations")
-SAVE_WAIT_SECONDS = 0.25
 PATH = "/explanations"
 SECRET_FILE = "explanation.key"  # noqa: S105 - a file name, not a secret
 _CONTEXT = b"calf-cds explanation v1"
@@ -96,7 +93,13 @@ class LinkError(Exception):
 
 
 def load_secret(configured: str | None, data_dir: Path) -> bytes:
-    """The signing key: the configured secret, else the data folder's key file (made on first use)."""
+    """The signing key: the configured secret, else the data folder's key file (made on first use).
+
+    The file appears whole or not at all: the key is written to a temporary file of this process
+    and linked to its name, which fails if another worker linked its own first (then theirs is
+    read). Workers starting together on a fresh data folder so all end up with one key; before,
+    a worker could read the file between another's create and write and refuse to start.
+    """
     if configured is not None:
         if len(configured) < 32:
             raise ValueError("explanation_secret must be at least 32 characters")
@@ -104,17 +107,26 @@ def load_secret(configured: str | None, data_dir: Path) -> bytes:
     path = data_dir / SECRET_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another worker made it first
-        else:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))
+        _create_secret_file(path)
     key = path.read_text("utf-8").strip()
     if len(key) < 32:
         raise ValueError(f"{path} holds a key shorter than 32 characters")
     return key.encode()
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write a new key to ``path`` (0600) atomically; if it exists already, leave it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another worker made it first: theirs it is
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -293,7 +305,6 @@ class Explanations:
     store: ExplanationStore
     clock: Callable[[], datetime]
     public_base_url: str | None = None
-    _saving: set[asyncio.Future[bool]] = field(default_factory=set)
 
     @classmethod
     def from_settings(
@@ -326,16 +337,11 @@ class Explanations:
         now: datetime,
         expires_at: datetime,
     ) -> None:
-        """Store the explanations of ``result``'s cards: in memory now, in the database off-loop.
+        """Store the explanations of ``result``'s cards: in memory now, in the database behind the call.
 
-        The response waits for the database write at most :data:`SAVE_WAIT_SECONDS` (it is done
-        in milliseconds when the database is up); a slow or unreachable database finishes, or
-        fails, in the background and never holds the cards back.
+        Nothing here waits for the database: the store's writer thread writes them, and until it
+        has, this worker finds them in memory or among its pending writes, and another worker waits
+        a moment for them (:class:`~service.store.explanations.ExplanationStore`).
         """
         entries = stored(list(result.cards), assessment, facts, vocabulary, now=now, expires_at=expires_at)
-        self.store.remember(entries)
-        task = asyncio.ensure_future(asyncio.to_thread(self.store.save, entries, now=now))
-        self._saving.add(task)
-        task.add_done_callback(self._saving.discard)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), SAVE_WAIT_SECONDS)
+        self.store.submit(entries, now=now)

@@ -654,7 +654,9 @@ async def test_sql_replay_cache_prunes_and_reuses_expired_entries(tmp_path: Path
         assert await cache.check_and_store(ISSUER, "jti-1", expires_at=NOW + 10)
         assert not await cache.check_and_store(ISSUER, "jti-1", expires_at=NOW + 10)
         clock.advance(61)
+        cache.wait_pruned()  # pruning runs on a thread of its own, off the calls' path
         assert await cache.check_and_store(ISSUER, "jti-2", expires_at=clock.now + 10)
+        cache.wait_pruned()
         with engine.connect() as connection:
             rows = connection.execute(sa.text("SELECT jti FROM jwt_replay")).scalars().all()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from service.auth.dev_issuer import DEV_ISSUER, DevIssuer
+from service.auth.dev_issuer import DEV_ISSUER, DevIssuer, _own_p384_key
 from service.auth.jwk import jwk_thumbprint
 from service.auth.jwks import KeyStore
 from service.auth.replay import MemoryReplayCache
@@ -54,6 +57,54 @@ def test_key_is_created_once_and_reused(tmp_path: Path) -> None:
     assert second.kid == first.kid
     assert key_file.read_bytes() == pem
     assert sorted(path.name for path in key_file.parent.iterdir()) == ["private-key.pem"]
+
+
+def test_key_file_read_without_serialization_is_the_same_key(tmp_path: Path) -> None:
+    """The fast reading of the issuer's own key file gives the key cryptography's parser gives."""
+    created = DevIssuer.load_or_create(tmp_path)
+    pem = (tmp_path / "dev-issuer" / "private-key.pem").read_bytes()
+
+    fast = _own_p384_key(pem)
+
+    assert fast is not None
+    assert fast.private_numbers() == created.private_key.private_numbers()
+    assert DevIssuer.load(tmp_path).kid == created.kid
+
+
+@pytest.mark.parametrize("layout", ["traditional", "pkcs8-other-public-key", "p256"])
+def test_other_key_files_are_parsed_in_full(tmp_path: Path, layout: str) -> None:
+    """A key file not in the issuer's own layout goes through the full parser: same key, same refusals."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    if layout == "traditional":
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())  # fmt: skip
+    elif layout == "p256":
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
+    else:  # the issuer's layout, with another key's public half: the fast path must not trust it
+        other = ec.generate_private_key(ec.SECP384R1())
+        der = bytearray(key.private_bytes(serialization.Encoding.DER, pkcs8, serialization.NoEncryption()))
+        der[-96:] = other.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )[1:]
+        pem = (
+            b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(bytes(der)) + b"-----END PRIVATE KEY-----\n"
+        )
+    folder = tmp_path / "dev-issuer"
+    folder.mkdir(mode=0o700)
+    (folder / "private-key.pem").write_bytes(pem)
+    (folder / "private-key.pem").chmod(0o600)
+
+    assert _own_p384_key(pem) is None
+    if layout == "p256":
+        with pytest.raises(ValueError, match="not an EC P-384 private key"):
+            DevIssuer.load(tmp_path)
+    elif layout == "traditional":
+        assert DevIssuer.load(tmp_path).private_key.private_numbers() == key.private_numbers()
+    else:
+        with pytest.raises(ValueError, match="Invalid key"):  # OpenSSL refuses halves that do not match
+            DevIssuer.load(tmp_path)
 
 
 def test_private_key_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:

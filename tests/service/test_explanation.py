@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
 from service.hooks.explanation import SECRET_FILE, LinkError, LinkSigner, load_secret
-from service.store.explanations import ExplanationStore, StoredExplanation
+from service.store.explanations import ExplanationStore, StoredExplanation, explanation_metadata
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.signing import signed_client
 
@@ -182,6 +184,24 @@ def test_default_secret_is_a_private_file_shared_by_workers(tmp_path: Path) -> N
     assert len(first) >= 32
 
 
+def test_workers_starting_together_on_a_fresh_folder_share_one_key(tmp_path: Path) -> None:
+    """The key file appears whole: workers racing to make it all read the same full-length key."""
+    folders = [tmp_path / f"data-{n}" for n in range(20)]
+    contenders = 8
+    barrier = threading.Barrier(contenders)
+
+    def start_up(folder: Path) -> bytes:
+        barrier.wait()
+        return load_secret(None, folder)
+
+    for folder in folders:
+        with ThreadPoolExecutor(max_workers=contenders) as pool:
+            keys = set(pool.map(start_up, [folder] * contenders))
+        assert keys == {(folder / SECRET_FILE).read_bytes().strip()}
+        assert len(keys.pop()) == 64
+        assert [path.name for path in folder.iterdir()] == [SECRET_FILE]  # no temporary file left
+
+
 def test_configured_secret_must_be_long(tmp_path: Path) -> None:
     """A short explanation_secret is refused when the settings load."""
     with pytest.raises(ValidationError):
@@ -205,6 +225,64 @@ def test_a_database_that_is_down_leaves_the_memory_copy(tmp_path: Path) -> None:
     assert store.save([entry], now=NOW) is False
     assert store.find("card-1", now=NOW) == entry
     assert store.find("card-1", now=NOW + timedelta(minutes=16)) is None
+
+
+def _explanation(card_uuid: str) -> StoredExplanation:
+    return StoredExplanation(card_uuid, NOW + timedelta(minutes=15), {"card": {"uuid": card_uuid}})
+
+
+def _engine_with_table(tmp_path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    explanation_metadata.create_all(engine)
+    return engine
+
+
+def test_submitted_explanations_are_found_before_they_reach_the_database(tmp_path: Path) -> None:
+    """Write-behind: what a call submitted is found at once, even beyond the memory's capacity."""
+    engine = _engine_with_table(tmp_path)
+    store = ExplanationStore(engine, capacity=1, linger_seconds=60)  # the writer waits: nothing written yet
+    entries = [_explanation(f"card-{n}") for n in range(3)]
+    try:
+        store.submit(entries, now=NOW)
+
+        assert [store.find(entry.card_uuid, now=NOW) for entry in entries] == entries
+        assert "explanation-writer" in {thread.name for thread in threading.enumerate()}
+    finally:
+        store.close()  # cuts the linger short and writes the batch
+        other_worker = ExplanationStore(engine, miss_wait_seconds=0)
+        assert [other_worker.find(entry.card_uuid, now=NOW) for entry in entries] == entries
+        engine.dispose()
+
+
+def test_another_worker_waits_a_moment_for_an_explanation_being_written(tmp_path: Path) -> None:
+    """A click on another worker right after the call finds the page once the first worker's writer wrote it."""
+    engine = _engine_with_table(tmp_path)
+    maker = ExplanationStore(engine, linger_seconds=0.2)
+    other_worker = ExplanationStore(engine, miss_wait_seconds=30)
+    entry = _explanation("card-1")
+    try:
+        maker.submit([entry], now=NOW)
+
+        assert other_worker.find("card-1", now=NOW) == entry
+        assert maker.flush()
+    finally:
+        maker.close()
+        engine.dispose()
+
+
+def test_a_failed_write_behind_leaves_the_memory_copy(tmp_path: Path) -> None:
+    """With no table to write to, the writer logs and goes on; the worker still serves the page."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    store = ExplanationStore(engine, linger_seconds=0, miss_wait_seconds=0)
+    try:
+        store.submit([_explanation("card-1")], now=NOW)
+
+        assert store.flush()
+        assert store.find("card-1", now=NOW) == _explanation("card-1")
+        assert store.find("card-2", now=NOW) is None
+    finally:
+        store.close()
+        engine.dispose()
 
 
 def test_memory_keeps_only_the_most_recent(tmp_path: Path) -> None:

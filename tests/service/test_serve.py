@@ -326,4 +326,4 @@ def test_a_serving_process_freezes_its_start_up_heap() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
     )
-    assert result.stdout.split() == ["True", "10000"]
+    assert result.stdout.split() == ["True", "100000"]
