@@ -37,28 +37,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
+
+from service.store.schema import card_explanations
 
 __all__ = [
     "PURGE_EVERY",
     "ExplanationStore",
     "StoredExplanation",
-    "card_explanations",
-    "explanation_metadata",
 ]
 
 log = logging.getLogger("calf_cds.explanations")
 PURGE_EVERY = 200
-
-explanation_metadata = MetaData()
-card_explanations = Table(
-    "card_explanations",
-    explanation_metadata,
-    Column("card_uuid", String(64), primary_key=True),
-    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("body", Text, nullable=False),
-)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from sqlalchemy import (
 __all__ = [
     "MAX_JTI_LENGTH",
     "auth_metadata",
+    "card_explanations",
     "card_rows",
     "dead_letters",
     "feedback",
@@ -212,6 +213,16 @@ def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         for card in record.get("cards", ())
         if card.get("uuid")
     ]
+
+
+# What a card's signed explanation link shows (``service.store.explanations``), until it expires.
+card_explanations = Table(
+    "card_explanations",
+    metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
 
 
 # The replay check of client JWTs (``service.auth.replay.SqlReplayCache``): one row per (iss, jti)

@@ -21,7 +21,8 @@ from service.app import create_app
 from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
 from service.hooks.explanation import SECRET_FILE, LinkError, LinkSigner, load_secret
-from service.store.explanations import ExplanationStore, StoredExplanation, explanation_metadata
+from service.store.explanations import ExplanationStore, StoredExplanation
+from service.store.schema import card_explanations
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.signing import signed_client
 
@@ -233,7 +234,7 @@ def _explanation(card_uuid: str) -> StoredExplanation:
 
 def _engine_with_table(tmp_path: Path) -> Engine:
     engine = create_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
-    explanation_metadata.create_all(engine)
+    card_explanations.create(engine)
     return engine
 
 

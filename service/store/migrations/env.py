@@ -9,7 +9,6 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, MetaData, create_engine
 
-from service.store.explanations import explanation_metadata
 from service.store.schema import auth_metadata
 from service.store.schema import metadata as audit_metadata
 
@@ -18,7 +17,7 @@ __all__ = ["run_offline", "run_online", "target_metadata"]
 
 def target_metadata() -> list[MetaData]:
     """Every table the migrations manage, for autogenerate and the schema-drift test."""
-    return [audit_metadata, auth_metadata, explanation_metadata]
+    return [audit_metadata, auth_metadata]
 
 
 def _configure(connection: Connection) -> None:

@@ -14,7 +14,6 @@ from sqlalchemy.exc import OperationalError
 from service.config import Settings
 from service.governance import database
 from service.governance.errors import SchemaError
-from service.store.explanations import explanation_metadata
 from service.store.schema import auth_metadata, hook_calls, hook_cards, metadata
 from tests.service.governance.conftest import sqlalchemy_url
 from tests.signing import dev_client
@@ -40,7 +39,7 @@ def test_migrations_match_the_table_declarations(engine: Engine) -> None:
     """Alembic's autogenerate finds nothing to do: declarations and migrations agree."""
     database.upgrade(engine)
     combined = MetaData()
-    for source in (metadata, auth_metadata, explanation_metadata):
+    for source in (metadata, auth_metadata):
         for table in source.tables.values():
             table.to_metadata(combined)
     with engine.connect() as connection:
