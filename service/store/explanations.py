@@ -147,7 +147,7 @@ class ExplanationStore:
                 return
             if self.linger_seconds:
                 self._closing.wait(self.linger_seconds)
-            batch, now = list(item[0]), item[1]
+            calls = [item]
             stopping = False
             while True:
                 try:
@@ -157,10 +157,12 @@ class ExplanationStore:
                 if more is None:
                     stopping = True
                     break
-                batch.extend(more[0])
-                now = max(now, more[1])
+                calls.append(more)
+            batch = [entry for entries, _ in calls for entry in entries]
             try:
-                self.save(batch, now=now)
+                if not self.save(batch, now=max(now for _, now in calls)) and len(calls) > 1:
+                    for entries, now in calls:  # one call's refused row must not cost the others theirs
+                        self.save(entries, now=now)
             except Exception:  # never let the writer die; memory still serves the page
                 log.exception("explanations not stored in the database")
             with self._idle:

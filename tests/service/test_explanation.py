@@ -271,6 +271,24 @@ def test_another_worker_waits_a_moment_for_an_explanation_being_written(tmp_path
         engine.dispose()
 
 
+def test_a_refused_row_costs_only_its_own_call(tmp_path: Path) -> None:
+    """Calls written in one batch: a row the database refuses does not keep the other calls' rows out."""
+    engine = _engine_with_table(tmp_path)
+    ExplanationStore(engine).save([_explanation("card-taken")], now=NOW)
+    store = ExplanationStore(engine, linger_seconds=60)
+    try:
+        store.submit([_explanation("card-taken")], now=NOW)  # a duplicate key: refused
+        store.submit([_explanation("card-1"), _explanation("card-2")], now=NOW)
+    finally:
+        store.close()  # cuts the linger short: both calls in one batch
+    other_worker = ExplanationStore(engine, miss_wait_seconds=0)
+    try:
+        assert other_worker.find("card-1", now=NOW) == _explanation("card-1")
+        assert other_worker.find("card-2", now=NOW) == _explanation("card-2")
+    finally:
+        engine.dispose()
+
+
 def test_a_failed_write_behind_leaves_the_memory_copy(tmp_path: Path) -> None:
     """With no table to write to, the writer logs and goes on; the worker still serves the page."""
     engine = create_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
