@@ -261,6 +261,75 @@ def is_json_media_type(content_type: str | None) -> bool:
     return media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json"))
 
 
+# -- in: the request body as the front door reads it ----------------------------------------------
+
+#: Reads the request body, refusing more than the given number of bytes (:class:`BodyTooLargeError`).
+BodyReader = Callable[[int], Awaitable[bytes]]
+
+
+def body_reader(body: bytes) -> BodyReader:
+    """A :data:`BodyReader` of a body already in hand (``calf-cds try``, tests)."""
+
+    async def read(limit: int) -> bytes:
+        if len(body) > limit:
+            raise BodyTooLargeError
+        return body
+
+    return read
+
+
+async def read_document(read_body: BodyReader, limits: RequestLimits, notes: list[str]) -> dict[str, Any]:
+    """The request body as a JSON object within the limits; an oversized chart's prefetch dropped
+    (with a note in ``notes``) when the request names a fhirServer to fetch from."""
+    body = await read_body(max(limits.max_body_bytes, limits.max_oversized_body_bytes))
+    document = decode_json_object(body)
+    if len(body) > limits.max_body_bytes:
+        drop_oversized_prefetch(document, len(body), notes)
+    try:
+        check_json_limits(document, limits.json, body_size=len(body))
+    except LimitExceededError as error:
+        within_prefetch = (error.pointer or "").startswith("/prefetch")
+        if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
+            raise over_limit(error) from None
+        # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
+        drop_oversized_prefetch(document, len(body), notes)
+    return document
+
+
+def hook_request(document: dict[str, Any]) -> HookRequest:
+    """The hook request model of ``document`` (400 at the first JSON pointer that does not fit)."""
+    try:
+        return HookRequest.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        pointer = "/" + "/".join(str(part) for part in first.get("loc", ()))
+        raise RequestRefusedError(
+            400,
+            f"invalid hook request at {pointer}",
+            code="invalid",
+            reason="invalid request",
+            expression=pointer,
+        ) from None
+
+
+def drop_oversized_prefetch(document: dict[str, Any], size: int, notes: list[str]) -> None:
+    """A whole-chart prefetch over the body limit must not blank the patient: with a fhirServer,
+    the prefetch is discarded and every key is fetched with the narrowed templates; without one,
+    413 (nothing else could be read)."""
+    if not isinstance(document.get("fhirServer"), str):
+        raise BodyTooLargeError(
+            "request body too large; send the prefetch of the discovery document's narrowed templates, "
+            "or a fhirServer to fetch from"
+        )
+    document["prefetch"] = {}
+    notes.append(
+        f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
+        "every key was fetched from fhirServer with the narrowed templates"
+    )
+
+
+# -- out: the card contract and the red-flag fallback ---------------------------------------------
+
 RED_FLAG_TOPIC = Topic.URGENT_REFERRAL
 FALLBACK_SUMMARY = "Red flag found: assess this patient in person now."
 FALLBACK_DETAIL = (
@@ -351,68 +420,3 @@ def check_response(body: dict[str, Any], entries: Sequence[Mapping[str, Any]] = 
             notes.append("response check: systemActions dropped: " + "; ".join(bad[:5]))
             checked.pop("systemActions")
     return CheckedResponse(checked, tuple(notes), checks)
-
-
-#: Reads the request body, refusing more than the given number of bytes (:class:`BodyTooLargeError`).
-BodyReader = Callable[[int], Awaitable[bytes]]
-
-
-def body_reader(body: bytes) -> BodyReader:
-    """A :data:`BodyReader` of a body already in hand (``calf-cds try``, tests)."""
-
-    async def read(limit: int) -> bytes:
-        if len(body) > limit:
-            raise BodyTooLargeError
-        return body
-
-    return read
-
-
-async def read_document(read_body: BodyReader, limits: RequestLimits, notes: list[str]) -> dict[str, Any]:
-    """The request body as a JSON object within the limits; an oversized chart's prefetch dropped
-    (with a note in ``notes``) when the request names a fhirServer to fetch from."""
-    body = await read_body(max(limits.max_body_bytes, limits.max_oversized_body_bytes))
-    document = decode_json_object(body)
-    if len(body) > limits.max_body_bytes:
-        drop_oversized_prefetch(document, len(body), notes)
-    try:
-        check_json_limits(document, limits.json, body_size=len(body))
-    except LimitExceededError as error:
-        within_prefetch = (error.pointer or "").startswith("/prefetch")
-        if not (within_prefetch and isinstance(document.get("fhirServer"), str)):
-            raise over_limit(error) from None
-        # a chart too big for the JSON limits: fetch it narrowly, like an oversized body
-        drop_oversized_prefetch(document, len(body), notes)
-    return document
-
-
-def hook_request(document: dict[str, Any]) -> HookRequest:
-    """The hook request model of ``document`` (400 at the first JSON pointer that does not fit)."""
-    try:
-        return HookRequest.model_validate(document)
-    except ValidationError as error:
-        first = error.errors()[0]
-        pointer = "/" + "/".join(str(part) for part in first.get("loc", ()))
-        raise RequestRefusedError(
-            400,
-            f"invalid hook request at {pointer}",
-            code="invalid",
-            reason="invalid request",
-            expression=pointer,
-        ) from None
-
-
-def drop_oversized_prefetch(document: dict[str, Any], size: int, notes: list[str]) -> None:
-    """A whole-chart prefetch over the body limit must not blank the patient: with a fhirServer,
-    the prefetch is discarded and every key is fetched with the narrowed templates; without one,
-    413 (nothing else could be read)."""
-    if not isinstance(document.get("fhirServer"), str):
-        raise BodyTooLargeError(
-            "request body too large; send the prefetch of the discovery document's narrowed templates, "
-            "or a fhirServer to fetch from"
-        )
-    document["prefetch"] = {}
-    notes.append(
-        f"prefetch discarded: the request body ({size} bytes) is over the body or JSON limits; "
-        "every key was fetched from fhirServer with the narrowed templates"
-    )
