@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from cds_hooks.errors import RequestError
 
 __all__ = [
+    "JSON_OBJECT",
     "BundleEntry",
     "Ignored",
     "PrefetchState",
@@ -68,7 +69,7 @@ class BundleEntry(NamedTuple):
     search_mode: str | None
 
 
-_OBJECT = (dict, Mapping)  # isinstance() tries dict first: no ABC machinery for parsed JSON
+JSON_OBJECT = (dict, Mapping)  # isinstance() tries dict first: no ABC machinery for parsed JSON
 
 
 def json_pointer(*parts: str | int) -> str:
@@ -160,10 +161,10 @@ def _check_bundle(bundle: Mapping[str, object], pointer: str) -> list[Any]:
 def _checked_entry(entry: object, index: int, pointer: str) -> BundleEntry:
     """One entry of a Bundle, checked (see :func:`iter_entries`); pointers are plain f-strings
     ("entry" and an index need no escaping), and parsed JSON objects are checked as dicts first."""
-    if not isinstance(entry, _OBJECT):
+    if not isinstance(entry, JSON_OBJECT):
         raise RequestError("a Bundle entry must be an object", pointer=f"{pointer}/entry/{index}")
     resource = entry.get("resource")
-    if not isinstance(resource, _OBJECT):
+    if not isinstance(resource, JSON_OBJECT):
         raise RequestError("a Bundle entry must have a resource object", pointer=f"{pointer}/entry/{index}")
     if not isinstance(resource.get("resourceType"), str):
         raise RequestError(
@@ -171,7 +172,7 @@ def _checked_entry(entry: object, index: int, pointer: str) -> BundleEntry:
             pointer=f"{pointer}/entry/{index}/resource/resourceType",
         )
     search = entry.get("search")
-    mode = search.get("mode") if isinstance(search, _OBJECT) else None
+    mode = search.get("mode") if isinstance(search, JSON_OBJECT) else None
     return BundleEntry(
         f"{pointer}/entry/{index}/resource", dict(resource), mode if isinstance(mode, str) else None
     )
@@ -203,7 +204,7 @@ def bundle_resources(
         resource: Any = entry.get("resource") if type(entry) is dict else None
         if type(resource) is dict and isinstance(resource.get("resourceType"), str):
             search = entry.get("search")
-            mode = search.get("mode") if isinstance(search, _OBJECT) else None
+            mode = search.get("mode") if isinstance(search, JSON_OBJECT) else None
         else:  # not the everyday shape: refused as iter_entries refuses it, or a Mapping copied
             resource, mode = (checked := _checked_entry(entry, index, pointer)).resource, checked.search_mode
         if mode == "outcome":

@@ -37,6 +37,7 @@ from urllib.parse import unquote
 from cds_hooks.errors import CdsHooksError, PrefetchMismatchError, PrefetchMissingError
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import (
+    JSON_OBJECT,
     Ignored,
     PrefetchState,
     bundle_resources,
@@ -59,7 +60,6 @@ __all__ = [
 
 Resource = Mapping[str, Any]
 _Unpacked = tuple[list[dict[str, Any]], list[Ignored]]
-_OBJECT = (dict, Mapping)  # isinstance() tries dict first: no ABC machinery for parsed JSON
 #: Ignored resources named one by one in the notes, per key; the rest are counted.
 MAX_NOTES_PER_KEY = 20
 _READ = re.compile(r"(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[^/?]+)")
@@ -323,9 +323,9 @@ def check_prefetch_subjects(request: HookRequest, search_keys: Iterable[str]) ->
         # every resource of the chart, inline: the everyday reference is the context patient's own
         # (or none); the pointer is written only for the resource refused
         for index, entry in enumerate(entries):
-            resource = entry.get("resource") if isinstance(entry, _OBJECT) else None
-            subject = resource.get("subject") if isinstance(resource, _OBJECT) else None
-            reference = subject.get("reference") if isinstance(subject, _OBJECT) else None
+            resource = entry.get("resource") if isinstance(entry, JSON_OBJECT) else None
+            subject = resource.get("subject") if isinstance(resource, JSON_OBJECT) else None
+            reference = subject.get("reference") if isinstance(subject, JSON_OBJECT) else None
             if reference is not None and reference != own and _names_another_patient(reference, patient_id):
                 raise _another_patient(f"/prefetch/{key}/entry/{index}/resource")
 

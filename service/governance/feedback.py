@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 
 from cds_hooks.models import FeedbackCoding, FeedbackEntry, FeedbackRequest
 from service.governance.errors import FeedbackError
-from service.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from service.hooks.cards import OVERRIDE_DISPLAYS, OVERRIDE_SYSTEM
 from service.store.audit import AuditWriter
 from service.store.schema import feedback, hook_cards
 
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 UNLINKED_NOTE = "card not in the audit trail when the feedback was written"
-_OUR_OVERRIDE_DISPLAYS = dict(OVERRIDE_REASONS)
 
 
 def override_display(reason: FeedbackCoding) -> str | None:
@@ -43,7 +42,7 @@ def override_display(reason: FeedbackCoding) -> str | None:
         return reason.display
     if reason.system not in (None, OVERRIDE_SYSTEM):
         return None
-    return _OUR_OVERRIDE_DISPLAYS.get(reason.code)
+    return OVERRIDE_DISPLAYS.get(reason.code)
 
 
 def _instant(text: str, pointer: str) -> datetime:

@@ -59,6 +59,7 @@ __all__ = [
     "MISSING_WIDTH",
     "ORDERABLES",
     "ORDERABLE_SYSTEM",
+    "OVERRIDE_DISPLAYS",
     "OVERRIDE_REASONS",
     "OVERRIDE_SYSTEM",
     "RECOMMENDATION_SYSTEM",
@@ -84,6 +85,7 @@ OVERRIDE_REASONS = tuple(
     (str(concept["code"]), str(concept["display"]))
     for concept in bundled_codesystem("override-reason")["concept"]
 )
+OVERRIDE_DISPLAYS: Mapping[str, str] = dict(OVERRIDE_REASONS)
 _REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
     Topic.DUPLEX_DVT: ("already-ordered", "dvt-excluded", "patient-declined", "not-relevant-today"),
     Topic.ABI: ("already-ordered", "patient-declined", "not-relevant-today"),
@@ -112,7 +114,6 @@ _ORDER_REASONS_BY_TOPIC: Mapping[Topic, tuple[str, ...]] = {
     Topic.LUMBAR_IMAGING: ("intervention-considered", "clinically-indicated", "discussed-with-specialist"),
     Topic.URGENT_REFERRAL: _REASONS_BY_TOPIC[Topic.URGENT_REFERRAL],
 }
-_OVERRIDE_DISPLAYS = dict(OVERRIDE_REASONS)
 _ANY_ORDER_REASONS = ("clinically-indicated", "discussed-with-specialist", "patient-declined")
 DELETE_LABEL = 100  # characters of a draft order's label in a delete action's description
 CALF_PAIN_REASON = {
@@ -287,12 +288,11 @@ def service_request(
 
 def override_reasons(topic: Topic, hook: str = "patient-view") -> list[Coding]:
     """The dismissal reasons offered on a card of ``topic`` shown on ``hook``."""
-    names = _OVERRIDE_DISPLAYS
     if hook == "patient-view":
         codes = _REASONS_BY_TOPIC.get(topic, _ANY_TOPIC_REASONS)
     else:
         codes = _ORDER_REASONS_BY_TOPIC.get(topic, _ANY_ORDER_REASONS)
-    return [Coding(system=OVERRIDE_SYSTEM, code=code, display=names[code]) for code in codes]
+    return [Coding(system=OVERRIDE_SYSTEM, code=code, display=OVERRIDE_DISPLAYS[code]) for code in codes]
 
 
 def suggestion_actions(

@@ -18,6 +18,7 @@ writing a JSON answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any
 
 import orjson
@@ -30,7 +31,7 @@ from service.auth.errors import ReplayCacheUnavailableError
 from service.auth.verifier import ClientAuthenticator, ClientIdentity
 from service.config import Settings
 from service.hooks.fhir_server_guard import FhirServerGuard
-from service.hooks.guards import BodyTooLargeError
+from service.hooks.guards import BodyTooLargeError, RequestLimits
 from service.hooks.pipeline import CalfPainService, Fetcher
 from service.store.probe import StoreProbe
 from service.store.sink import AuditSink
@@ -63,6 +64,11 @@ class Runtime:
     fetcher: Fetcher | None
     guard: FhirServerGuard
     store_probe: StoreProbe | None = None
+
+    @cached_property
+    def limits(self) -> RequestLimits:
+        """The request limits of ``settings``, derived once rather than on every call."""
+        return RequestLimits.from_settings(self.settings)
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -17,7 +17,6 @@ from fastapi.responses import Response
 from service.auth.verifier import client_record
 from service.hooks.discovery import standard_hooks
 from service.hooks.explanation import Explanations
-from service.hooks.guards import RequestLimits
 from service.hooks.pipeline import FrontDoor, HookCall, HookResult
 from service.hooks.registry import CardLinks, HookRegistry
 from service.http.deps import AuthenticatedClient, RuntimeDep, json_response, read_body
@@ -62,7 +61,7 @@ def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = Non
             links=CardLinks(link, base),
             keep=keep,
         )
-        door = FrontDoor(registry, rt.service, RequestLimits.from_settings(rt.settings), rt.fetcher, rt.guard)
+        door = FrontDoor(registry, rt.service, rt.limits, rt.fetcher, rt.guard)
         answer = await door.answer(call)
         record = answer.record
         rt.audit.submit(record.to_json())
