@@ -61,7 +61,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
         "service.auth.verifier",
         "JwtVerifier._unverified_issuer",
     ),
-    ("  JWT key: KeyStore.get_key", "service.auth.jwks", "KeyStore.get_key"),
+    ("  JWT key: KeyStore.get_key", "service.auth.caches", "KeyStore.get_key"),
     (
         "  JWT ES384 signature + claims: _decode (main: parse #3)",
         "service.auth.verifier",
@@ -69,10 +69,10 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "  replay check: await (thread hop included)",
-        "service.auth.replay",
+        "service.auth.caches",
         "LayeredReplayCache.check_and_store",
     ),
-    ("    replay check: SQL in the worker thread", "service.auth.replay", "SqlReplayCache._check_and_store"),
+    ("    replay check: SQL in the worker thread", "service.auth.caches", "SqlReplayCache._check_and_store"),
     ("read the body", "service.http.routes.hooks", "read_body"),
     ("the front door: FrontDoor.answer", "service.hooks.pipeline", "FrontDoor.answer"),
     ("  parse the body: orjson.loads", "service.hooks.guards", "orjson.loads"),
@@ -93,12 +93,12 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("  audit record: CallDraft.record", "service.hooks.pipeline", "CallDraft.record"),
     ("response body: json_response (orjson.dumps)", "service.http.routes.hooks", "json_response"),
     ("audit record: CallRecord.to_json", "service.hooks.pipeline", "CallRecord.to_json"),
-    ("audit: AuditWriter.submit", "service.store.audit", "AuditWriter.submit"),
-    ("metrics: observe_hook_call", "service.ops.metrics", "observe_hook_call"),
-    ("audit writer thread: AuditWriter.write (batches)", "service.store.audit", "AuditWriter.write"),
+    ("audit: AuditWriter.submit", "service.store.writers", "AuditWriter.submit"),
+    ("metrics: observe_hook_call", "service.ops.telemetry", "observe_hook_call"),
+    ("audit writer thread: AuditWriter.write (batches)", "service.store.writers", "AuditWriter.write"),
     (
         "explanation writer thread: ExplanationStore.save (batches)",
-        "service.store.explanations",
+        "service.store.writers",
         "ExplanationStore.save",
     ),
 )
@@ -125,7 +125,7 @@ def _log_as_served(folder: Path) -> None:
     """The JSON log lines of ``calf-cds serve`` (one per request at INFO), written to a file."""
     import logging.config
 
-    from service.ops.logs import log_config
+    from service.ops.telemetry import log_config
 
     config = log_config("INFO", "0" * 64)
     handler = dict(config["handlers"]["stderr"], filename=str(folder / "log.jsonl"))

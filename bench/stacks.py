@@ -2,7 +2,7 @@
 
 Each sample is charged to the deepest frame in the project's own packages (``service``,
 ``cds_hooks``, ``fhir_mappings``, ``rules``): library code is charged to the project function that
-called it (``service/store/audit.py:_write`` includes SQLAlchemy and psycopg beneath it). Samples with no
+called it (``service/store/writers.py:AuditWriter.write`` includes SQLAlchemy and psycopg beneath it). Samples with no
 project frame are charged to the library of their innermost frame (``uvicorn``, ``h11``,
 ``asyncio``, …): the HTTP server and the event loop.
 

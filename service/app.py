@@ -36,14 +36,13 @@ from service.http.openapi import install_openapi
 from service.http.routes.explanations import router as explanation_router
 from service.http.routes.hooks import hooks_router
 from service.http.routes.ops import router as ops_router
-from service.ops import metrics
+from service.ops import telemetry
 from service.ops.workers import tune_gc
 from service.outbound.pinned_transport import Resolver, system_resolver
 from service.outbound.terminology_server import TerminologyServer, extend_terminology
-from service.store.audit import AuditWriter
-from service.store.explanations import ExplanationStore
 from service.store.probe import StoreProbe
 from service.store.schema import make_engine
+from service.store.writers import AuditWriter, ExplanationStore
 
 __all__ = ["AUDIT_FLUSH_SECONDS", "app_from_env", "create_app", "wall_clock"]
 
@@ -133,7 +132,7 @@ def create_app(
             guard=FhirServerGuard.from_settings(settings, trusted_issuers(settings), resolver=resolver),
             store_probe=probe,
         )
-        metrics.set_rule_packs(
+        telemetry.set_rule_packs(
             (registry.active.id, registry.active.version, registry.active.content_hash),
             [(pack.id, pack.version, pack.content_hash) for pack in registry.shadows],
         )
@@ -152,7 +151,7 @@ def create_app(
                 await fetcher.aclose()
             probe.close()
             engine.dispose()
-            metrics.process_stopping()
+            telemetry.process_stopping()
 
     app = FastAPI(
         title="calf-cds",

@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.auth.errors import AuthConfigError
     from service.auth.trust import trusted_issuers
     from service.config import Settings
-    from service.ops.logs import log_config
+    from service.ops.telemetry import log_config
 
     # Every process reads its settings from the environment (service.app:app_from_env), so what
     # the command line says goes there, as do settings the workers must share.
@@ -147,7 +147,7 @@ def _supervise(args: argparse.Namespace, settings: Settings, workers: int, confi
     import tempfile
 
     from service.governance.database import prepare as prepare_database
-    from service.ops import metrics
+    from service.ops import telemetry
     from service.ops.workers import Supervisor
     from service.store.schema import make_engine
 
@@ -162,10 +162,10 @@ def _supervise(args: argparse.Namespace, settings: Settings, workers: int, confi
     # Workers add up their metrics through files in a folder of this run's own (in /tmp, writable
     # even on a read-only root), unless PROMETHEUS_MULTIPROC_DIR names one.
     own_metrics_dir: Path | None = None
-    folder = metrics.multiprocess_dir()
+    folder = telemetry.multiprocess_dir()
     if folder is None:
         folder = own_metrics_dir = Path(tempfile.mkdtemp(prefix="calf-cds-metrics-"))
-    metrics.prepare_multiprocess_dir(folder)
+    telemetry.prepare_multiprocess_dir(folder)
     supervisor = Supervisor(
         APP, host=args.host, port=args.port, workers=workers, config=config, stop_seconds=STOP_SECONDS
     )
@@ -173,8 +173,8 @@ def _supervise(args: argparse.Namespace, settings: Settings, workers: int, confi
         return supervisor.run()
     finally:
         if own_metrics_dir is not None:
-            metrics.remove_multiprocess_dir(own_metrics_dir)
-            os.environ.pop(metrics.MULTIPROC_ENV, None)
+            telemetry.remove_multiprocess_dir(own_metrics_dir)
+            os.environ.pop(telemetry.MULTIPROC_ENV, None)
 
 
 @contextlib.contextmanager

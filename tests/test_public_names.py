@@ -3,7 +3,7 @@
 Read from the source with ``ast`` (nothing is imported), so a new module is checked as soon as it
 exists: it complies by declaring ``__all__`` (a literal list of the names other modules may import;
 ``[]`` for a package or module that offers none). Names starting with ``_`` are private and not
-checked; importing a submodule from its package (``from service.ops import metrics``) needs no entry.
+checked; importing a submodule from its package (``from service.ops import telemetry``) needs no entry.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ name the issuer and key when they are known::
      ├── AlgorithmNotAllowedError   "alg-not-allowed"    never none or HS*; must fit the key
      ├── TokenTypeError             "typ"                typ missing or not JWT
      ├── UnknownIssuerError         "unknown-issuer"
-     ├── JkuNotAllowedError         "jku-not-allowed"    (raised by service.auth.jwks.KeyStore)
-     ├── UnknownKeyIdError          "unknown-kid"        (raised by service.auth.jwks.KeyStore)
-     ├── JwksUnavailableError       "jwks-unavailable"   (raised by service.auth.jwks.KeyStore)
+     ├── JkuNotAllowedError         "jku-not-allowed"    (raised by service.auth.caches.KeyStore)
+     ├── UnknownKeyIdError          "unknown-kid"        (raised by service.auth.caches.KeyStore)
+     ├── JwksUnavailableError       "jwks-unavailable"   (raised by service.auth.caches.KeyStore)
      ├── BadSignatureError          "bad-signature"
      ├── MissingClaimError          "missing-claim"      .claim names it
      ├── AudienceError              "audience"

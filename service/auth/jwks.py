@@ -1,4 +1,4 @@
-"""Trusted CDS Clients and their public keys: JWK Sets, where they come from, how long we keep them.
+"""Trusted CDS Clients and their public keys: JWK Sets, and where they come from.
 
 CDS Hooks 2.0 ("Trusting CDS Clients") has a CDS Client publish its public keys as a JWK Set
 (RFC 7517), out of band or at a URL named by the token's `jku` header. This module owns that:
@@ -7,26 +7,23 @@ CDS Hooks 2.0 ("Trusting CDS Clients") has a CDS Client publish its public keys 
   JWK Set, a JWK Set file or a JWK Set URL); which `jku` URLs its tokens may name; which tenants it
   may speak for.
 - `load_trusted_issuers(path)`: reads the trusted-issuer file (format in its docstring).
-- `KeyStore`: resolves (issuer, kid, jku) to a `VerificationKey`, caching each JWK Set source with a
-  TTL and reloading a source at most once per `min_refresh_interval_seconds`, so key rotation is
-  picked up and a flood of made-up `kid`s cannot make us hammer a client's JWKS endpoint. Inline
-  and file sources never touch the network.
+- `parse_jwks`: the usable signing keys of a JWK Set (`VerificationKey`, by `kid`); a JWK Set
+  that cannot be used is an `InvalidJwksError` (`service.auth.errors`).
 
-Failures are the `service.auth.errors` exceptions `JkuNotAllowedError`, `UnknownKeyIdError` and
-`JwksUnavailableError`, and `InvalidJwksError` for a JWK Set that cannot be used.
+How long the keys are kept, and when a source is read again, is the `KeyStore`'s
+(:mod:`service.auth.caches`); which key may check which `alg` is the verifier's
+(:func:`service.auth.verifier.key_fits`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -34,11 +31,10 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.auth.errors import InvalidJwksError, JkuNotAllowedError, JwksUnavailableError, UnknownKeyIdError
+from service.auth.errors import InvalidJwksError
 from service.outbound.addresses import check_fhir_server_prefixes
 
 __all__ = [
-    "KeyStore",
     "PublicKey",
     "TrustedIssuer",
     "VerificationKey",
@@ -51,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 PublicKey = EllipticCurvePublicKey | RSAPublicKey
 
-_EC_CURVE_FOR_ALG = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
-_RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-_MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -65,18 +58,6 @@ class VerificationKey:
     kid: str
     public_key: PublicKey
     jwk_alg: str | None
-
-    def allows(self, alg: str) -> bool:
-        """Whether this key may check an `alg` signature (key type, curve, size, the JWK's alg)."""
-        if self.jwk_alg is not None and self.jwk_alg != alg:
-            return False
-        if alg in _EC_CURVE_FOR_ALG:
-            key = self.public_key
-            return isinstance(key, EllipticCurvePublicKey) and key.curve.name == _EC_CURVE_FOR_ALG[alg]
-        if alg in _RSA_ALGS:
-            key = self.public_key
-            return isinstance(key, RSAPublicKey) and key.key_size >= _MIN_RSA_BITS
-        return False
 
 
 def parse_jwks(document: object, *, strict: bool) -> dict[str, VerificationKey]:
@@ -228,127 +209,3 @@ def load_trusted_issuers(path: Path) -> list[TrustedIssuer]:
 def new_jwks_http_client() -> httpx.AsyncClient:
     """An HTTP client fit for fetching JWK Sets: TLS verified, 2 s timeout, no redirects."""
     return httpx.AsyncClient(verify=True, timeout=2.0, follow_redirects=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    kind: Literal["file", "url"]
-    location: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    keys: Mapping[str, VerificationKey]
-    loaded_at: float
-
-
-@dataclass
-class KeyStore:
-    """Resolves (issuer, kid, jku) to a public key, caching each JWK Set source.
-
-    A source (a JWK Set file, or a URL: the issuer's `jwks_url` or an allowlisted `jku`) is
-    (re)loaded when it is missing, older than `ttl_seconds`, or lacks the wanted `kid`; but never
-    more than once per `min_refresh_interval_seconds`, failed attempts included, and concurrent
-    callers share one load. If a reload fails, the previous keys serve until they are
-    `max_stale_seconds` old. URLs are fetched without following redirects, within
-    `timeout_seconds` overall and at most `max_bytes` of body.
-    """
-
-    http_client: httpx.AsyncClient
-    _: KW_ONLY
-    clock: Callable[[], float]
-    ttl_seconds: float = 300.0
-    min_refresh_interval_seconds: float = 30.0
-    max_stale_seconds: float = 3600.0
-    timeout_seconds: float = 2.0
-    max_bytes: int = 256 * 1024
-    _inline: dict[str, tuple[TrustedIssuer, Mapping[str, VerificationKey]]] = field(
-        default_factory=dict, init=False
-    )
-    _entries: dict[_Source, _Entry] = field(default_factory=dict, init=False)
-    _last_attempt: dict[_Source, float] = field(default_factory=dict, init=False)
-    _locks: dict[_Source, anyio.Lock] = field(default_factory=dict, init=False)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_refresh_interval_seconds <= self.ttl_seconds <= self.max_stale_seconds:
-            raise ValueError("need 0 < min_refresh_interval <= ttl <= max_stale (seconds)")
-
-    async def get_key(self, issuer: TrustedIssuer, kid: str, jku: str | None = None) -> VerificationKey:
-        """The key `kid` of `issuer`. Pinned keys win: an inline or file JWK Set that holds `kid`
-        answers without any fetch, whatever `jku` the token names; an allowlisted `jku` is fetched
-        only for a `kid` the pinned keys lack (or for an issuer whose keys are at a URL)."""
-        if jku is not None and jku not in issuer.jku_allowlist:
-            raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
-        if issuer.jwks is not None:
-            cached = self._inline.get(issuer.iss)
-            if cached is None or cached[0] is not issuer:  # a reloaded configuration
-                cached = self._inline[issuer.iss] = (issuer, parse_jwks(issuer.jwks, strict=True))
-            keys = cached[1]
-            if kid in keys:
-                return keys[kid]
-        elif issuer.jwks_file is not None:
-            pinned = _Source("file", str(issuer.jwks_file))
-            if jku is None:
-                return await self._key_from(pinned, issuer, kid)
-            try:
-                return await self._key_from(pinned, issuer, kid)
-            except (UnknownKeyIdError, JwksUnavailableError):
-                pass  # not pinned: the allowlisted jku may hold it (key rotation)
-        elif jku is None:
-            return await self._key_from(_Source("url", str(issuer.jwks_url)), issuer, kid)
-        if jku is None:  # inline keys without the kid, and no jku to look further
-            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
-        return await self._key_from(_Source("url", jku), issuer, kid)
-
-    async def _key_from(self, source: _Source, issuer: TrustedIssuer, kid: str) -> VerificationKey:
-        entry = self._entries.get(source)
-        if entry is None or self.clock() - entry.loaded_at >= self.ttl_seconds or kid not in entry.keys:
-            entry = await self._refresh(source)
-        if entry is None or self.clock() - entry.loaded_at >= self.max_stale_seconds:
-            raise JwksUnavailableError(f"no usable JWK Set from {source.location}", iss=issuer.iss, kid=kid)
-        if kid in entry.keys:
-            return entry.keys[kid]
-        raise UnknownKeyIdError(f"kid not in the JWK Set at {source.location}", iss=issuer.iss, kid=kid)
-
-    async def _refresh(self, source: _Source) -> _Entry | None:
-        lock = self._locks.setdefault(source, anyio.Lock())
-        async with lock:
-            now = self.clock()
-            last = self._last_attempt.get(source)
-            if last is not None and now - last < self.min_refresh_interval_seconds:
-                # Loaded (or failed) moments ago: do not ask again yet.
-                return self._entries.get(source)
-            self._last_attempt[source] = now
-            try:
-                keys = parse_jwks(json.loads(await self._read(source)), strict=False)
-            except (OSError, ValueError, RecursionError, httpx.HTTPError) as exc:
-                logger.warning("cannot load JWK Set %s: %s", source.location, exc)
-                return self._entries.get(source)
-            entry = self._entries[source] = _Entry(keys=keys, loaded_at=now)
-            return entry
-
-    async def _read(self, source: _Source) -> bytes:
-        if source.kind == "file":
-            data = await anyio.Path(source.location).read_bytes()
-            if len(data) > self.max_bytes:
-                raise ValueError("JWK Set file too large")
-            return data
-        try:
-            with anyio.fail_after(self.timeout_seconds):
-                async with self.http_client.stream(
-                    "GET",
-                    source.location,
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout_seconds,
-                    follow_redirects=False,
-                ) as response:
-                    if response.status_code != httpx.codes.OK:
-                        raise ValueError(f"HTTP {response.status_code}")
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > self.max_bytes:
-                            raise ValueError("JWK Set response too large")
-                    return bytes(body)
-        except TimeoutError:
-            raise ValueError(f"no answer within {self.timeout_seconds} s") from None

@@ -22,10 +22,10 @@ import httpx
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from service.auth.caches import KeyStore, LayeredReplayCache, MemoryReplayCache, SqlReplayCache
 from service.auth.dev_issuer import DevIssuer
 from service.auth.errors import AuthConfigError
-from service.auth.jwks import KeyStore, TrustedIssuer, load_trusted_issuers
-from service.auth.replay import LayeredReplayCache, MemoryReplayCache, SqlReplayCache
+from service.auth.jwks import TrustedIssuer, load_trusted_issuers
 from service.auth.verifier import ClientAuthenticator, JwtVerifier
 from service.config import Settings
 

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from service.auth.caches import KeyStore, ReplayCache
 from service.auth.errors import (
     AlgorithmNotAllowedError,
     AudienceError,
@@ -64,12 +65,18 @@ from service.auth.errors import (
     TokenTypeError,
     UnknownIssuerError,
 )
-from service.auth.jwks import KeyStore, PublicKey, TrustedIssuer
-from service.auth.replay import ReplayCache
+from service.auth.jwks import PublicKey, TrustedIssuer, VerificationKey
 from service.config import SUPPORTED_ALGORITHMS
 from service.store.schema import MAX_JTI_LENGTH
 
-__all__ = ["MAX_TOKEN_LENGTH", "ClientAuthenticator", "ClientIdentity", "JwtVerifier", "client_record"]
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "ClientAuthenticator",
+    "ClientIdentity",
+    "JwtVerifier",
+    "client_record",
+    "key_fits",
+]
 
 MAX_TOKEN_LENGTH = 16 * 1024
 
@@ -153,7 +160,7 @@ class JwtVerifier:
         if issuer is None:
             raise UnknownIssuerError(f"issuer {_shown(iss)} is not trusted", kid=kid)
         key = await self._key_store.get_key(issuer, kid, jku)
-        if not key.allows(alg):
+        if not key_fits(key, alg):
             raise AlgorithmNotAllowedError(f"alg {alg} does not fit the key", iss=iss, kid=kid)
         claims = self._decode(jws, key.public_key, issuer, audience, kid=kid)
 
@@ -254,8 +261,7 @@ class JwtVerifier:
 _REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "jti")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 
-# alg -> how to check its signature on a key the KeyStore vetted (VerificationKey.allows: type,
-# curve, RSA size). ECDSA, PSS and PKCS #1 objects hold no state: made once, shared by every call.
+# alg -> how to check its signature on a key vetted by `key_fits` (type, curve, RSA size). ECDSA, PSS and PKCS #1 objects hold no state: made once, shared by every call.
 _HASHES: dict[str, hashes.HashAlgorithm] = {
     "256": hashes.SHA256(),
     "384": hashes.SHA384(),
@@ -267,6 +273,26 @@ _PSS = {
     for bits, hash_algorithm in _HASHES.items()
 }
 _PKCS1 = padding.PKCS1v15()
+
+
+_EC_CURVE_FOR_ALG = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_MIN_RSA_BITS = 2048
+
+
+def key_fits(key: VerificationKey, alg: str) -> bool:
+    """Whether ``key`` may check an ``alg`` signature (key type, curve, size, the JWK's own alg)."""
+    if key.jwk_alg is not None and key.jwk_alg != alg:
+        return False
+    public_key = key.public_key
+    if alg in _EC_CURVE_FOR_ALG:
+        return (
+            isinstance(public_key, ec.EllipticCurvePublicKey)
+            and public_key.curve.name == _EC_CURVE_FOR_ALG[alg]
+        )
+    if alg in _RSA_ALGS:
+        return isinstance(public_key, RSAPublicKey) and public_key.key_size >= _MIN_RSA_BITS
+    return False
 
 
 def _signature_verifies(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> bool:

@@ -3,7 +3,7 @@
     calf-cds db dead-letters list [--json]       each one: when, which table, its key, the reason
     calf-cds db dead-letters redrive [ID...]     write them again (all, or the ones named)
 
-A record lands in ``audit_dead_letters`` when the database refuses it (see ``service.store.audit``):
+A record lands in ``audit_dead_letters`` when the database refuses it (see ``service.store.writers``):
 a value its column cannot hold, a constraint, a spool line cut short by a crash. Once the cause is
 fixed (a migration that widens a column, a constraint dropped, a release that normalises the
 value), ``redrive`` writes each record through its writer's own ``store`` (idempotently: a record
@@ -25,9 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings
 from service.governance.feedback import FeedbackWriter
-from service.store.audit import AuditWriter
 from service.store.refusals import is_refusal, refusal_reason
 from service.store.schema import dead_letters, make_engine
+from service.store.writers import AuditWriter
 
 __all__ = [
     "DeadLetter",

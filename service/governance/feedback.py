@@ -20,8 +20,8 @@ from sqlalchemy import Connection, and_, insert, select, update
 from cds_hooks.models import FeedbackCoding, FeedbackEntry, FeedbackRequest
 from service.governance.errors import FeedbackError
 from service.hooks.cards import OVERRIDE_DISPLAYS, OVERRIDE_SYSTEM
-from service.store.audit import AuditWriter
 from service.store.schema import feedback, hook_cards
+from service.store.writers import AuditWriter
 
 __all__ = [
     "UNLINKED_NOTE",

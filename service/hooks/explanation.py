@@ -18,7 +18,7 @@ why the page is ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``
 CSP (``default-src 'none'``, no script at all) and Jinja2 autoescaping (plus
 :func:`service.hooks.card_text.escape_html` on every expression) keep chart text inert.
 Expired, tampered and unknown links get a 4xx page that says which; the content itself lives in
-:mod:`service.store.explanations` until the link expires.
+:mod:`service.store.writers` until the link expires.
 
 :class:`Explanations` is one app's: it makes a call's links and keeps its cards' explanations; the
 page itself is served by :mod:`service.http.routes.explanations`.
@@ -49,7 +49,7 @@ from rules.engine import Assessment, Recommendation
 from service.config import Settings
 from service.hooks.card_text import card_evidence, escape_html, score_title
 from service.hooks.registry import HookResult
-from service.store.explanations import ExplanationStore, StoredExplanation
+from service.store.sink import ExplanationSink, StoredExplanation
 
 __all__ = [
     "HEADERS",
@@ -302,13 +302,13 @@ class Explanations:
     """One app's explanation links: signer, store, clock and the public base URL."""
 
     signer: LinkSigner
-    store: ExplanationStore
+    store: ExplanationSink
     clock: Callable[[], datetime]
     public_base_url: str | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: ExplanationStore, clock: Callable[[], datetime]
+        cls, settings: Settings, store: ExplanationSink, clock: Callable[[], datetime]
     ) -> Explanations:
         secret = settings.explanation_secret.get_secret_value() if settings.explanation_secret else None
         signer = LinkSigner(
@@ -341,7 +341,7 @@ class Explanations:
 
         Nothing here waits for the database: the store's writer thread writes them, and until it
         has, this worker finds them in memory or among its pending writes, and another worker waits
-        a moment for them (:class:`~service.store.explanations.ExplanationStore`).
+        a moment for them (:class:`~service.store.writers.ExplanationStore`).
         """
         entries = stored(list(result.cards), assessment, facts, vocabulary, now=now, expires_at=expires_at)
         self.store.submit(entries, now=now)

@@ -37,7 +37,7 @@ from cds_hooks.models import HookRequest
 from cds_hooks.prefetch import json_pointer
 from cds_hooks.prefetch_plan import Fetched, FetchPlan
 from service.config import Settings
-from service.ops import metrics
+from service.ops import telemetry
 from service.outbound.pinned_transport import PinnedTransport
 
 __all__ = ["FhirFetcher", "fetch_policy"]
@@ -112,7 +112,7 @@ class FhirFetcher:
             outcome = _outcome(error)
             raise
         finally:
-            metrics.observe_fetch(time.perf_counter() - started, outcome)
+            telemetry.observe_fetch(time.perf_counter() - started, outcome)
 
     async def _fetch(self, request: HookRequest, plan: FetchPlan) -> Fetched:
         if request.fhir_server is None:

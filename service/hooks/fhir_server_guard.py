@@ -47,7 +47,7 @@ from cds_hooks.errors import FhirUnavailableError, RequestError
 from cds_hooks.fhir_urls import is_under, parse_base_url
 from cds_hooks.models import HookRequest
 from cds_hooks.prefetch_plan import Fetched, Fetcher, FetchPlan
-from service.ops import metrics
+from service.ops import telemetry
 from service.outbound.addresses import ALWAYS_REFUSED, address_class, check_fhir_server_prefixes
 from service.outbound.pinned_transport import IPAddress, Pin, Resolver, default_port, pinned, system_resolver
 
@@ -184,7 +184,7 @@ class FhirServerGuard:
         return addresses
 
     def _refuse(self, reason: Reason, base: httpx.URL, issuer: str | None) -> NoReturn:
-        metrics.count_fhir_server_refusal(reason)
+        telemetry.count_fhir_server_refusal(reason)
         log.warning("fhirServer refused (%s): host %r, issuer %r", reason, base.host[:253], issuer)
         raise FhirServerRefusedError(reason)
 

@@ -53,7 +53,7 @@ from service.auth.errors import (
 from service.hooks.explanation import REFUSALS, LinkError
 from service.hooks.guards import LimitExceededError, RequestRefusedError, over_limit
 from service.http.deps import JSON_MEDIA, expected_audience
-from service.ops import metrics
+from service.ops import telemetry
 
 __all__ = [
     "ERROR_TABLE",
@@ -137,7 +137,7 @@ def _unauthorized(error: AuthenticationError, request: Request | None) -> ErrorA
 
 
 def _log_refusal(error: AuthenticationError, request: Request) -> None:
-    metrics.count_auth_rejection(error.reason)
+    telemetry.count_auth_rejection(error.reason)
     auth_log.warning(
         "authentication refused on %s: %s (iss=%r kid=%r)",
         request.url.path,

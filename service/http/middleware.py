@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.ops import metrics
-from service.ops.logs import request_id_from, request_id_var
+from service.ops import telemetry
+from service.ops.telemetry import request_id_from, request_id_var
 
 __all__ = ["QUIET_ENDPOINTS", "REQUEST_ID_HEADER", "RequestObserver", "endpoint_of", "log_fields"]
 
@@ -89,7 +89,7 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - started
             endpoint = endpoint_of(scope, self.services)
-            metrics.observe_request(endpoint, scope["method"], status, seconds)
+            telemetry.observe_request(endpoint, scope["method"], status, seconds)
             level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
             if log.isEnabledFor(level):
                 log.log(

@@ -1,3 +1,3 @@
-"""Operations: metrics, logging, log privacy, worker-process tuning."""
+"""Operations: telemetry (log lines and metrics, with the log privacy filter) and worker-process tuning."""
 
 __all__: list[str] = []

@@ -172,13 +172,13 @@ class Supervisor:
         return 1 if self.failed else 0
 
     def _replace_dead(self) -> None:
-        from service.ops import metrics
+        from service.ops import telemetry
 
         for index, process in enumerate(self.processes):
             if process.is_alive() or self.stopping:
                 continue
             if process.pid is not None:
-                metrics.worker_gone(process.pid)
+                telemetry.worker_gone(process.pid)
             if process.exitcode == STARTUP_FAILURE:
                 log.error("worker %s failed to start (exit %d): stopping", process.pid, process.exitcode)
                 self.failed = self.stopping = True

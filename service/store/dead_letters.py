@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, insert, select
 
-from service.ops import metrics
+from service.ops import telemetry
 from service.store.schema import dead_letters
 from service.store.spool import UNREADABLE
 
@@ -42,7 +42,7 @@ def keep_dead_letter(
         log.warning("could not keep a refused audit record as a dead letter: %s", type(error).__name__)
         return [record] if isinstance(record, dict) else [{UNREADABLE: text}]
     if outcome == "kept":
-        metrics.count_audit_records(source_table, dead_lettered=1)
+        telemetry.count_audit_records(source_table, dead_lettered=1)
         log.error(
             "the audit store refused a %s record (%s); kept as a dead letter: %s",
             source_table,

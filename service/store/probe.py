@@ -6,7 +6,7 @@ longer than ``timeout`` seconds (a ping still running is not started again). Bet
 last answer is reused.
 
 The same round trip counts the dead letters (audit records the database refused, see
-``service.store.audit``): ``/readyz`` reports them and ``calf_cds_audit_dead_letters`` exports them.
+``service.store.writers``): ``/readyz`` reports them and ``calf_cds_audit_dead_letters`` exports them.
 They do not make the service unready (every other record is still written), but an operator
 must look at them (``calf-cds db dead-letters list``).
 """
@@ -26,7 +26,7 @@ from typing import Literal
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.ops import metrics
+from service.ops import telemetry
 from service.store.schema import dead_letters
 
 __all__ = ["AuditPath", "StoreProbe", "StoreStatus", "count_dead_letters", "ping"]
@@ -130,5 +130,5 @@ class StoreProbe:
             return False
         self._dead_letters = count_dead_letters(self.engine)
         if self._dead_letters is not None:
-            metrics.set_audit_dead_letters(self._dead_letters)
+            telemetry.set_audit_dead_letters(self._dead_letters)
         return True

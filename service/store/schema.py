@@ -1,7 +1,7 @@
 """The audit store's tables and engine: what a call, a card, a feedback entry and a dead letter are.
 
 Declared here, created and changed only by the Alembic migrations in ``service/store/migrations`` (a
-test keeps the two in step). ``service.store.audit`` re-exports the audit tables and the engine, so
+test keeps the two in step). ``service.store.writers`` re-exports the audit tables and the engine, so
 that the audit API is one import. What each request-supplied string may hold, and why, is in the
 README ("What the audit trail stores").
 """
@@ -215,7 +215,7 @@ def card_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-# What a card's signed explanation link shows (``service.store.explanations``), until it expires.
+# What a card's signed explanation link shows (``service.store.writers``), until it expires.
 card_explanations = Table(
     "card_explanations",
     metadata,
@@ -225,7 +225,7 @@ card_explanations = Table(
 )
 
 
-# The replay check of client JWTs (``service.auth.replay.SqlReplayCache``): one row per (iss, jti)
+# The replay check of client JWTs (``service.auth.caches.SqlReplayCache``): one row per (iss, jti)
 # until the token expires. Its own metadata: the auth room owns the rows, the store the table.
 MAX_JTI_LENGTH = 255
 auth_metadata = MetaData()

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import OperationalError
 
-from service.store.audit import AuditWriter
 from service.store.schema import dead_letters, hook_calls, make_engine, metadata
 from service.store.spool import UNREADABLE
+from service.store.writers import AuditWriter
 
 
 def record(**overrides: Any) -> dict[str, Any]:

@@ -14,10 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from service.auth.caches import KeyStore, MemoryReplayCache
 from service.auth.dev_issuer import DEV_ISSUER, DevIssuer, _own_p384_key
 from service.auth.jwk import jwk_thumbprint
-from service.auth.jwks import KeyStore
-from service.auth.replay import MemoryReplayCache
 from service.auth.verifier import JwtVerifier
 from tests.service.jwt_factory import AUDIENCE, NOW, FakeClock
 

@@ -21,8 +21,9 @@ from service.app import create_app
 from service.auth.dev_issuer import DevIssuer
 from service.config import Settings
 from service.hooks.explanation import SECRET_FILE, LinkError, LinkSigner, load_secret
-from service.store.explanations import ExplanationStore, StoredExplanation
 from service.store.schema import card_explanations
+from service.store.sink import StoredExplanation
+from service.store.writers import ExplanationStore
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.signing import signed_client
 

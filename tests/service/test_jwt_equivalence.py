@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.auth.caches import KeyStore, MemoryReplayCache
 from service.auth.errors import (
     AlgorithmNotAllowedError,
     AudienceError,
@@ -38,9 +39,8 @@ from service.auth.errors import (
     TokenTypeError,
     UnknownIssuerError,
 )
-from service.auth.jwks import KeyStore, PublicKey, TrustedIssuer
-from service.auth.replay import MemoryReplayCache
-from service.auth.verifier import MAX_TOKEN_LENGTH, ClientIdentity, JwtVerifier, _shown
+from service.auth.jwks import PublicKey, TrustedIssuer
+from service.auth.verifier import MAX_TOKEN_LENGTH, ClientIdentity, JwtVerifier, _shown, key_fits
 from service.config import SUPPORTED_ALGORITHMS
 from service.store.schema import MAX_JTI_LENGTH
 from tests.service.jwt_factory import (
@@ -75,7 +75,7 @@ class PyJwtVerifier(JwtVerifier):
         if issuer is None:
             raise UnknownIssuerError(f"issuer {_shown(iss)} is not trusted", kid=kid)
         key = await self._key_store.get_key(issuer, kid, jku)
-        if not key.allows(alg):
+        if not key_fits(key, alg):
             raise AlgorithmNotAllowedError(f"alg {alg} does not fit the key", iss=iss, kid=kid)
         claims = self._pyjwt_decode(token, key.public_key, issuer, audience, kid=kid)
 

@@ -8,7 +8,7 @@ import logging.config
 
 import pytest
 
-from service.ops.logs import PrivacyFilter, log_config, patient_hash, scrub
+from service.ops.telemetry import PrivacyFilter, log_config, patient_hash, scrub
 
 KEY = b"k" * 32
 JWT = (
@@ -88,7 +88,7 @@ def test_filter_rewrites_message_args_extra_and_traceback() -> None:
 
 
 def test_logging_config_installs_the_filter_for_uvicorn_too(capsys: pytest.CaptureFixture[str]) -> None:
-    """The service's dictConfig document (``service.ops.logs.log_config``) puts the filter on the one
+    """The service's dictConfig document (``service.ops.telemetry.log_config``) puts the filter on the one
     handler that its own and uvicorn's loggers reach."""
     names = ("", "calf_cds", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx")
     saved = {

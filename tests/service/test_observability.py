@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.auth.dev_issuer import DevIssuer
-from service.ops import metrics
-from service.ops.logs import JsonFormatter, log_config, request_id_from
+from service.ops import telemetry
+from service.ops.telemetry import JsonFormatter, log_config, request_id_from
 from tests.fhir_builders import calf_pain, finding, hook_request, quantity
 from tests.signing import dev_client
 
@@ -124,9 +124,9 @@ def test_fetch_and_auth_counters_for_other_modules(client: TestClient) -> None:
     """The FHIR fetch and JWT verification report through observe_fetch and count_auth_rejection."""
     failures = value(client, "calf_cds_fhir_fetch_failures_total", reason="timeout")
     rejections = value(client, "calf_cds_auth_rejections_total", reason="expired")
-    metrics.observe_fetch(0.2, "ok")
-    metrics.observe_fetch(5.0, "timeout")
-    metrics.count_auth_rejection("expired")
+    telemetry.observe_fetch(0.2, "ok")
+    telemetry.observe_fetch(5.0, "timeout")
+    telemetry.count_auth_rejection("expired")
     assert value(client, "calf_cds_fhir_fetch_failures_total", reason="timeout") == failures + 1
     assert value(client, "calf_cds_fhir_fetch_failures_total", reason="ok") == 0
     assert value(client, "calf_cds_auth_rejections_total", reason="expired") == rejections + 1
@@ -137,7 +137,7 @@ def test_rule_errors_are_counted_per_rule(client: TestClient) -> None:
     before = value(
         client, "calf_cds_rule_errors_total", pack="calf-pain", version="0.1.0", rule="abi-resting"
     )
-    metrics.observe_hook_call("calf-pain", [], ["abi-resting: TypeError"], ("calf-pain", "0.1.0"))
+    telemetry.observe_hook_call("calf-pain", [], ["abi-resting: TypeError"], ("calf-pain", "0.1.0"))
     after = value(client, "calf_cds_rule_errors_total", pack="calf-pain", version="0.1.0", rule="abi-resting")
     assert after == before + 1
 
@@ -145,13 +145,13 @@ def test_rule_errors_are_counted_per_rule(client: TestClient) -> None:
 def test_workers_add_up_through_the_multiprocess_folder(tmp_path: Path) -> None:
     """With PROMETHEUS_MULTIPROC_DIR set, what two processes count is summed by a third that renders."""
     folder = tmp_path / "metrics"
-    metrics.prepare_multiprocess_dir(folder)
-    os.environ.pop(metrics.MULTIPROC_ENV)  # prepare sets it for this process; the children get it below
-    env = os.environ | {metrics.MULTIPROC_ENV: str(folder), "PYTHONPATH": str(ROOT)}
-    count = "from service.ops import metrics; metrics.count_auth_rejection('replayed')"
+    telemetry.prepare_multiprocess_dir(folder)
+    os.environ.pop(telemetry.MULTIPROC_ENV)  # prepare sets it for this process; the children get it below
+    env = os.environ | {telemetry.MULTIPROC_ENV: str(folder), "PYTHONPATH": str(ROOT)}
+    count = "from service.ops import telemetry; telemetry.count_auth_rejection('replayed')"
     for _ in range(2):
         subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
-    render = "import sys; from service.ops import metrics; sys.stdout.write(metrics.render().decode())"
+    render = "import sys; from service.ops import telemetry; sys.stdout.write(telemetry.render().decode())"
     text = subprocess.run(
         [sys.executable, "-c", render], env=env, check=True, timeout=60, capture_output=True, text=True
     ).stdout
@@ -164,8 +164,8 @@ def test_a_stale_multiprocess_folder_is_emptied(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "counter_123.db").write_bytes(b"old")
     (folder / "keep.txt").write_text("not ours")
-    metrics.prepare_multiprocess_dir(folder)
-    os.environ.pop(metrics.MULTIPROC_ENV)
+    telemetry.prepare_multiprocess_dir(folder)
+    os.environ.pop(telemetry.MULTIPROC_ENV)
     assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
 
 

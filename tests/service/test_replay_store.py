@@ -19,8 +19,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from service.auth.caches import SqlReplayCache
 from service.auth.errors import ReplayCacheUnavailableError
-from service.auth.replay import SqlReplayCache
 from service.store.schema import auth_metadata
 from tests.service.jwt_factory import ISSUER, NOW, FakeClock
 

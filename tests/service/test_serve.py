@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, select
 from service import cli
 from service.app import app_from_env
 from service.auth.dev_issuer import DevIssuer
-from service.ops import metrics, workers
+from service.ops import telemetry, workers
 from service.ops.workers import Supervisor
 from service.store.schema import hook_calls
 from tests.fhir_builders import calf_pain, finding, hook_request, observation, quantity
@@ -46,7 +46,7 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[str, A
         calls.append({"how": "uvicorn", "app": app, "workers": 1, **kwargs})
 
     def supervise(self: Supervisor) -> int:
-        folder = os.environ.get(metrics.MULTIPROC_ENV)
+        folder = os.environ.get(telemetry.MULTIPROC_ENV)
         calls.append({"how": "supervisor", "app": self.app, "workers": self.workers, "metrics_dir": folder})
         return 0
 
@@ -56,7 +56,7 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[str, A
     monkeypatch.setattr(Supervisor, "run", supervise)
     monkeypatch.setattr(logging.config, "dictConfig", lambda _: None)
     monkeypatch.setattr(workers, "hangup_stops_gracefully", lambda: None)
-    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    monkeypatch.delenv(telemetry.MULTIPROC_ENV, raising=False)
     monkeypatch.setenv("CALF_CDS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CALF_CDS_DEV", "true")  # a trusted issuer: serve refuses to start without one
     return calls
@@ -72,7 +72,7 @@ def test_serve_defaults_to_one_worker_in_process(
     assert (call["how"], call["app"], call["factory"]) == ("uvicorn", "service.app:app_from_env", True)
     assert call["timeout_graceful_shutdown"] == cli.DRAIN_SECONDS
     assert call["access_log"] is False
-    assert metrics.MULTIPROC_ENV not in os.environ
+    assert telemetry.MULTIPROC_ENV not in os.environ
 
 
 def test_workers_come_from_the_environment_and_share_a_fresh_metrics_folder(
@@ -86,7 +86,7 @@ def test_workers_come_from_the_environment_and_share_a_fresh_metrics_folder(
     folder = started[0]["metrics_dir"]
     assert folder is not None
     assert not Path(folder).exists()
-    assert metrics.MULTIPROC_ENV not in os.environ
+    assert telemetry.MULTIPROC_ENV not in os.environ
 
 
 def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from service.hooks.pipeline import FrontDoor, HookCall, HookResult
 from service.hooks.registry import CardLinks, HookRegistry
 from service.http.deps import AuthenticatedClient, RuntimeDep, json_response, read_body
 from service.http.middleware import log_fields
-from service.ops import metrics
+from service.ops import telemetry
 
 __all__ = ["hooks_router"]
 
@@ -68,7 +68,7 @@ def hooks_router(clock: Callable[[], datetime], hooks: HookRegistry | None = Non
         if answer.error is not None:
             raise answer.error  # answered as a 500 OperationOutcome (service.http.errors)
         if record.cards or record.rule_errors:
-            metrics.observe_hook_call(
+            telemetry.observe_hook_call(
                 service_id, record.cards, record.rule_errors, (record.pack_id, record.pack_version)
             )
         fields = log_fields()

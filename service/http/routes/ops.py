@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.http.deps import Runtime, json_response
-from service.ops import metrics
+from service.ops import telemetry
 
 __all__ = ["router"]
 
@@ -44,4 +44,4 @@ async def get_metrics(request: Request) -> Response:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is not None:
         rt.audit.report_metrics()
-    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+    return Response(telemetry.render(), media_type=telemetry.CONTENT_TYPE)

@@ -21,8 +21,8 @@ from service.hooks.discovery import standard_hooks
 from service.hooks.guards import RequestLimits, body_reader
 from service.hooks.packs import PackRegistry
 from service.hooks.pipeline import FrontDoor, HookCall
-from service.store.audit import AuditWriter
 from service.store.schema import make_engine
+from service.store.writers import AuditWriter
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request
 from tests.service.governance.conftest import CLAUDICATION, CRAMP, DVT, SLIGHT_SWELLING, STRAIN
 

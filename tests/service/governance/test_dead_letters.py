@@ -20,10 +20,10 @@ from service.config import Settings
 from service.governance import database
 from service.governance.dead_letters import list_dead_letters, redrive
 from service.governance.feedback import FeedbackWriter
-from service.ops import metrics
-from service.store.audit import AuditWriter
+from service.ops import telemetry
 from service.store.schema import dead_letters, feedback, hook_calls
 from service.store.spool import write_spool_file
+from service.store.writers import AuditWriter
 from tests.fhir_builders import NOW
 
 REFUSE_POISON = {
@@ -174,7 +174,7 @@ def test_spool_files_of_an_earlier_run_count_while_the_database_is_down(tmp_path
     writer.start()
     try:
         assert writer.spool_depth() == 2
-        assert b'calf_cds_audit_spool_depth{table="hook_calls"} 2.0' in metrics.render()
+        assert b'calf_cds_audit_spool_depth{table="hook_calls"} 2.0' in telemetry.render()
     finally:
         writer.stop(timeout=1)
     assert [p.name for p in spool.iterdir()] == [writer.spool_path.name]

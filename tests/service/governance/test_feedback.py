@@ -170,7 +170,7 @@ def test_feedback_before_its_call_record_is_linked_later(engine: Engine, tmp_pat
     """After an outage the feedback may be written first; the maintenance pass links it."""
     from service.governance import database
     from service.governance.feedback import FeedbackWriter, relink
-    from service.store.audit import AuditWriter
+    from service.store.writers import AuditWriter
     from tests.service.governance.test_migrations import _call
 
     database.upgrade(engine)

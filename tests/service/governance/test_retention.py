@@ -13,8 +13,8 @@ from service.cli import main
 from service.config import Settings
 from service.governance import database
 from service.governance.runtime import Governance
-from service.store.audit import AuditWriter
 from service.store.schema import feedback, hook_calls, hook_cards, jwt_replay_table
+from service.store.writers import AuditWriter
 from tests.service.governance.conftest import count, wait_for
 from tests.service.governance.test_migrations import _call
 

@@ -1,4 +1,14 @@
-"""The replay check of client JWTs: each (iss, jti) pair is accepted once, until its token expires.
+"""What the verifier keeps between calls: the trusted issuers' public keys, and the token ids used.
+
+**Keys** (`KeyStore`): resolves (issuer, kid, jku) to a `VerificationKey`, caching each JWK Set
+source with a TTL and reloading a source at most once per `min_refresh_interval_seconds`, so key
+rotation is picked up and a flood of made-up `kid`s cannot make us hammer a client's JWKS endpoint.
+Inline and file sources never touch the network. Failures are `JkuNotAllowedError`,
+`UnknownKeyIdError` and `JwksUnavailableError` (:mod:`service.auth.errors`). The JWK Sets
+themselves and the trusted issuers' configuration are :mod:`service.auth.jwks`.
+
+**Token ids** (the replay check of client JWTs): each (iss, jti) pair is accepted once, until its
+token expires.
 
 - :class:`MemoryReplayCache`: one process's memory.
 - :class:`SqlReplayCache`: the ``jwt_replay`` table, shared by every replica on the same database.
@@ -10,21 +20,161 @@ A shared store that fails raises :class:`~service.auth.errors.ReplayCacheUnavail
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Literal, Protocol
 
+import anyio
 import anyio.to_thread
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from service.auth.errors import ReplayCacheUnavailableError
+from service.auth.errors import (
+    JkuNotAllowedError,
+    JwksUnavailableError,
+    ReplayCacheUnavailableError,
+    UnknownKeyIdError,
+)
+from service.auth.jwks import TrustedIssuer, VerificationKey, parse_jwks
 from service.store.schema import jwt_replay_table
 
-__all__ = ["LayeredReplayCache", "MemoryReplayCache", "ReplayCache", "SqlReplayCache"]
+__all__ = ["KeyStore", "LayeredReplayCache", "MemoryReplayCache", "ReplayCache", "SqlReplayCache"]
 
 log = logging.getLogger("calf_cds.auth")
+
+
+# Keys
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    kind: Literal["file", "url"]
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    keys: Mapping[str, VerificationKey]
+    loaded_at: float
+
+
+@dataclass
+class KeyStore:
+    """Resolves (issuer, kid, jku) to a public key, caching each JWK Set source.
+
+    A source (a JWK Set file, or a URL: the issuer's `jwks_url` or an allowlisted `jku`) is
+    (re)loaded when it is missing, older than `ttl_seconds`, or lacks the wanted `kid`; but never
+    more than once per `min_refresh_interval_seconds`, failed attempts included, and concurrent
+    callers share one load. If a reload fails, the previous keys serve until they are
+    `max_stale_seconds` old. URLs are fetched without following redirects, within
+    `timeout_seconds` overall and at most `max_bytes` of body.
+    """
+
+    http_client: httpx.AsyncClient
+    _: KW_ONLY
+    clock: Callable[[], float]
+    ttl_seconds: float = 300.0
+    min_refresh_interval_seconds: float = 30.0
+    max_stale_seconds: float = 3600.0
+    timeout_seconds: float = 2.0
+    max_bytes: int = 256 * 1024
+    _inline: dict[str, tuple[TrustedIssuer, Mapping[str, VerificationKey]]] = field(
+        default_factory=dict, init=False
+    )
+    _entries: dict[_Source, _Entry] = field(default_factory=dict, init=False)
+    _last_attempt: dict[_Source, float] = field(default_factory=dict, init=False)
+    _locks: dict[_Source, anyio.Lock] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_refresh_interval_seconds <= self.ttl_seconds <= self.max_stale_seconds:
+            raise ValueError("need 0 < min_refresh_interval <= ttl <= max_stale (seconds)")
+
+    async def get_key(self, issuer: TrustedIssuer, kid: str, jku: str | None = None) -> VerificationKey:
+        """The key `kid` of `issuer`. Pinned keys win: an inline or file JWK Set that holds `kid`
+        answers without any fetch, whatever `jku` the token names; an allowlisted `jku` is fetched
+        only for a `kid` the pinned keys lack (or for an issuer whose keys are at a URL)."""
+        if jku is not None and jku not in issuer.jku_allowlist:
+            raise JkuNotAllowedError(f"jku {jku[:200]!r} is not allowlisted", iss=issuer.iss, kid=kid)
+        if issuer.jwks is not None:
+            cached = self._inline.get(issuer.iss)
+            if cached is None or cached[0] is not issuer:  # a reloaded configuration
+                cached = self._inline[issuer.iss] = (issuer, parse_jwks(issuer.jwks, strict=True))
+            keys = cached[1]
+            if kid in keys:
+                return keys[kid]
+        elif issuer.jwks_file is not None:
+            pinned = _Source("file", str(issuer.jwks_file))
+            if jku is None:
+                return await self._key_from(pinned, issuer, kid)
+            try:
+                return await self._key_from(pinned, issuer, kid)
+            except (UnknownKeyIdError, JwksUnavailableError):
+                pass  # not pinned: the allowlisted jku may hold it (key rotation)
+        elif jku is None:
+            return await self._key_from(_Source("url", str(issuer.jwks_url)), issuer, kid)
+        if jku is None:  # inline keys without the kid, and no jku to look further
+            raise UnknownKeyIdError("kid not in the configured JWK Set", iss=issuer.iss, kid=kid)
+        return await self._key_from(_Source("url", jku), issuer, kid)
+
+    async def _key_from(self, source: _Source, issuer: TrustedIssuer, kid: str) -> VerificationKey:
+        entry = self._entries.get(source)
+        if entry is None or self.clock() - entry.loaded_at >= self.ttl_seconds or kid not in entry.keys:
+            entry = await self._refresh(source)
+        if entry is None or self.clock() - entry.loaded_at >= self.max_stale_seconds:
+            raise JwksUnavailableError(f"no usable JWK Set from {source.location}", iss=issuer.iss, kid=kid)
+        if kid in entry.keys:
+            return entry.keys[kid]
+        raise UnknownKeyIdError(f"kid not in the JWK Set at {source.location}", iss=issuer.iss, kid=kid)
+
+    async def _refresh(self, source: _Source) -> _Entry | None:
+        lock = self._locks.setdefault(source, anyio.Lock())
+        async with lock:
+            now = self.clock()
+            last = self._last_attempt.get(source)
+            if last is not None and now - last < self.min_refresh_interval_seconds:
+                # Loaded (or failed) moments ago: do not ask again yet.
+                return self._entries.get(source)
+            self._last_attempt[source] = now
+            try:
+                keys = parse_jwks(json.loads(await self._read(source)), strict=False)
+            except (OSError, ValueError, RecursionError, httpx.HTTPError) as exc:
+                log.warning("cannot load JWK Set %s: %s", source.location, exc)
+                return self._entries.get(source)
+            entry = self._entries[source] = _Entry(keys=keys, loaded_at=now)
+            return entry
+
+    async def _read(self, source: _Source) -> bytes:
+        if source.kind == "file":
+            data = await anyio.Path(source.location).read_bytes()
+            if len(data) > self.max_bytes:
+                raise ValueError("JWK Set file too large")
+            return data
+        try:
+            with anyio.fail_after(self.timeout_seconds):
+                async with self.http_client.stream(
+                    "GET",
+                    source.location,
+                    headers={"Accept": "application/json"},
+                    timeout=self.timeout_seconds,
+                    follow_redirects=False,
+                ) as response:
+                    if response.status_code != httpx.codes.OK:
+                        raise ValueError(f"HTTP {response.status_code}")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self.max_bytes:
+                            raise ValueError("JWK Set response too large")
+                    return bytes(body)
+        except TimeoutError:
+            raise ValueError(f"no answer within {self.timeout_seconds} s") from None
+
+
+# Token ids
 
 
 class ReplayCache(Protocol):
