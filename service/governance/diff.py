@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.forms import numeral
-from service.governance.diff_cards import CardDiff, matched, report_changes
+from service.governance.diff_cards import CardDiff, Changes, keyed
 from service.governance.diff_conditions import ConditionDiff
 from service.governance.wording import Wording, canonical, name_words
 
@@ -168,41 +168,36 @@ class _Differ:
         for name in sorted(before - after):
             self.diff.add(section, f"{role} removed: {name}")
 
+    def _by_name(self, section: str, key: str) -> Changes[Any]:
+        """The pack's ``key`` (a JSON object: citations, options, definitions, scores) in both
+        versions, compared name by name; its sentences go under ``section``."""
+        return Changes(self.diff, section, self.old.get(key, {}), self.new.get(key, {}), by_name=True)
+
     def citations(self) -> None:
-        old, new = self.old.get("citations", {}), self.new.get("citations", {})
-
-        def kept(ref: str) -> None:
-            if canonical(old[ref]) != canonical(new[ref]):
-                self.diff.add("Citations", f"Source updated: {_source(old[ref])} → {_source(new[ref])}")
-
-        report_changes(
-            self.diff,
-            "Citations",
-            _by_name(old, new),
-            added=lambda ref: f"New source: {_source(new[ref])}",
-            removed=lambda ref: f"Source no longer cited: {_source(old[ref])}",
-            kept=kept,
+        self._by_name("Citations", "citations").report(
+            added=lambda ref, source: f"New source: {_source(source)}",
+            removed=lambda ref, source: f"Source no longer cited: {_source(source)}",
+            kept=self._citation,
         )
+
+    def _citation(self, ref: str, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        if canonical(was) != canonical(now):
+            self.diff.add("Citations", f"Source updated: {_source(was)} → {_source(now)}")
 
     def options(self) -> None:
-        old, new = self.old.get("options", {}), self.new.get("options", {})
-
-        def kept(name: str) -> None:
-            if old[name]["default"] != new[name]["default"]:
-                was, now = ("on", "off") if old[name]["default"] else ("off", "on")
-                self.diff.add("Options", f"Option “{name_words(name)}” is now {now} by default (was {was})")
-
-        report_changes(
-            self.diff,
-            "Options",
-            _by_name(old, new),
-            added=lambda name: (
-                f"New option “{name_words(name)}” ({'on' if new[name]['default'] else 'off'} by default): "
-                f"{new[name]['description']}"
+        self._by_name("Options", "options").report(
+            added=lambda name, option: (
+                f"New option “{name_words(name)}” ({'on' if option['default'] else 'off'} by default): "
+                f"{option['description']}"
             ),
-            removed=lambda name: f"Option “{name_words(name)}” removed",
-            kept=kept,
+            removed=lambda name, option: f"Option “{name_words(name)}” removed",
+            kept=self._option,
         )
+
+    def _option(self, name: str, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        if was["default"] != now["default"]:
+            before, after = ("on", "off") if was["default"] else ("off", "on")
+            self.diff.add("Options", f"Option “{name_words(name)}” is now {after} by default (was {before})")
 
     def _users(self, name: str) -> str:
         """ " (used by …)": the cards whose conditions read definition ``name``, directly or not."""
@@ -222,48 +217,35 @@ class _Differ:
         return f" (used by: {', '.join(titles)})" if titles else ""
 
     def definitions(self) -> None:
-        old, new = self.old.get("definitions", {}), self.new.get("definitions", {})
-        report_changes(
-            self.diff,
-            "Criteria and definitions",
-            _by_name(old, new),
-            added=lambda name: (
-                f"New definition {self.nw.definition(name)}: {self.nw.expr(self.nw.read(new[name]))}"
+        self._by_name("Criteria and definitions", "definitions").report(
+            added=lambda name, definition: (
+                f"New definition {self.nw.definition(name)}: {self.nw.expr(self.nw.read(definition))}"
             ),
-            removed=lambda name: f"Definition {self.ow.definition(name)} removed",
-            kept=lambda name: self.conditions.expression(
+            removed=lambda name, definition: f"Definition {self.ow.definition(name)} removed",
+            kept=lambda name, was, now: self.conditions.expression(
                 f"Definition {self.nw.definition(name)}{self._users(name)}",
-                self.ow.read(old[name]),
-                self.nw.read(new[name]),
+                self.ow.read(was),
+                self.nw.read(now),
             ),
         )
 
     def scores(self) -> None:
-        old, new = self.old.get("scores", {}), self.new.get("scores", {})
-        report_changes(
-            self.diff,
-            "Scores",
-            _by_name(old, new),
-            added=lambda name: f"New score {self.nw.score(name)} with {len(new[name]['items'])} items",
-            removed=lambda name: f"Score {self.ow.score(name)} removed",
-            kept=lambda name: self._score(self.nw.score(name), old[name], new[name]),
+        self._by_name("Scores", "scores").report(
+            added=lambda name, score: f"New score {self.nw.score(name)} with {len(score['items'])} items",
+            removed=lambda name, score: f"Score {self.ow.score(name)} removed",
+            kept=lambda name, was, now: self._score(self.nw.score(name), was, now),
         )
 
     def _score(self, title: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         """A score in both versions: its title, then its items (paired by id)."""
         if old.get("title") != new.get("title"):
             self.diff.add("Scores", f"Score renamed: {old.get('title')} → {new.get('title')}")
-        before = {item["id"]: item for item in old["items"]}
-        after = {item["id"]: item for item in new["items"]}
-        report_changes(
-            self.diff,
-            "Scores",
-            matched(before, after),
-            added=lambda item_id: (
-                f"{title}: new item {_item(after[item_id])} when {self.nw.expr(self.nw.read(after[item_id]['when']))}"
+        Changes(self.diff, "Scores", keyed(old["items"], "id"), keyed(new["items"], "id")).report(
+            added=lambda item_id, item: (
+                f"{title}: new item {_item(item)} when {self.nw.expr(self.nw.read(item['when']))}"
             ),
-            removed=lambda item_id: f"{title}: item {_item(before[item_id])} removed",
-            kept=lambda item_id: self._score_item(title, before[item_id], after[item_id]),
+            removed=lambda item_id, item: f"{title}: item {_item(item)} removed",
+            kept=lambda item_id, was, now: self._score_item(title, was, now),
         )
 
     def _score_item(self, title: str, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
@@ -289,11 +271,6 @@ class _Differ:
         for key in sorted((set(self.old) | set(self.new)) - PACK_KEYS):
             if canonical(self.old.get(key)) != canonical(self.new.get(key)):
                 self.diff.add("Governance record", f"Pack field “{key}” changed")
-
-
-def _by_name(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    """The keys only in ``new``, only in ``old``, and in both, each sorted."""
-    return sorted(set(new) - set(old)), sorted(set(old) - set(new)), sorted(set(old) & set(new))
 
 
 def _conditions_of(rule: Mapping[str, Any]) -> list[Any]:

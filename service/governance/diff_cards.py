@@ -9,13 +9,14 @@ suppressions and links; and any other field, named, so that nothing passes unsee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from service.governance.diff_conditions import ConditionDiff, Sentences, expression_key
 from service.governance.wording import Wording, canonical
 
-__all__ = ["RULE_KEYS", "CardDiff", "matched", "report_changes"]
+__all__ = ["RULE_KEYS", "CardDiff", "Changes", "keyed", "matched"]
 
 # Fields this summary words out; any other field that changes is still named (CardDiff.rule).
 RULE_KEYS = frozenset(
@@ -81,8 +82,8 @@ class CardDiff:
 
     def rules(self) -> None:
         """Every card: new, removed, or changed (matched by rule id)."""
-        old = {rule["id"]: rule for rule in self.old.get("rules", [])}
-        new = {rule["id"]: rule for rule in self.new.get("rules", [])}
+        old = keyed(self.old.get("rules", []), "id")
+        new = keyed(self.new.get("rules", []), "id")
         added, removed, kept = matched(old, new)
         for rule_id in added:
             rule = new[rule_id]
@@ -176,15 +177,10 @@ class CardDiff:
                 self.diff.add("Wording", f"{card}: {what} text removed “{line}”")
 
     def _suggestions(self, card: str, old: list[Any], new: list[Any]) -> None:
-        before = {s["label"]: s for s in old}
-        after = {s["label"]: s for s in new}
-        report_changes(
-            self.diff,
-            "Cards",
-            matched(before, after),
-            added=lambda label: f"{card}: new suggested order {_order(after[label])}",
-            removed=lambda label: f"{card}: suggested order “{label}” removed",
-            kept=lambda label: self._suggestion(f"{card}: order “{label}”", before[label], after[label]),
+        Changes(self.diff, "Cards", keyed(old, "label"), keyed(new, "label")).report(
+            added=lambda label, suggestion: f"{card}: new suggested order {_order(suggestion)}",
+            removed=lambda label, suggestion: f"{card}: suggested order “{label}” removed",
+            kept=lambda label, was, now: self._suggestion(f"{card}: order “{label}”", was, now),
         )
 
     def _suggestion(self, order: str, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
@@ -235,42 +231,58 @@ class CardDiff:
             self._suggestions(label, was.get("suggestions", []), now.get("suggestions", []))
 
     def _criteria(self, card: str, old: list[Any], new: list[Any]) -> None:
-        before = {c["label"]: c for c in old}
-        after = {c["label"]: c for c in new}
-        report_changes(
-            self.diff,
-            "Cards",
-            matched(before, after),
-            added=lambda label: f"{card}: now lists the criterion “{label}”",
-            removed=lambda label: f"{card}: no longer lists the criterion “{label}”",
-            kept=lambda label: self.conditions.expression(
-                f"{card}, criterion “{label}”",
-                self.ow.read(before[label]["when"]),
-                self.nw.read(after[label]["when"]),
+        Changes(self.diff, "Cards", keyed(old, "label"), keyed(new, "label")).report(
+            added=lambda label, criterion: f"{card}: now lists the criterion “{label}”",
+            removed=lambda label, criterion: f"{card}: no longer lists the criterion “{label}”",
+            kept=lambda label, was, now: self.conditions.expression(
+                f"{card}, criterion “{label}”", self.ow.read(was["when"]), self.nw.read(now["when"])
             ),
         )
 
 
-def report_changes(
-    diff: Sentences,
-    section: str,
-    keys: tuple[list[str], list[str], list[str]],
-    *,
-    added: Callable[[str], str],
-    removed: Callable[[str], str],
-    kept: Callable[[str], None] | None = None,
-) -> None:
-    """One sentence in ``section`` per key only in the new version (``added``), then per key only
-    in the old one (``removed``); ``kept`` looks at each key in both. ``keys`` as :func:`matched`
-    gives them."""
-    new_keys, old_keys, both = keys
-    for key in new_keys:
-        diff.add(section, added(key))
-    for key in old_keys:
-        diff.add(section, removed(key))
-    if kept is not None:
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class Changes(Generic[Item]):
+    """One collection of a pack (its definitions, a score's items, a card's criteria, …) in both
+    versions, its items paired by key, and the section of ``diff`` its sentences go under.
+
+    Only the wording differs from one collection to the next, and :meth:`report` takes just that.
+    Keys only in the new version come first, in its order, then keys only in the old version, then
+    keys in both, in the old version's order (``by_name``: each group sorted by key instead).
+    """
+
+    diff: Sentences
+    section: str
+    old: Mapping[str, Item]
+    new: Mapping[str, Item]
+    by_name: bool = False
+
+    def report(
+        self,
+        *,
+        added: Callable[[str, Item], str],
+        removed: Callable[[str, Item], str],
+        kept: Callable[[str, Item, Item], None],
+    ) -> None:
+        """One sentence per item only in the new version (``added`` words it), then one per item
+        only in the old version (``removed``); ``kept`` compares the two versions of each item in
+        both and adds what sentences it has to."""
+        new_keys, old_keys, both = matched(self.old, self.new)
+        if self.by_name:
+            new_keys, old_keys, both = sorted(new_keys), sorted(old_keys), sorted(both)
+        for key in new_keys:
+            self.diff.add(self.section, added(key, self.new[key]))
+        for key in old_keys:
+            self.diff.add(self.section, removed(key, self.old[key]))
         for key in both:
-            kept(key)
+            kept(key, self.old[key], self.new[key])
+
+
+def keyed(items: Iterable[Mapping[str, Any]], field: str) -> dict[str, Any]:
+    """The items (JSON objects) by the value of their ``field`` (``id``, ``label``), in their order."""
+    return {item[field]: item for item in items}
 
 
 def matched(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
