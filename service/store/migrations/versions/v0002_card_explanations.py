@@ -1,6 +1,6 @@
 """Card explanations: what a card's signed link shows, kept until the link expires.
 
-See ``service/store/explanations.py``: rows are written with each hook call's cards and deleted
+See ``service/store/writers.py`` (``ExplanationStore``): rows are written with each hook call's cards and deleted
 once expired, so that any worker or replica can serve a card's explanation page.
 """
 
