@@ -155,14 +155,28 @@ class JwtVerifier:
         """
         jws = self._header(token)
         alg, kid, jku = jws.header["alg"], jws.header["kid"], jws.header.get("jku")
-        iss = self._unverified_issuer(jws)
+        issuer, key = await self._issuer_key(self._unverified_issuer(jws), alg, kid, jku)
+        claims = self._decode(jws, key.public_key, issuer, audience, kid=kid)
+        return await self._accept(claims, issuer, alg=alg, kid=kid)
+
+    async def _issuer_key(
+        self, iss: str, alg: str, kid: str, jku: str | None
+    ) -> tuple[TrustedIssuer, VerificationKey]:
+        """The trusted issuer ``iss`` and its key ``kid``, which must fit ``alg``."""
         issuer = self._issuers.get(iss)
         if issuer is None:
             raise UnknownIssuerError(f"issuer {_shown(iss)} is not trusted", kid=kid)
         key = await self._key_store.get_key(issuer, kid, jku)
         if not key_fits(key, alg):
             raise AlgorithmNotAllowedError(f"alg {alg} does not fit the key", iss=iss, kid=kid)
-        claims = self._decode(jws, key.public_key, issuer, audience, kid=kid)
+        return issuer, key
+
+    async def _accept(
+        self, claims: dict[str, Any], issuer: TrustedIssuer, *, alg: str, kid: str
+    ) -> ClientIdentity:
+        """The identity that signature-checked ``claims`` prove: times, ``jti``, tenant, then the
+        replay check (last, so that only fully valid tokens use up a ``jti``)."""
+        iss = issuer.iss
 
         def numeric(name: str) -> float:
             value = claims[name]
