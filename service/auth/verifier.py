@@ -216,7 +216,11 @@ class JwtVerifier:
 
     def _header(self, token: str) -> _CompactJws:
         jws = _CompactJws.parse(token)
-        header = jws.header
+        self._check_header(jws.header)
+        return jws
+
+    def _check_header(self, header: dict[str, Any]) -> None:
+        """The header CDS Hooks requires: an allowed ``alg``, ``typ`` JWT, a ``kid``, no extensions."""
         if "crit" in header or "b64" in header:
             raise MalformedTokenError("header uses crit/b64 extensions, which CDS Hooks does not use")
         alg, kid, jku = header.get("alg"), header.get("kid"), header.get("jku")
@@ -229,11 +233,14 @@ class JwtVerifier:
             raise MalformedTokenError("header has no kid")
         if jku is not None and not isinstance(jku, str):
             raise MalformedTokenError("jku is not a string", kid=kid)
-        return jws
 
     @staticmethod
     def _unverified_issuer(jws: _CompactJws) -> str:
-        claims = jws.claims()
+        return JwtVerifier._issuer_in(jws.claims())
+
+    @staticmethod
+    def _issuer_in(claims: dict[str, Any]) -> str:
+        """The ``iss`` claim, read before the signature is checked (only to choose the issuer)."""
         iss = claims.get("iss")
         if iss is None:
             raise MissingClaimError("iss")
