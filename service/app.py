@@ -41,7 +41,7 @@ from service.ops.workers import tune_gc
 from service.outbound.pinned_transport import Resolver, system_resolver
 from service.outbound.terminology_server import TerminologyServer, extend_terminology
 from service.store.probe import StoreProbe
-from service.store.schema import make_engine
+from service.store.schema import make_engine, open_replay_store
 from service.store.writers import AuditWriter, ExplanationStore
 
 __all__ = ["AUDIT_FLUSH_SECONDS", "app_from_env", "create_app", "wall_clock"]
@@ -101,11 +101,15 @@ def create_app(
         registry = PackRegistry.load(settings)
         engine = make_engine(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         prepare_database(settings, engine)  # migrations: see service/governance/database.py
+        replay_engine = open_replay_store(engine)  # a SQLite file's own file beside it (issue 15)
         jwks_client = new_jwks_http_client()
         try:
-            app.state.authenticator = build_authenticator(settings, engine, jwks_client, clock=token_clock)
+            app.state.authenticator = build_authenticator(
+                settings, replay_engine, jwks_client, clock=token_clock
+            )
         except Exception:
             await jwks_client.aclose()
+            replay_engine.dispose()
             engine.dispose()
             raise
         writer = AuditWriter(engine, settings.data_dir / "spool")
@@ -150,6 +154,7 @@ def create_app(
             if isinstance(fetcher, FhirFetcher):
                 await fetcher.aclose()
             probe.close()
+            replay_engine.dispose()
             engine.dispose()
             telemetry.process_stopping()
 

@@ -7,8 +7,10 @@ trusts and builds the authenticator the HTTP surface puts in front of the endpoi
 
 - `trusted_issuers(settings)`: the issuers of `CALF_CDS_TRUSTED_ISSUERS_FILE`, plus the local
   development issuer when `dev` is on. No issuer at all is an `AuthConfigError`, never "open".
-- `build_authenticator`: one `ClientAuthenticator` per app, built at start-up on the audit engine (the replay cache is
-  the `jwt_replay` table, shared by every replica). `audience(path, origin=...)` is the exact URL
+- `build_authenticator`: one `ClientAuthenticator` per app, built at start-up on the replay store's
+  engine (the replay cache is the `jwt_replay` table, shared by every replica: in the audit
+  database, or beside a SQLite audit file in a file of its own, see
+  ``service.store.schema.open_replay_store``). `audience(path, origin=...)` is the exact URL
   called: `public_base_url` + path, or the request's own origin + path when no public base is
   configured.
 """
@@ -83,7 +85,8 @@ def build_authenticator(
     *,
     clock: Callable[[], float],
 ) -> ClientAuthenticator:
-    """The authenticator of one app (the `jwt_replay` table comes with the database migrations)."""
+    """The authenticator of one app; ``engine`` holds the `jwt_replay` table (the migrations create
+    it; ``service.store.schema.open_replay_store`` gives a SQLite audit file's own replay file)."""
     issuers = trusted_issuers(settings)
     verifier = JwtVerifier(
         issuers,

@@ -28,17 +28,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, delete, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, delete, func, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings
 from service.governance.errors import SchemaError
-from service.store.schema import feedback, hook_calls, hook_cards, jwt_replay_table
+from service.store.schema import feedback, hook_calls, hook_cards, jwt_replay_table, replay_store_url
 
 __all__ = [
     "ADVISORY_LOCK_KEY",
@@ -179,11 +180,22 @@ def purge(engine: Engine, *, retention_days: int | None, now: datetime, dry_run:
                 )
             else:
                 counts.append(connection.execute(delete(table).where(where)).rowcount)
-        expired = jwt_replay_table.c.expires_at <= now.timestamp()
-        if dry_run:
-            replay = int(
-                connection.scalar(select(func.count()).select_from(jwt_replay_table).where(expired)) or 0
-            )
-        else:
-            replay = connection.execute(delete(jwt_replay_table).where(expired)).rowcount
+        replay = _purge_replay(connection, now, dry_run=dry_run)
+    url = engine.url.render_as_string(hide_password=False)
+    replay_url = replay_store_url(url)  # a SQLite audit file's own replay file, if it has one
+    if replay_url != url and Path(str(make_url(replay_url).database)).exists():
+        replay_engine = create_engine(replay_url)
+        try:
+            with replay_engine.begin() as connection:
+                replay += _purge_replay(connection, now, dry_run=dry_run)
+        finally:
+            replay_engine.dispose()
     return PurgeResult(cutoff, counts[0], counts[1], counts[2], replay)
+
+
+def _purge_replay(connection: Connection, now: datetime, *, dry_run: bool) -> int:
+    """Delete (or with ``dry_run`` count) the expired `jwt_replay` rows."""
+    expired = jwt_replay_table.c.expires_at <= now.timestamp()
+    if dry_run:
+        return int(connection.scalar(select(func.count()).select_from(jwt_replay_table).where(expired)) or 0)
+    return connection.execute(delete(jwt_replay_table).where(expired)).rowcount

@@ -31,7 +31,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     func,
+    inspect,
+    make_url,
 )
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 __all__ = [
     "MAX_JTI_LENGTH",
@@ -45,6 +48,8 @@ __all__ = [
     "jwt_replay_table",
     "make_engine",
     "metadata",
+    "open_replay_store",
+    "replay_store_url",
     "row_of_call",
 ]
 
@@ -238,3 +243,70 @@ jwt_replay_table = Table(
     Column("expires_at", Double, nullable=False, index=True),
     PrimaryKeyConstraint("iss", "jti", name="pk_jwt_replay"),  # the unique (iss, jti)
 )
+
+
+def replay_store_url(url: str) -> str:
+    """Where the `jwt_replay` table lives for the audit store at ``url``.
+
+    In the audit database itself, but for a SQLite file: a file of its own beside it
+    (``audit.sqlite3`` → ``audit.replay.sqlite3``). SQLite locks the whole file for each write, so in
+    the audit file every call's replay check (a write, on the call's path) waited whenever the audit
+    or explanation writer was committing a batch behind earlier calls: measured on 10-Observation
+    calls (issue 15), the check's p90 was 1.1 ms and its p99 5.3 ms there, 0.26 ms and 1.8 ms beside
+    it. PostgreSQL locks rows, not the database: its table stays where the migrations put it.
+    """
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:"):  # a SQLite URI filename: its own options; keep it whole
+        return url
+    path = Path(database)
+    sibling = path.with_name(f"{path.stem}.replay{path.suffix or '.sqlite3'}")
+    return parsed.set(database=str(sibling)).render_as_string(hide_password=False)
+
+
+def open_replay_store(engine: Engine) -> Engine:
+    """The engine of the replay table for the audit store ``engine``: ``engine`` itself, or a SQLite
+    file's own replay file (`replay_store_url`), its table created if missing (every worker may;
+    ``IF NOT EXISTS`` makes that safe). The first time, the rows of the audit file's own
+    `jwt_replay` (the table the migrations create, where earlier versions kept them) move to it, so
+    that a token used just before an upgrade is still refused after it. Dispose of a returned
+    engine that is not ``engine``."""
+    url = engine.url.render_as_string(hide_password=False)
+    target = replay_store_url(url)
+    if target == url:
+        return engine
+    replay = make_engine(target)
+    try:
+        with replay.begin() as connection:
+            created = not inspect(connection).has_table(jwt_replay_table.name)
+            connection.execute(CreateTable(jwt_replay_table, if_not_exists=True))
+            for index in jwt_replay_table.indexes:
+                connection.execute(CreateIndex(index, if_not_exists=True))
+        if created:
+            _move_replay_rows(replay, str(engine.url.database))
+    except Exception:
+        replay.dispose()
+        raise
+    return replay
+
+
+def _move_replay_rows(replay: Engine, audit_file: str) -> None:
+    """Move the audit file's `jwt_replay` rows, if it has the table, into the replay file."""
+    with replay.connect() as connection:
+        connection.exec_driver_sql("ATTACH DATABASE ? AS audit", (audit_file,))
+        try:
+            listed = connection.exec_driver_sql(
+                "SELECT 1 FROM audit.sqlite_master WHERE type = 'table' AND name = 'jwt_replay'"
+            ).first()
+            if listed is not None:
+                connection.exec_driver_sql(
+                    "INSERT OR IGNORE INTO main.jwt_replay (iss, jti, expires_at) "
+                    "SELECT iss, jti, expires_at FROM audit.jwt_replay"
+                )
+                connection.exec_driver_sql("DELETE FROM audit.jwt_replay")
+                connection.commit()
+        finally:
+            connection.rollback()  # nothing left to undo after the commit; DETACH needs no transaction
+            connection.exec_driver_sql("DETACH DATABASE audit")

@@ -28,7 +28,7 @@ from service.auth.dev_issuer import DevIssuer
 from service.auth.errors import AudienceError
 from service.config import Settings
 from service.http.errors import challenge
-from service.store.schema import hook_calls
+from service.store.schema import hook_calls, replay_store_url
 from tests.fhir_builders import NOW, calf_pain, finding, hook_request, quantity
 from tests.service.jwt_factory import (
     AUDIENCE,
@@ -375,11 +375,26 @@ def test_refusals_log_the_reason_but_never_the_token(
     assert token.split(".")[2] not in caplog.text
 
 
+def test_the_jti_goes_to_the_replay_file_beside_the_sqlite_audit_file(
+    api: TestClient, auth_settings: Settings, es_key: SigningKey
+) -> None:
+    """The replay check writes to a file of its own, so the audit writers never hold its lock."""
+    assert call(api, es_key.sign(now_claims(jti="jti-in-its-own-file"))).status_code == 200
+    for url, expected in (
+        (replay_store_url(auth_settings.resolved_database_url()), ["jti-in-its-own-file"]),
+        (auth_settings.resolved_database_url(), []),
+    ):
+        engine = sa.create_engine(url)
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT jti FROM jwt_replay")).scalars().all() == expected
+        engine.dispose()
+
+
 def test_replay_store_outage_still_answers_and_still_refuses_replays(
     api: TestClient, auth_settings: Settings, es_key: SigningKey
 ) -> None:
     """While the shared replay store is down, calls are answered and this process still refuses a replay."""
-    engine = sa.create_engine(auth_settings.resolved_database_url())
+    engine = sa.create_engine(replay_store_url(auth_settings.resolved_database_url()))
     with engine.begin() as connection:
         connection.execute(sa.text("DROP TABLE jwt_replay"))
     engine.dispose()

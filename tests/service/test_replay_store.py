@@ -8,9 +8,11 @@ server answers on 127.0.0.1:5432; each gets a database of its own, dropped after
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,17 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from service.auth import caches
 from service.auth.caches import SqlReplayCache
 from service.auth.errors import ReplayCacheUnavailableError
-from service.store.schema import auth_metadata
+from service.governance.database import purge
+from service.store.schema import (
+    auth_metadata,
+    jwt_replay_table,
+    make_engine,
+    open_replay_store,
+    replay_store_url,
+)
 from tests.service.jwt_factory import ISSUER, NOW, FakeClock
 
 PG_ADMIN = os.environ.get("CALF_CDS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -166,3 +176,195 @@ async def test_a_database_without_the_table_is_an_outage(tmp_path: Path) -> None
             cache.wait_pruned()
     finally:
         engine.dispose()
+
+
+# -- the inline SQLite check's own connection (issue 15) ------------------------------------------
+
+
+@pytest.fixture
+def wal_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """The audit store's SQLite engine as the service makes it (WAL), with the `jwt_replay` table."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    auth_metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _write_lock(path: str) -> sqlite3.Connection:
+    """Another connection holding the file's write lock, as the audit writer does during a batch."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+@pytest.mark.anyio
+async def test_a_locked_file_makes_the_check_wait_without_blocking_the_event_loop(
+    wal_engine: sa.Engine,
+) -> None:
+    """While another connection writes, the inline check polls and lets other coroutines run; it
+    decides once the lock is released, and still refuses the replay afterwards."""
+    cache = SqlReplayCache(wal_engine, clock=FakeClock())
+    assert await cache.check_and_store(ISSUER, "jti-0", NOW + 60)  # opens the cache's connection
+    holder = _write_lock(str(wal_engine.url.database))
+    ticks = 0
+    answers: list[bool] = []
+
+    async def check() -> None:
+        answers.append(await cache.check_and_store(ISSUER, "jti-1", NOW + 60))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(check)
+        while ticks < 20:  # the event loop keeps running while the check waits
+            await anyio.sleep(0.001)
+            ticks += 1
+        assert answers == []  # still waiting for the lock
+        holder.execute("COMMIT")
+    holder.close()
+
+    assert answers == [True]
+    assert not await cache.check_and_store(ISSUER, "jti-1", NOW + 60)
+    cache.close()
+
+
+@pytest.mark.anyio
+async def test_a_lock_that_is_never_released_is_an_outage(
+    wal_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check gives up like an unreachable database (ReplayCacheUnavailableError → the
+    process's memory decides), and nothing was stored meanwhile."""
+    monkeypatch.setattr(caches, "BUSY_GIVE_UP_SECONDS", 0.05)
+    cache = SqlReplayCache(wal_engine, clock=FakeClock())
+    holder = _write_lock(str(wal_engine.url.database))
+    try:
+        with pytest.raises(ReplayCacheUnavailableError, match="locked"):
+            await cache.check_and_store(ISSUER, "jti-1", NOW + 60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert _rows(wal_engine) == []
+    assert await cache.check_and_store(ISSUER, "jti-1", NOW + 60)  # the lock is gone: decided
+    cache.close()
+
+
+@pytest.mark.anyio
+async def test_another_thread_and_a_reopened_connection_give_the_same_verdicts(wal_engine: sa.Engine) -> None:
+    """The connection belongs to the thread that opened it: another thread takes the SQLAlchemy
+    path on the same table; after close() (or a failure) the next check opens a new connection."""
+    cache = SqlReplayCache(wal_engine, clock=FakeClock())
+    assert await cache.check_and_store(ISSUER, "jti-1", NOW + 60)
+
+    def from_another_thread(jti: str) -> bool:
+        return anyio.run(cache.check_and_store, ISSUER, jti, NOW + 60)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert not pool.submit(from_another_thread, "jti-1").result()
+        assert pool.submit(from_another_thread, "jti-2").result()
+    assert not await cache.check_and_store(ISSUER, "jti-2", NOW + 60)
+    cache.close()
+    assert not await cache.check_and_store(ISSUER, "jti-1", NOW + 60)
+    assert await cache.check_and_store(ISSUER, "jti-3", NOW + 60)
+    cache.close()
+    cache.wait_pruned()
+
+    assert sorted(jti for jti, _ in _rows(wal_engine)) == ["jti-1", "jti-2", "jti-3"]
+
+
+# -- where the table lives: a SQLite audit file's replay file beside it (issue 15) ----------------
+
+
+@pytest.mark.parametrize(
+    ("audit_url", "replay_url"),
+    [
+        ("sqlite:////data/audit.sqlite3", "sqlite:////data/audit.replay.sqlite3"),
+        ("sqlite:///relative/calf.db", "sqlite:///relative/calf.replay.db"),
+        ("sqlite:////data/audit", "sqlite:////data/audit.replay.sqlite3"),
+        ("sqlite://", "sqlite://"),  # in memory: no file to put beside it
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("sqlite:///file:audit?mode=ro&uri=true", "sqlite:///file:audit?mode=ro&uri=true"),
+        ("postgresql+psycopg://calf:secret@db:5432/calf", "postgresql+psycopg://calf:secret@db:5432/calf"),
+    ],
+)
+def test_the_replay_store_is_a_sqlite_files_own_file_and_otherwise_the_audit_database(
+    audit_url: str, replay_url: str
+) -> None:
+    assert replay_store_url(audit_url) == replay_url
+
+
+def test_opening_the_replay_store_creates_its_file_and_moves_the_audit_files_rows_once(
+    tmp_path: Path,
+) -> None:
+    """A first start after the upgrade takes the rows earlier versions kept in the audit file, so
+    a token used just before the upgrade is still refused after it; a second start moves nothing."""
+    audit = make_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    auth_metadata.create_all(audit)  # as the migrations leave it
+    with audit.begin() as connection:
+        connection.execute(
+            sa.insert(jwt_replay_table), [{"iss": ISSUER, "jti": "used", "expires_at": NOW + 60}]
+        )
+    replay = open_replay_store(audit)
+    try:
+        assert replay is not audit
+        assert replay.url.database == str(tmp_path / "audit.replay.sqlite3")
+        assert _rows(replay) == [("used", NOW + 60)]
+        assert _rows(audit) == []
+        assert not anyio.run(
+            SqlReplayCache(replay, clock=FakeClock()).check_and_store, ISSUER, "used", NOW + 60
+        )
+        with audit.begin() as connection:  # an old worker still running during a rolling restart
+            connection.execute(
+                sa.insert(jwt_replay_table), [{"iss": ISSUER, "jti": "late", "expires_at": NOW}]
+            )
+        again = open_replay_store(audit)  # the table exists now: nothing moves
+        assert _rows(again) == [("used", NOW + 60)]
+        again.dispose()
+    finally:
+        replay.dispose()
+        audit.dispose()
+
+
+def test_two_workers_opening_the_replay_store_at_once_both_get_it(tmp_path: Path) -> None:
+    """Every worker of `calf-cds serve --workers N` opens it at start-up: IF NOT EXISTS, no race."""
+    audit = make_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    auth_metadata.create_all(audit)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        opened = list(pool.map(lambda _: open_replay_store(audit), range(WORKERS)))
+    for engine in opened:
+        assert _rows(engine) == []
+        engine.dispose()
+    audit.dispose()
+
+
+def test_a_postgresql_audit_store_keeps_its_replay_table(database_url: str) -> None:
+    """PostgreSQL locks rows, not the database: the table stays in it (the same engine)."""
+    engine = sa.create_engine(database_url)
+    replay = open_replay_store(engine)
+    try:
+        assert (replay is engine) is database_url.startswith("postgresql")
+    finally:
+        if replay is not engine:
+            replay.dispose()
+        engine.dispose()
+
+
+def test_purge_deletes_the_expired_rows_of_the_replay_file_too(tmp_path: Path) -> None:
+    """`calf-cds db purge` and the retention job count and delete both tables' expired rows."""
+    audit = make_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    auth_metadata.create_all(audit)
+    replay = open_replay_store(audit)
+    expired, live = {"iss": ISSUER, "expires_at": NOW - 1}, {"iss": ISSUER, "expires_at": NOW + 60}
+    for engine, prefix in ((audit, "audit"), (replay, "replay")):
+        with engine.begin() as connection:
+            connection.execute(
+                sa.insert(jwt_replay_table),
+                [{**expired, "jti": f"{prefix}-old"}, {**live, "jti": f"{prefix}-new"}],
+            )
+    when = datetime.fromtimestamp(NOW, UTC)
+    try:
+        assert purge(audit, retention_days=None, now=when, dry_run=True).replay_entries == 2
+        assert purge(audit, retention_days=None, now=when).replay_entries == 2
+        assert [jti for jti, _ in _rows(audit)] == ["audit-new"]
+        assert [jti for jti, _ in _rows(replay)] == ["replay-new"]
+    finally:
+        replay.dispose()
+        audit.dispose()
