@@ -72,7 +72,16 @@ STAGES: tuple[tuple[str, str, str], ...] = (
         "service.auth.caches",
         "LayeredReplayCache.check_and_store",
     ),
-    ("    replay check: SQL in the worker thread", "service.auth.caches", "SqlReplayCache._check_and_store"),
+    (
+        "    replay check: SQLite statement, own connection (a try)",
+        "service.auth.caches",
+        "SqlReplayCache._upsert_sqlite",
+    ),
+    (
+        "    replay check: SQLAlchemy statement (PostgreSQL thread)",
+        "service.auth.caches",
+        "SqlReplayCache._check_and_store",
+    ),
     ("read the body", "service.http.routes.hooks", "read_body"),
     ("the front door: FrontDoor.answer", "service.hooks.pipeline", "FrontDoor.answer"),
     ("  parse the body: orjson.loads", "service.hooks.guards", "orjson.loads"),
