@@ -287,10 +287,12 @@ class SqlReplayCache:
         self._pruning: threading.Thread | None = None
         self.inline = engine.dialect.name == "sqlite" if inline is None else inline
         self._statement = _check_statement(engine.dialect.name)
-        self._sqlite = engine.dialect.name == "sqlite"
         self._connection: sqlite3.Connection | None = None  # the inline SQLite check's own
         self._owner: int | None = None  # the thread that opened it
-        self._compiled: tuple[str, tuple[str, ...]] | None = None  # its SQL, its parameters' order
+        self._sqlite_sql: tuple[str, tuple[str, ...]] | None = None  # its SQL, its parameters' order
+        if engine.dialect.name == "sqlite" and self._statement is not None:
+            compiled = self._statement.compile(dialect=engine.dialect)
+            self._sqlite_sql = (compiled.string, tuple(compiled.positiontup or ()))
 
     async def check_and_store(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
@@ -299,28 +301,31 @@ class SqlReplayCache:
             self._start_pruning(now)
         if not self.inline:
             return await anyio.to_thread.run_sync(self._check_and_store, iss, jti, expires_at, now)
-        statement = self._statement
-        if self._sqlite and statement is not None and self._owner in (None, threading.get_ident()):
+        if (
+            self._sqlite_sql is not None
+            and self._statement is not None  # None: the portable pair, as for another dialect
+            and self._owner in (None, threading.get_ident())
+        ):
             parameters = {"iss": iss, "jti": jti, "expires_at": expires_at, "now": now}
-            return await self._check_sqlite(statement, parameters)
+            return await self._check_sqlite(*self._sqlite_sql, parameters)
         return self._check_and_store(iss, jti, expires_at, now)
 
-    async def _check_sqlite(self, statement: sa.Insert, parameters: dict[str, Any]) -> bool:
+    async def _check_sqlite(self, sql: str, order: tuple[str, ...], parameters: dict[str, Any]) -> bool:
         """The inline SQLite check on the cache's own connection, polling while the file is locked."""
         give_up_at = None
-        while (fresh := self._upsert_sqlite(statement, parameters)) is None:
+        values = [parameters[name] for name in order]
+        while (fresh := self._upsert_sqlite(sql, values)) is None:
             give_up_at = give_up_at or time.monotonic() + BUSY_GIVE_UP_SECONDS
             if time.monotonic() > give_up_at:
                 raise ReplayCacheUnavailableError("replay store failed: the database stayed locked")
             await anyio.sleep(BUSY_POLL_SECONDS)
         return fresh
 
-    def _upsert_sqlite(self, statement: sa.Insert, parameters: dict[str, Any]) -> bool | None:
+    def _upsert_sqlite(self, sql: str, values: list[Any]) -> bool | None:
         """One try of the statement: True for a new pair, False for a replay, None while locked."""
         try:
             connection = self._connection or self._open_sqlite()
-            sql, order = self._compiled or self._compile(statement)
-            cursor = connection.execute(sql, [parameters[name] for name in order])
+            cursor = connection.execute(sql, values)
             rows = cursor.fetchall()  # to the statement's end, which commits it (autocommit)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -344,13 +349,6 @@ class SqlReplayCache:
         self._connection, self._owner = connection, threading.get_ident()
         weakref.finalize(self, connection.close)
         return connection
-
-    def _compile(self, statement: sa.Insert) -> tuple[str, tuple[str, ...]]:
-        compiled = statement.compile(dialect=self._engine.dialect)
-        if compiled.positiontup is None:  # pragma: no cover - SQLite's parameters are positional
-            raise sqlite3.InterfaceError("the replay statement has no positional form")
-        self._compiled = (compiled.string, tuple(compiled.positiontup))
-        return self._compiled
 
     def close(self) -> None:
         """Close the inline SQLite check's connection (the next check opens another)."""
