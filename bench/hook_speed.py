@@ -11,7 +11,11 @@ fresh ES384 JWT, signed before the clock starts (``bench/tokens.py``). The only 
 are the body and JSON-array limits, so that a 10,000-Observation chart can be sent at all.
 
 The floor (``bench/floor_app.py``) is a bare FastAPI app under the same uvicorn options that
-parses the same body with orjson and answers an empty card list. Both get the same bytes.
+parses the same body with orjson and answers an empty card list. Both get the same bytes. The
+*guarded* floor (``bench/floor_app.py --guarded``) is that floor plus only the obligations every
+call carries, done the cheapest way this stack offers: the client JWT verified, the replay check,
+the JSON limits. Its ratio to the floor is what the obligations cost; the hook's ratio to it is
+what the service's own work costs. The latency and throughput modes call all three.
 
 Modes (``--modes``, default ``latency,throughput,cli``; ``--soak MINUTES`` adds the soak):
 
@@ -61,7 +65,17 @@ import orjson
 
 from bench import database, tokens
 from bench.cpu import cpu_seconds, generator_cpu, machine_busy
-from bench.servers import ROOT, Server, free_port, memory_kb, reset_peak, start_floor, start_service_on
+from bench.floor_app import DEFAULT_MAX_ITEMS
+from bench.servers import (
+    ROOT,
+    GuardSettings,
+    Server,
+    free_port,
+    memory_kb,
+    reset_peak,
+    start_floor,
+    start_service_on,
+)
 from bench.traffic import HOOK_PATH, Connection, Stats, Tokens, closed_loop, open_loop, percentile
 from bench.workload import PATTERNS, Body, build_bodies, expected_topics, sized_body
 
@@ -212,6 +226,10 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             args, folder, "base", args.baseline, LIMITS, 1
         )
     floor = servers["floor"] = start_floor(folder, workers=1)
+    max_items = int(LIMITS["CALF_CDS_MAX_ARRAY_LENGTH"])
+    guard = GuardSettings(keys / "trusted-issuers.json", HOOK_PATH, max_items)
+    guarded = servers["guarded"] = start_floor(folder, workers=1, guard=guard)
+    guarded_audience = f"http://127.0.0.1:{guarded.port}{HOOK_PATH}"
     rows: list[dict[str, Any]] = []
     peak_resettable = reset_peak(service.workers[0])
     try:
@@ -232,6 +250,8 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             if args.baseline:
                 base_supply = tokens.mint(args.alg, base_keys, base_audience, count, TOKEN_LIFETIME)
                 targets.append(("base", servers["base"].port, base_supply))
+            guarded_supply = tokens.mint(args.alg, keys, guarded_audience, count, TOKEN_LIFETIME)
+            targets.append(("guarded", guarded.port, guarded_supply))
             targets.append(("floor", floor.port, None))
             for server in servers.values():
                 reset_peak(server.workers[0])
@@ -276,12 +296,15 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 row["hook_p50_ratio"],
                 row["hook_p99_over_floor_p50"],
             )
+            for name in servers.keys() - {"floor", "guarded"}:
+                row[f"{name}_p50_over_guarded_p50"] = round(row[f"{name}_p50_ms"] / row["guarded_p50_ms"], 2)
+                row[f"{name}_p99_over_guarded_p50"] = round(row[f"{name}_p99_ms"] / row["guarded_p50_ms"], 2)
             if args.baseline:
                 row["base_cards"] = topics["base"]
             rows.append(row)
-            for name in [n for n in ("hook", "base") if n in servers]:
+            for name in [n for n in ("hook", "base", "guarded") if n in servers]:
                 marginal = row.get(f"{name}_marginal_ms_per_1k_resources")
-                lead = f"{size:>6} {resources:>6} {row['body_kb']:>8}" if name == "hook" else f"{'base':>22}"
+                lead = f"{size:>6} {resources:>6} {row['body_kb']:>8}" if name == "hook" else f"{name:>22}"
                 print(
                     f"{lead} {row[f'{name}_p50_ms']:>7.2f}ms {row[f'{name}_p99_ms']:>7.2f}ms "
                     f"{row['floor_p50_ms']:>7.2f}ms {row['floor_p99_ms']:>7.2f}ms {row[f'{name}_p50_ratio']:>6.2f} "
@@ -303,7 +326,22 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 if args.baseline
                 else ""
             )
+            + "; guarded: the floor with the obligations only (client JWT verified, replay check,"
+            " JSON limits; bench/floor_app.py --guarded), called in the same rotation"
         )
+        print(
+            "what the obligations cost (guarded ÷ floor) and what the service's own work costs (÷ guarded), p50:"
+        )
+        for row in rows:
+            shares = "".join(
+                f"; {name} ÷ guarded {row[f'{name}_p50_over_guarded_p50']:.2f}"
+                f" (p99 ÷ guarded p50 {row[f'{name}_p99_over_guarded_p50']:.2f})"
+                for name in ("hook", "base")
+                if f"{name}_p50_over_guarded_p50" in row
+            )
+            print(
+                f"  {row['observations']:>6} Observations: guarded ÷ floor {row['guarded_p50_ratio']:.2f}{shares}"
+            )
         for row in rows:
             print(f"  {row['observations']:>6} Observations: {machine_line(row['machine'])}")
         print(
@@ -381,11 +419,13 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     supplies: dict[str, Tokens] = {}
     stats: dict[str, Stats] = {}
     report: dict[str, Any] = {}
+    issuer_files: dict[str, Path] = {}
     try:
         for name, (root, database_name) in trees.items():
             url = database.create(args.pg, database_name)
             extra = {"CALF_CDS_DATABASE_URL": url}
             servers[name], keys, audience = _start_pair(args, folder, name, root, extra, args.workers)
+            issuer_files[name] = keys / "trusted-issuers.json"
             started = time.perf_counter()
             supplies[name] = Tokens(
                 tokens.mint(args.alg, keys, audience, calls, TOKEN_LIFETIME),
@@ -399,6 +439,16 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         servers["floor"] = start_floor(folder, workers=args.workers)
         supplies["floor"] = Tokens([], lambda: "not-checked-by-the-floor")
         stats["floor"] = Stats(expected=dict.fromkeys(PATTERNS, ()))
+        # the floor with the obligations only, the service's default limits; its replay file is one
+        # per worker (cheaper than a store the workers share: this floor stays a lower bound)
+        guard = GuardSettings(issuer_files["service"], HOOK_PATH, DEFAULT_MAX_ITEMS)
+        guarded = servers["guarded"] = start_floor(folder, workers=args.workers, guard=guard)
+        guarded_audience = f"http://127.0.0.1:{guarded.port}{HOOK_PATH}"
+        supplies["guarded"] = Tokens(
+            tokens.mint(args.alg, issuer_files["service"].parent, guarded_audience, calls, TOKEN_LIFETIME),
+            functools.partial(_one_token, args.alg, issuer_files["service"].parent, guarded_audience),
+        )
+        stats["guarded"] = Stats(expected=dict.fromkeys(PATTERNS, ()))
         for name, server in servers.items():
             _loop(server, args, by_pattern, stats[name], supplies[name], seconds=args.throughput_warmup,
                   measured=False, ramp=args.throughput_warmup / 2)  # fmt: skip
@@ -435,6 +485,11 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 if results["floor"]["per_s"]
                 else None
             )
+        results["guarded"]["ratio"] = (
+            round(results["guarded"]["per_s"] / results["floor"]["per_s"], 2)
+            if results["floor"]["per_s"]
+            else None
+        )
         report = {
             "workers": args.workers,
             "clients": args.clients,
@@ -454,6 +509,12 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 f"{r['server_cores']:>6.2f} {r.get('ratio') or '':>8}  {e['transport']}/{e['non_200']}/{e['wrong_cards']}"
             )
         print(f"ratio    service ÷ floor calls/s = {report['ratio']} (target ≥ 0.5)")
+        if results["guarded"]["per_s"]:
+            print(
+                f"ratio    guarded ÷ floor calls/s = {results['guarded']['ratio']} (the obligations alone: client JWT,"
+                f" replay, JSON limits); service ÷ guarded = "
+                f"{round(results['service']['per_s'] / results['guarded']['per_s'], 2)}"
+            )
         for name in trees:
             audit = results[name]["audit"]
             equal = audit["rows_after_sigterm"] == audit["calls_answered_incl_warmup"]

@@ -128,17 +128,41 @@ def start_service_on(
     return Server("service", process, port, log, pids)
 
 
-def start_floor(folder: Path, *, workers: int = 1) -> Server:
-    """The floor app (``bench/floor_app.py``) on a free port, with ``workers`` processes."""
+def start_floor(folder: Path, *, workers: int = 1, guard: GuardSettings | None = None) -> Server:
+    """The floor app (``bench/floor_app.py``) on a free port, with ``workers`` processes; with
+    ``guard``, its ``--guarded`` form (client JWT, replay and JSON limits checked)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = folder / f"floor-{port}.log"
+    name = "floor" if guard is None else "guarded"
+    log = folder / f"{name}-{port}.log"
     command = [sys.executable, "-m", "bench.floor_app", "--port", str(port), "--workers", str(workers)]
+    if guard is not None:
+        command += [
+            "--guarded",
+            "--issuers",
+            str(guard.issuers),
+            "--audience",
+            f"http://127.0.0.1:{port}{guard.path}",
+            "--data",
+            str(folder / f"data-{name}-{port}"),
+            "--max-items",
+            str(guard.max_items),
+        ]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    pids = _wait_ready("floor app", process, port, workers, log)
-    return Server("floor", process, port, log, pids)
+    pids = _wait_ready(f"{name} floor app", process, port, workers, log)
+    return Server(name, process, port, log, pids)
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """What the ``--guarded`` floor checks against: the service's trusted-issuer file, the path its
+    tokens' ``aud`` names on the floor's own port, and the items allowed per array."""
+
+    issuers: Path
+    path: str
+    max_items: int
 
 
 # -- memory --------------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ def test_quick_run_prints_every_table(tmp_path: Path) -> None:
     )  # fmt: skip
     output = done.stdout
     assert done.returncode == 0, output + done.stderr
-    for heading in ("== latency", "== throughput", "== soak", "== CLI start-up", "hook p50", "floor p50"):
+    for heading in (
+        "== latency", "== throughput", "== soak", "== CLI start-up", "hook p50", "floor p50", "guarded ÷ floor"
+    ):  # fmt: skip
         assert heading in output
     figures = json.loads(report.read_text("utf-8"))
     sizes = figures["latency"]["sizes"]
@@ -49,10 +51,13 @@ def test_quick_run_prints_every_table(tmp_path: Path) -> None:
     for row in sizes:
         assert row["cards"] == ["duplex-dvt"]  # the DVT chart's card, whatever the timings
         assert row["rss_peak_mb"] > 0
+        assert row["guarded_p50_ms"] > 0  # the guarded floor answered 200 to every call
+        assert row["hook_p50_over_guarded_p50"] > 0
         assert "other_cores" in row["machine"]
     throughput = figures["throughput"]
     if "skipped" not in throughput:
-        assert throughput["service"]["errors"] == {"transport": 0, "non_200": 0, "wrong_cards": 0}
+        for name in ("service", "guarded"):  # the guarded floor accepted every fresh, valid client JWT
+            assert throughput[name]["errors"] == {"transport": 0, "non_200": 0, "wrong_cards": 0}
         audit = throughput["audit"]
         assert audit["rows_after_sigterm"] == audit["calls_answered_incl_warmup"]
     assert figures["soak"]["workers"][0]["rss_end_mb"] > 0
