@@ -70,6 +70,8 @@ class Guard:
             signature = self._segment(signature_segment)
         except ValueError:
             raise RefusedError(401, "unreadable token") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise RefusedError(401, "unreadable token")
         key = self.keys.get((claims.get("iss"), header.get("kid")))
         if key is None:
             raise RefusedError(401, "unknown issuer or key")

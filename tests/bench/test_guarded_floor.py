@@ -55,7 +55,9 @@ def test_a_fresh_valid_token_passes_once_then_its_jti_is_refused(guard: Guard, i
     guard.check_token(f"Bearer {_token(issuer, jti='two')}", NOW)
 
 
-@pytest.mark.parametrize("case", ["tampered", "audience", "expired", "unknown kid", "no token", "garbage"])
+@pytest.mark.parametrize(
+    "case", ["tampered", "audience", "expired", "unknown kid", "no token", "garbage", "not objects"]
+)
 def test_a_bad_token_is_refused(guard: Guard, issuer: Path, case: str) -> None:
     good = _token(issuer)
     flipped = "A" if good[-20] != "A" else "B"  # one character in the middle of the signature
@@ -66,6 +68,7 @@ def test_a_bad_token_is_refused(guard: Guard, issuer: Path, case: str) -> None:
         "unknown kid": _token(issuer, kid="another"),
         "no token": "",
         "garbage": "a.b.c",
+        "not objects": "WzFd.WzFd.AAAA",  # header and claims are the JSON array [1]
     }[case]
     assert _refusal(guard.check_token, f"Bearer {token}" if token else None, NOW) == 401
 
