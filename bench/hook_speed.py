@@ -227,9 +227,9 @@ def run_latency(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         )
     floor = servers["floor"] = start_floor(folder, workers=1)
     max_items = int(LIMITS["CALF_CDS_MAX_ARRAY_LENGTH"])
-    guard = GuardSettings(keys / "trusted-issuers.json", HOOK_PATH, max_items)
+    guard = GuardSettings(tokens.issuers_file(keys), HOOK_PATH, max_items)
     guarded = servers["guarded"] = start_floor(folder, workers=1, guard=guard)
-    guarded_audience = f"http://127.0.0.1:{guarded.port}{HOOK_PATH}"
+    guarded_audience = guarded.base_url + HOOK_PATH
     rows: list[dict[str, Any]] = []
     peak_resettable = reset_peak(service.workers[0])
     try:
@@ -419,13 +419,13 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     supplies: dict[str, Tokens] = {}
     stats: dict[str, Stats] = {}
     report: dict[str, Any] = {}
-    issuer_files: dict[str, Path] = {}
+    issuer_keys: dict[str, Path] = {}  # each tree's issuer folder; the guarded floor trusts the service's
     try:
         for name, (root, database_name) in trees.items():
             url = database.create(args.pg, database_name)
             extra = {"CALF_CDS_DATABASE_URL": url}
             servers[name], keys, audience = _start_pair(args, folder, name, root, extra, args.workers)
-            issuer_files[name] = keys / "trusted-issuers.json"
+            issuer_keys[name] = keys
             started = time.perf_counter()
             supplies[name] = Tokens(
                 tokens.mint(args.alg, keys, audience, calls, TOKEN_LIFETIME),
@@ -441,12 +441,12 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         stats["floor"] = Stats(expected=dict.fromkeys(PATTERNS, ()))
         # the floor with the obligations only, the service's default limits; its replay file is one
         # per worker (cheaper than a store the workers share: this floor stays a lower bound)
-        guard = GuardSettings(issuer_files["service"], HOOK_PATH, DEFAULT_MAX_ITEMS)
+        guard = GuardSettings(tokens.issuers_file(issuer_keys["service"]), HOOK_PATH, DEFAULT_MAX_ITEMS)
         guarded = servers["guarded"] = start_floor(folder, workers=args.workers, guard=guard)
-        guarded_audience = f"http://127.0.0.1:{guarded.port}{HOOK_PATH}"
+        guarded_audience = guarded.base_url + HOOK_PATH
         supplies["guarded"] = Tokens(
-            tokens.mint(args.alg, issuer_files["service"].parent, guarded_audience, calls, TOKEN_LIFETIME),
-            functools.partial(_one_token, args.alg, issuer_files["service"].parent, guarded_audience),
+            tokens.mint(args.alg, issuer_keys["service"], guarded_audience, calls, TOKEN_LIFETIME),
+            functools.partial(_one_token, args.alg, issuer_keys["service"], guarded_audience),
         )
         stats["guarded"] = Stats(expected=dict.fromkeys(PATTERNS, ()))
         for name, server in servers.items():
@@ -480,16 +480,12 @@ def run_throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             results[name]["postgres_cores"] = round(cpu_postgres[name] / seconds[name], 2)
             results[name]["audit"] = _audit_check(args, database_name, servers[name], stats[name])
             results[name]["tokens_signed_during_run"] = supplies[name].signed_during_run
+        for name in servers.keys() - {"floor"}:
             results[name]["ratio"] = (
                 round(results[name]["per_s"] / results["floor"]["per_s"], 2)
                 if results["floor"]["per_s"]
                 else None
             )
-        results["guarded"]["ratio"] = (
-            round(results["guarded"]["per_s"] / results["floor"]["per_s"], 2)
-            if results["floor"]["per_s"]
-            else None
-        )
         report = {
             "workers": args.workers,
             "clients": args.clients,

@@ -36,6 +36,11 @@ def _key_file(algorithm: str, folder: Path) -> Path:
     return folder / f"{algorithm.lower()}.pem"
 
 
+def issuers_file(folder: Path) -> Path:
+    """The trusted-issuer file :func:`prepare_issuer` writes in ``folder``."""
+    return folder / "trusted-issuers.json"
+
+
 def prepare_issuer(algorithm: str, folder: Path, public_base_url: str) -> dict[str, str]:
     """Make the signing key in ``folder``; return the settings under which the service trusts it."""
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -53,7 +58,7 @@ def prepare_issuer(algorithm: str, folder: Path, public_base_url: str) -> dict[s
     )
     public |= {"kid": KIDS[algorithm], "use": "sig", "alg": algorithm}
     issuers = {"issuers": [{"iss": ISSUERS[algorithm], "jwks": {"keys": [public]}}]}
-    path = folder / "trusted-issuers.json"
+    path = issuers_file(folder)
     path.write_text(json.dumps(issuers), encoding="utf-8")
     return {"CALF_CDS_TRUSTED_ISSUERS_FILE": str(path), "CALF_CDS_PUBLIC_BASE_URL": public_base_url}
 

@@ -28,9 +28,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def guard(issuer: Path, tmp_path: Path) -> Guard:
-    return Guard(
-        issuer / "trusted-issuers.json", AUDIENCE, tmp_path / "replay.sqlite3", JsonLimits(max_items=5)
-    )
+    return Guard(tokens.issuers_file(issuer), AUDIENCE, tmp_path / "replay.sqlite3", JsonLimits(max_items=5))
 
 
 def _token(
